@@ -1,0 +1,97 @@
+"""SQLAlchemy tables of the directory store (Core, not ORM: these sit on the hot path).
+
+Every row carries its SCIM app from the first migration on. A resource keeps its whole
+SCIM document as JSON text plus the columns clients filter and sort on most; every other
+leaf value is flattened into ``resource_values`` so any filter becomes an indexed SQL
+``EXISTS`` instead of a scan over documents. Group membership is a table of its own, so a
+member add or remove costs one row whatever the size of the group.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+KEY_PREFIX = 128
+"""Characters of a lower-cased value kept in the indexed ``ci_key`` column (btree entry limits)."""
+
+resources = Table(
+    "resources", metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("app", String(64), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("external_id", String(1024)),
+    # userName of a User, displayName of a Group: the case-insensitive unique name.
+    Column("name", String(1024), nullable=False),
+    Column("name_key", String(1024), nullable=False),
+    Column("display_name", String(1024)),
+    Column("active", Boolean),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("last_modified", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("doc", Text, nullable=False),
+    UniqueConstraint("app", "resource_type", "id"),
+    UniqueConstraint("app", "resource_type", "name_key"),
+    UniqueConstraint("app", "resource_type", "external_id"),
+    Index(None, "app", "resource_type", "last_modified"),
+)
+
+resource_values = Table(
+    "resource_values", metadata,
+    Column("resource_pk", PK, ForeignKey("resources.pk", ondelete="CASCADE"), nullable=False),
+    # Canonical lower-cased path: "emails.value", "name.givenname", "urn:…:user:manager.value".
+    Column("path", String(512), nullable=False),
+    # Position in a multi-valued attribute, so sub-attributes of one element can be matched together.
+    Column("ordinal", Integer, nullable=False),
+    Column("str_value", Text),
+    Column("ci_value", Text),
+    Column("ci_key", String(KEY_PREFIX)),
+    Column("num_value", Float),
+    Index(None, "path", "ci_key"),
+    Index(None, "resource_pk"),
+)
+
+members = Table(
+    "group_members", metadata,
+    Column("group_pk", PK, ForeignKey("resources.pk", ondelete="CASCADE"), primary_key=True),
+    Column("member_pk", PK, ForeignKey("resources.pk", ondelete="CASCADE"), primary_key=True),
+    Index(None, "member_pk"),
+)
+
+applied_writes = Table(
+    "applied_writes", metadata,
+    # The bus job id: a job that runs twice finds its own row and answers the stored result.
+    Column("job_id", String(64), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("result", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Index(None, "applied_at"),
+)
+
+changes = Table(
+    "changes", metadata,
+    # The audit trail and the outbox of downstream deliveries, written in the write's transaction.
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("app", String(64), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("op", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("request_id", String(128)),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index(None, "app", "resource_type", "resource_id"),
+)
