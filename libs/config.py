@@ -1,0 +1,120 @@
+"""Settings from ``SCIM_*`` environment variables: read once, typed, validated at start.
+
+Every service builds one ``Settings`` in its ``create_app()``/entry point (never at import
+time) and passes it down; tests pass overrides. A bad value stops the process at boot with
+a message naming the variable, not at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class SettingsError(ValueError):
+    """A SCIM_* variable has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path = Path("var")
+    """Folder for the local run's state: SQLite file, token, Redis data, logs."""
+    database_url: str = ""
+    """SQLAlchemy URL of the directory store; default: SQLite file under var_dir."""
+    redis_url: str = "redis://127.0.0.1:6389/0"
+    """The bus. The local run starts its own Redis on 6389 (6379 may belong to another)."""
+    token: str = ""
+    """Bearer token(s) SCIM clients send, comma-separated for rotation; default: var_dir/token."""
+    write_timeout: float = 30.0
+    """Seconds the front waits for a worker to apply a write before answering 503."""
+    job_timeout: int = 10
+    """Seconds a worker may spend on one write job before RQ stops it."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body accepted (also enforced by the gateway): 413 above it."""
+    max_value_length: int = 2048
+    """Longest string attribute value accepted."""
+    max_operations: int = 1000
+    """Most PATCH operations in one request."""
+    max_results: int = 1000
+    """Most resources in one list page (``count`` is capped here, as /ServiceProviderConfig says)."""
+    default_app: str = "default"
+    """The SCIM app served at /scim (others at /scim/<app>)."""
+    apps: str = ""
+    """Further SCIM apps, comma-separated, served at /scim/<app> (each isolated by its app key)."""
+    queue_name: str = "scim-writes"
+    """RQ queue the front enqueues writes on."""
+    log_level: str = "INFO"
+    metrics_dir: str = ""
+    """PROMETHEUS_MULTIPROC_DIR of this service's processes (empty: single-process metrics)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
+
+    @property
+    def app_names(self) -> frozenset[str]:
+        return frozenset({self.default_app, *(a.strip() for a in self.apps.split(",") if a.strip())})
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        raw = self.token or read_or_create_token(self.var_dir)
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+def _coerce(name: str, kind: Any, raw: str) -> Any:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (Path, "Path"):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"SCIM_{name.upper()}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read SCIM_* variables, then apply overrides; validate the result."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        raw = env.get(f"SCIM_{f.name.upper()}")
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.name, f.type, raw)
+    settings = replace(Settings(), **values, **overrides)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    positive = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results")
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
+    if not s.default_app.replace("-", "").replace("_", "").isalnum():
+        raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"SCIM_REDIS_URL={s.redis_url!r} is not a redis:// URL")
+
+
+def read_or_create_token(var_dir: Path) -> str:
+    """The local run's token: generated once, kept in var_dir/token (mode 600)."""
+    path = var_dir / "token"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of the stack made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token

@@ -1,0 +1,63 @@
+"""Prometheus metrics of every service, behind small named functions.
+
+Names follow prometheus.io naming: the ``scim_`` prefix, ``_total`` counters, ``_seconds``
+durations, and no ids, userNames or emails in labels (unbounded cardinality, and PII).
+Under gunicorn or the worker pool, ``PROMETHEUS_MULTIPROC_DIR`` is set before the first
+import, so each process writes its own files and ``/metrics`` merges them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+HTTP_REQUESTS = Counter(
+    "scim_http_requests_total", "SCIM HTTP requests answered.", ["service", "method", "endpoint", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "scim_http_request_duration_seconds", "Time to answer a SCIM HTTP request.", ["service", "method", "endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+JOBS = Counter("scim_jobs_total", "Write jobs applied by workers.", ["op", "resource_type", "outcome"])
+JOB_DURATION = Histogram(
+    "scim_job_duration_seconds", "Time a worker spent applying one write job.", ["op"], buckets=LATENCY_BUCKETS,
+)
+JOB_FAILURES = Counter(
+    "scim_job_failures_total", "Write jobs that raised in a worker (retried or failed).", ["exception"],
+)
+
+
+def observe_request(service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(service, method, endpoint, str(status)).inc()
+    HTTP_LATENCY.labels(service, method, endpoint).observe(seconds)
+
+
+def observe_job(op: str, resource_type: str, outcome: str, seconds: float) -> None:
+    JOBS.labels(op, resource_type, outcome).inc()
+    JOB_DURATION.labels(op).observe(seconds)
+
+
+def registry_for_scrape(extra_collectors: tuple = ()) -> CollectorRegistry:
+    """The registry /metrics renders: merged multi-process files when configured."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    for collector in extra_collectors:
+        try:
+            registry.register(collector)
+        except ValueError:  # already registered on the global registry
+            pass
+    return registry
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST

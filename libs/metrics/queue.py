@@ -1,0 +1,25 @@
+"""Queue depth, read from Redis at scrape time (a gauge that is never stale)."""
+
+from __future__ import annotations
+
+from prometheus_client.core import GaugeMetricFamily
+from redis import Redis
+from redis.exceptions import RedisError
+
+
+class QueueDepthCollector:
+    def __init__(self, redis: Redis, queue_names: list[str]) -> None:
+        self.redis = redis
+        self.queue_names = queue_names
+
+    def collect(self):
+        depth = GaugeMetricFamily("scim_queue_depth", "Jobs waiting in each write queue.", labels=["queue"])
+        workers = GaugeMetricFamily("scim_workers_alive", "RQ workers with a live heartbeat.")
+        try:
+            for name in self.queue_names:
+                depth.add_metric([name], self.redis.llen(f"rq:queue:{name}"))
+            workers.add_metric([], self.redis.scard("rq:workers"))
+        except RedisError:
+            return
+        yield depth
+        yield workers

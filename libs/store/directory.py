@@ -1,0 +1,312 @@
+"""The directory store: resources, their value index and group membership, in SQL.
+
+Rules every caller relies on:
+
+- Writes happen inside ``transaction()``; on PostgreSQL the row being changed is locked
+  (``SELECT … FOR UPDATE``) and SQLite takes its write lock at BEGIN, so two writers of one
+  resource serialise and no update is lost.
+- Uniqueness (userName / group displayName case-insensitively, externalId exactly) is
+  checked before writing and enforced by unique indexes; a race that slips past the check
+  surfaces as ``IntegrityError``, which the caller retries (the check then sees the winner).
+- Membership changes are set operations on ``group_members``: adding one member costs one
+  row, whatever the size of the group; members are never part of the stored document.
+- Documents come back as fresh dicts with ``meta`` filled in (no ``location``: the HTTP
+  edge knows its own base URL).
+
+SQLAlchemy Core throughout: these statements sit on every request's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from libs.scim.errors import InvalidValue, Uniqueness
+from libs.scim.filter import Filter
+from libs.scim.render import etag, format_datetime
+from libs.scim.schemas import GROUPS, USERS, ResourceSchema
+from libs.store.query import filter_clause, sort_clause
+from libs.store.tables import applied_writes, changes, members, resource_values, resources
+from libs.store.values import flatten
+
+R = resources.c
+_CHUNK = 500
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+@dataclass
+class StoredResource:
+    """A resource row as the worker edits it: the stored document has no id, meta or members."""
+
+    pk: int
+    id: str
+    resource_type: str
+    version: int
+    created: datetime
+    last_modified: datetime
+    doc: dict[str, Any]
+
+    def document(self, *, members: list[dict] | None = None, groups: list[dict] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"schemas": self.doc.get("schemas", []), "id": self.id}
+        out.update((k, v) for k, v in self.doc.items() if k != "schemas")
+        if members is not None:
+            out["members"] = members
+        if groups is not None:
+            out["groups"] = groups
+        out["meta"] = {
+            "resourceType": self.resource_type,
+            "created": format_datetime(self.created),
+            "lastModified": format_datetime(self.last_modified),
+            "version": etag(self.version),
+        }
+        return out
+
+
+def _name_of(schema: ResourceSchema, doc: dict[str, Any]) -> str:
+    return doc["userName"] if schema is USERS else doc["displayName"]
+
+
+def _row_values(schema: ResourceSchema, doc: dict[str, Any]) -> dict[str, Any]:
+    name = _name_of(schema, doc)
+    return {
+        "name": name,
+        "name_key": name.lower(),
+        "external_id": doc.get("externalId"),
+        "display_name": doc.get("displayName"),
+        "active": doc.get("active") if schema is USERS else None,
+        "doc": orjson.dumps(doc).decode(),
+    }
+
+
+def _stored(row: Any) -> StoredResource:
+    return StoredResource(row.pk, row.id, row.resource_type, row.version, _as_utc(row.created),
+                          _as_utc(row.last_modified), orjson.loads(row.doc))
+
+
+class DirectoryStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("write", None)
+
+    def _insert(self, conn: Connection, table):
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            return postgresql.insert(table)
+        if dialect == "sqlite":
+            return sqlite.insert(table)
+        return insert(table)
+
+    # ------------------------------------------------------------------ idempotency, audit
+    def applied_result(self, conn: Connection, job_id: str) -> dict[str, Any] | None:
+        raw = conn.execute(select(applied_writes.c.result).where(applied_writes.c.job_id == job_id)).scalar()
+        return orjson.loads(raw) if raw is not None else None
+
+    def record(self, conn: Connection, *, app: str, job_id: str, result: dict[str, Any],
+               change: dict[str, Any] | None, request_id: str | None) -> None:
+        now = utcnow()
+        conn.execute(insert(applied_writes).values(job_id=job_id, app=app, result=orjson.dumps(result).decode(),
+                                                   applied_at=now))
+        if change is not None:
+            conn.execute(insert(changes).values(app=app, job_id=job_id, request_id=request_id, at=now, **change))
+
+    # ------------------------------------------------------------------ reads inside a write
+    def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
+        stmt = select(resources).where(R.app == app, R.resource_type == schema.name, R.id == id)
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        return _stored(row) if row is not None else None
+
+    def check_unique(self, conn: Connection, app: str, schema: ResourceSchema, doc: dict[str, Any],
+                     exclude_pk: int | None = None) -> None:
+        name = _name_of(schema, doc)
+        conds = [R.name_key == name.lower()]
+        if doc.get("externalId") is not None:
+            conds.append(R.external_id == doc["externalId"])
+        stmt = select(R.name_key, R.external_id).where(R.app == app, R.resource_type == schema.name, or_(*conds))
+        if exclude_pk is not None:
+            stmt = stmt.where(R.pk != exclude_pk)
+        row = conn.execute(stmt.limit(1)).first()
+        if row is None:
+            return
+        attr = "userName" if schema is USERS else "displayName"
+        if row.name_key == name.lower():
+            raise Uniqueness(f"{attr} {name!r} is already in use.")
+        raise Uniqueness(f"externalId {doc['externalId']!r} is already in use.")
+
+    # ------------------------------------------------------------------ writes
+    def insert_resource(self, conn: Connection, app: str, schema: ResourceSchema, id: str,
+                        doc: dict[str, Any]) -> StoredResource:
+        now = utcnow()
+        pk = conn.execute(
+            insert(resources).values(app=app, resource_type=schema.name, id=id, version=1, created=now,
+                                     last_modified=now, **_row_values(schema, doc)).returning(R.pk)
+        ).scalar_one()
+        self._write_values(conn, pk, schema, doc, replace=False)
+        return StoredResource(pk, id, schema.name, 1, now, now, doc)
+
+    def update_resource(self, conn: Connection, schema: ResourceSchema, current: StoredResource,
+                        doc: dict[str, Any], *, doc_changed: bool = True) -> StoredResource:
+        """Bump the version (and write the document when it changed)."""
+        now = utcnow()
+        values: dict[str, Any] = {"version": current.version + 1, "last_modified": now}
+        if doc_changed:
+            values.update(_row_values(schema, doc))
+        conn.execute(update(resources).where(R.pk == current.pk).values(**values))
+        if doc_changed:
+            self._write_values(conn, current.pk, schema, doc, replace=True)
+        return StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
+                              current.created, now, doc)
+
+    def delete_resource(self, conn: Connection, current: StoredResource) -> None:
+        # Values and memberships (as group or as member) go with it: ON DELETE CASCADE,
+        # spelled out as well so a database without enforced foreign keys stays clean.
+        conn.execute(delete(resource_values).where(resource_values.c.resource_pk == current.pk))
+        conn.execute(delete(members).where(or_(members.c.group_pk == current.pk, members.c.member_pk == current.pk)))
+        conn.execute(delete(resources).where(R.pk == current.pk))
+
+    def _write_values(self, conn: Connection, pk: int, schema: ResourceSchema, doc: dict[str, Any],
+                      *, replace: bool) -> None:
+        if replace:
+            conn.execute(delete(resource_values).where(resource_values.c.resource_pk == pk))
+        rows = flatten(doc, schema)
+        if rows:
+            conn.execute(insert(resource_values), [{"resource_pk": pk, **r} for r in rows])
+
+    # ------------------------------------------------------------------ membership
+    def resolve_members(self, conn: Connection, app: str, values: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Member ids → (pk, resource type), one query per 500 ids; unknown ids are absent."""
+        ids = list(dict.fromkeys(values))
+        found: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            rows = conn.execute(select(R.id, R.pk, R.resource_type).where(R.app == app, R.id.in_(chunk)))
+            found.update((r.id, (r.pk, r.resource_type)) for r in rows)
+        return found
+
+    def add_members(self, conn: Connection, app: str, group: StoredResource, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        found = self.resolve_members(conn, app, ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
+        if group.id in found:
+            raise InvalidValue("members: a group cannot be a member of itself.")
+        rows = [{"group_pk": group.pk, "member_pk": pk} for pk, _ in found.values()]
+        added = 0
+        for start in range(0, len(rows), _CHUNK):
+            stmt = self._insert(conn, members).on_conflict_do_nothing()
+            added += conn.execute(stmt, rows[start:start + _CHUNK]).rowcount or 0
+        return added
+
+    def remove_members(self, conn: Connection, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:
+        """Remove the given member ids, or every member when ``ids`` is None."""
+        if ids is None:
+            return conn.execute(delete(members).where(members.c.group_pk == group.pk)).rowcount or 0
+        ids = list(ids)
+        removed = 0
+        for start in range(0, len(ids), _CHUNK):
+            sub = select(R.pk).where(R.app == app, R.id.in_(ids[start:start + _CHUNK]))
+            removed += conn.execute(
+                delete(members).where(members.c.group_pk == group.pk, members.c.member_pk.in_(sub))
+            ).rowcount or 0
+        return removed
+
+    def members_of(self, conn: Connection, group_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """Member lists of several groups in one query: {group pk: [{value, display, type}]}."""
+        out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in group_pks}
+        if not group_pks:
+            return out
+        m = resources.alias("m")
+        rows = conn.execute(
+            select(members.c.group_pk, m.c.id, m.c.resource_type, m.c.name, m.c.display_name)
+            .join(m, m.c.pk == members.c.member_pk)
+            .where(members.c.group_pk.in_(group_pks))
+            .order_by(members.c.group_pk, m.c.pk)
+        )
+        for r in rows:
+            entry = {"value": r.id, "display": r.display_name or r.name, "type": r.resource_type}
+            out[r.group_pk].append(entry)
+        return out
+
+    def groups_of(self, conn: Connection, member_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """Direct groups of several resources in one query: {member pk: [{value, display, type}]}."""
+        out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in member_pks}
+        if not member_pks:
+            return out
+        g = resources.alias("g")
+        rows = conn.execute(
+            select(members.c.member_pk, g.c.id, g.c.name)
+            .join(g, g.c.pk == members.c.group_pk)
+            .where(members.c.member_pk.in_(member_pks))
+            .order_by(members.c.member_pk, g.c.pk)
+        )
+        for r in rows:
+            out[r.member_pk].append({"value": r.id, "display": r.name, "type": "direct"})
+        return out
+
+    # ------------------------------------------------------------------ the read side
+    def _documents(self, conn: Connection, schema: ResourceSchema, rows: list[Any],
+                   with_members: bool, with_groups: bool) -> list[dict[str, Any]]:
+        stored = [_stored(r) for r in rows]
+        pks = [s.pk for s in stored]
+        member_map = self.members_of(conn, pks) if schema is GROUPS and with_members else {}
+        group_map = self.groups_of(conn, pks) if schema is USERS and with_groups else {}
+        docs = []
+        for s in stored:
+            docs.append(s.document(
+                members=member_map.get(s.pk) if schema is GROUPS and with_members else None,
+                groups=(group_map.get(s.pk) or None) if schema is USERS and with_groups else None,
+            ))
+        return docs
+
+    def get(self, app: str, schema: ResourceSchema, id: str, *, with_members: bool = True,
+            with_groups: bool = True) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(resources).where(R.app == app, R.resource_type == schema.name,
+                                                       R.id == id)).first()
+            if row is None:
+                return None
+            return self._documents(conn, schema, [row], with_members, with_groups)[0]
+
+    def search(self, app: str, schema: ResourceSchema, node: Filter | None, *, start_index: int = 1,
+               count: int = 100, sort_by: str | None = None, descending: bool = False,
+               with_members: bool = True, with_groups: bool = True) -> tuple[int, list[dict[str, Any]]]:
+        where = [R.app == app, R.resource_type == schema.name]
+        if node is not None:
+            where.append(filter_clause(node, schema))
+        cond = and_(*where)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
+            if count <= 0 or start_index > total:
+                return total, []
+            order = sort_clause(sort_by, descending, schema) if sort_by else [R.pk]
+            rows = conn.execute(
+                select(resources).where(cond).order_by(*order).offset(start_index - 1).limit(count)
+            ).all()
+            return total, self._documents(conn, schema, rows, with_members, with_groups)

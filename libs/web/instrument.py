@@ -1,0 +1,44 @@
+"""Request metrics and the /metrics, /healthz endpoints shared by the front and the reader.
+
+``/metrics`` is served by each service on its own port; the public gateway only forwards
+``/scim``, so metrics never leave the host through it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from libs.metrics.metrics import observe_request, registry_for_scrape, render
+
+
+def _endpoint_label() -> str:
+    # The route pattern, never the concrete URL: ids in labels would explode cardinality.
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    return rule.replace("/scim/<scimapp:app>", "/scim")
+
+
+def init_app(app: Flask, service: str, extra_collectors: tuple = ()) -> None:
+    registry = registry_for_scrape(extra_collectors)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.scim_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.get("scim_started")
+        if started is not None and not request.path.startswith(("/metrics", "/healthz")):
+            observe_request(service, request.method, _endpoint_label(), response.status_code,
+                            time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        payload, content_type = render(registry)
+        return Response(payload, content_type=content_type)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", content_type="text/plain")

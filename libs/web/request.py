@@ -1,0 +1,59 @@
+"""Reading SCIM requests: the JSON body, the app in the URL, the base URL for locations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, request
+from werkzeug.routing import BaseConverter
+
+from libs.scim.errors import InvalidSyntax, NotFound, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = ("application/scim+json", "application/json")
+
+
+def json_body(max_bytes: int) -> Any:
+    """The request's JSON body; SCIM errors for a wrong type, size or syntax."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+    mimetype = (request.mimetype or "").lower()
+    if mimetype not in JSON_TYPES:
+        raise UnsupportedMediaType(f"Content-Type {request.content_type or 'none'!r} is not application/scim+json.")
+    raw = request.get_data(cache=False)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+    if not raw.strip():
+        raise InvalidSyntax("The request body is empty.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSyntax(f"The body is not valid JSON: {exc.args[0][:200] if exc.args else exc}") from exc
+
+
+def resolve_app(app: str | None, default_app: str, apps: frozenset[str]) -> str:
+    if app is None:
+        return default_app
+    if app not in apps:
+        raise NotFound(f"No SCIM app {app[:100]!r} is configured here.")
+    return app
+
+
+def base_url(app: str | None) -> str:
+    """``https://host:8585/scim`` (or ``…/scim/<app>``) as the client sees it, behind the gateway."""
+    root = request.host_url.rstrip("/")
+    return f"{root}/scim" + (f"/{app}" if app else "")
+
+
+class AppConverter(BaseConverter):
+    """An app name in ``/scim/<app>/…``: never one of the SCIM endpoint names, so
+    ``/scim/Users/<id>`` and ``/scim/<app>/Users`` cannot be confused."""
+
+    regex = r"(?!(?i:users|groups|schemas|resourcetypes|serviceproviderconfig|bulk|me|\.search)(?:/|$))[A-Za-z0-9_\-]{1,64}"
+
+
+def register_app_routes(app: Flask, bp: Blueprint, name: str) -> None:
+    app.url_map.converters["scimapp"] = AppConverter
+    app.register_blueprint(bp, url_prefix="/scim")
+    app.register_blueprint(bp, url_prefix="/scim/<scimapp:app>", name=name)

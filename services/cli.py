@@ -1,0 +1,95 @@
+"""The ``scimbus`` command: one subcommand per role, plus operator commands.
+
+One install (and one container image) serves every role; compose, Kubernetes and the
+local run all start the same ``scimbus <role>`` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from libs.config import load_settings
+
+
+def _prepare_metrics(role: str) -> None:
+    from libs.metrics.multiproc import prepare_metrics_dir
+
+    settings = load_settings()
+    base = Path(settings.metrics_dir) if settings.metrics_dir else settings.var_dir / "metrics"
+    prepare_metrics_dir(base, role)
+
+
+def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
+    load_settings()  # fail at boot, naming the variable, on a bad setting
+    _prepare_metrics(role)
+    os.environ.update(SCIM_BIND=args.bind, SCIM_HTTP_WORKERS=str(args.workers), SCIM_HTTP_THREADS=str(args.threads),
+                      SCIM_ROLE=f"scimbus-{role}")
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:services.gunicorn_conf",
+                               f"{module}:app"])
+
+
+def cmd_front(args: argparse.Namespace) -> None:
+    _gunicorn("front", "services.front.wsgi", args)
+
+
+def cmd_reader(args: argparse.Namespace) -> None:
+    _gunicorn("reader", "services.reader.wsgi", args)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    _prepare_metrics("worker")
+    from services.worker.main import run_pool
+
+    run_pool(load_settings(), processes=args.processes, metrics_port=args.metrics_port)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from libs.store.migrate import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database)
+    print(f"database is at the latest revision: {settings.database.split('@')[-1]}")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    print(load_settings().tokens[0])
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from services.local_run import run
+
+    sys.exit(run(workers=args.workers))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="scimbus", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, func, port in (("front", cmd_front, 8601), ("reader", cmd_reader, 8602)):
+        p = sub.add_parser(name, help=f"serve the {name} under gunicorn")
+        p.add_argument("--bind", default=os.environ.get("SCIM_BIND", f"127.0.0.1:{port}"))
+        p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_HTTP_WORKERS", "2")))
+        p.add_argument("--threads", type=int, default=int(os.environ.get("SCIM_HTTP_THREADS", "16")))
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("worker", help="run a pool of write workers")
+    p.add_argument("--processes", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("SCIM_WORKER_METRICS_PORT", "8603")))
+    p.set_defaults(func=cmd_worker)
+
+    sub.add_parser("migrate", help="bring the database schema to the latest revision").set_defaults(func=cmd_migrate)
+    sub.add_parser("token", help="print the bearer token SCIM clients use").set_defaults(func=cmd_token)
+
+    p = sub.add_parser("run", help="run the whole stack in the foreground (the local run)")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
+    p.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from services.front.app import create_app
+
+app = create_app()

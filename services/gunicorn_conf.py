@@ -1,0 +1,28 @@
+"""gunicorn settings shared by the front and the reader (``-c python:services.gunicorn_conf``).
+
+gthread workers: the front's requests spend most of their time waiting on the bus, so
+threads (not processes) are what concurrency costs. Values come from the CLI's environment.
+"""
+
+import os
+
+from prometheus_client import multiprocess
+
+bind = os.environ.get("SCIM_BIND", "127.0.0.1:8601")
+workers = int(os.environ.get("SCIM_HTTP_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("SCIM_HTTP_THREADS", "16"))
+keepalive = 75  # longer than nginx's upstream keepalive_timeout, so nginx closes first
+timeout = 90  # a request may wait SCIM_WRITE_TIMEOUT (30 s) on the bus; this is the hard stop
+graceful_timeout = 40  # on SIGTERM, let waiting writes get their answer
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = None
+control_socket_disable = True  # two gunicorns (front, reader) on one host would share its default path
+errorlog = "-"
+loglevel = os.environ.get("SCIM_LOG_LEVEL", "info").lower()
+proc_name = os.environ.get("SCIM_ROLE", "scimbus")
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

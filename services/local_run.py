@@ -1,0 +1,102 @@
+"""``scimbus run``: the whole stack in the foreground, for one machine (``make run``).
+
+Starts a Redis of its own (append-only, data under var/redis, its own port), the front,
+the reader, a worker pool and the nginx gateway under honcho, after creating the token
+and migrating the database. Ctrl-C or SIGTERM stops every process it started; so does the
+death of the process that started it (``make`` does not forward SIGTERM to its children).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+from honcho.printer import Printer
+
+from libs.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+DEFAULT_PORTS = {
+    "SCIM_PORT": "8585", "SCIM_REDIS_PORT": "6389", "SCIM_FRONT_PORT": "8601",
+    "SCIM_READER_PORT": "8602", "SCIM_WORKER_METRICS_PORT": "8603",
+}
+
+
+def render_template(text: str, env: dict[str, str]) -> str:
+    """envsubst for ``${SCIM_*}`` names only, so nginx's own ``$variables`` stay untouched."""
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in env:
+            raise KeyError(f"template variable {m.group(1)} is not set")
+        return env[m.group(1)]
+    return re.sub(r"\$\{(SCIM_[A-Z0-9_]+)\}", sub, text)
+
+
+def build_env(workers: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()}
+    for key, value in DEFAULT_PORTS.items():
+        env.setdefault(key, value)
+    var_dir = Path(env.get("SCIM_VAR_DIR", ROOT / "var")).resolve()
+    env["SCIM_VAR_DIR"] = str(var_dir)
+    env.setdefault("SCIM_REDIS_URL", f"redis://127.0.0.1:{env['SCIM_REDIS_PORT']}/0")
+    env["SCIM_WORKER_PROCESSES"] = str(workers)
+    env["SCIM_NGINX_DIR"] = str(var_dir / "nginx")
+    env["SCIM_FRONT_UPSTREAM"] = f"127.0.0.1:{env['SCIM_FRONT_PORT']}"
+    env["SCIM_READER_UPSTREAM"] = f"127.0.0.1:{env['SCIM_READER_PORT']}"
+    env["SCIM_GATEWAY_LISTEN"] = f"{env.get('SCIM_LISTEN_ADDRESS', '0.0.0.0')}:{env['SCIM_PORT']}"
+    settings = load_settings(env)
+    env["SCIM_MAX_BODY"] = f"{max(1, settings.max_body_bytes // 1024)}k"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def prepare(env: dict[str, str]) -> str:
+    """Folders, token, migrations, nginx config; returns the token."""
+    var_dir = Path(env["SCIM_VAR_DIR"])
+    for sub in ("redis", "nginx/tmp", "metrics"):
+        (var_dir / sub).mkdir(parents=True, exist_ok=True)
+    settings = load_settings(env)
+    from libs.store.migrate import upgrade
+
+    upgrade(settings.database)
+    nginx_dir = Path(env["SCIM_NGINX_DIR"])
+    (nginx_dir / "scimbus.conf").write_text(
+        render_template((DEPLOY / "nginx/templates/scimbus.conf.template").read_text(), env))
+    (nginx_dir / "nginx.conf").write_text(render_template((DEPLOY / "nginx/local.conf.template").read_text(), env))
+    return settings.tokens[0]
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(1)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def run(workers: int = 2) -> int:
+    missing = [b for b in ("redis-server", "nginx") if shutil.which(b) is None]
+    if missing:
+        print(f"missing programs: {', '.join(missing)} (make run installs them when run as root)", file=sys.stderr)
+        return 2
+    env = build_env(workers)
+    token = prepare(env)
+    url = f"http://127.0.0.1:{env['SCIM_PORT']}/scim"
+    print(f"scimbus: serving {url}\nscimbus: bearer token (Entra's Secret Token): {token}", flush=True)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    procfile = parse_procfile((DEPLOY / "Procfile").read_text())
+    manager = Manager(Printer(sys.stdout))
+    for name, entry in procfile.processes.items():
+        manager.add_process(name, render_template(entry, env), env=env, cwd=str(ROOT))
+    manager.loop()
+    return manager.returncode or 0

@@ -1,0 +1,43 @@
+"""Discovery documents (RFC 7644 §4): ServiceProviderConfig, Schemas, ResourceTypes.
+
+Built from ``libs.scim.schemas`` and the settings, so they advertise exactly what the
+service does: PATCH yes; bulk, sort, ETag and password change not yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libs.config import Settings
+from libs.scim.schemas import ALL_SCHEMAS, RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG
+
+DOCS_URL = "https://github.com/scimbus/scimbus#readme"
+
+
+def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]:
+    return {
+        "schemas": [SERVICE_PROVIDER_CONFIG],
+        "documentationUri": DOCS_URL,
+        "patch": {"supported": True},
+        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": True, "maxResults": settings.max_results},
+        "changePassword": {"supported": False},
+        "sort": {"supported": True},
+        "etag": {"supported": True},
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "OAuth Bearer Token",
+            "description": "A long-lived bearer token in the Authorization header (Entra's Secret Token).",
+            "specUri": "https://www.rfc-editor.org/info/rfc6750",
+            "primary": True,
+        }],
+        "meta": {"resourceType": "ServiceProviderConfig", "location": f"{base_url}/ServiceProviderConfig"},
+    }
+
+
+def schemas(base_url: str) -> list[dict[str, Any]]:
+    return [s.to_document(base_url) for s in ALL_SCHEMAS]
+
+
+def resource_types(base_url: str) -> list[dict[str, Any]]:
+    return [r.resource_type_document(base_url) for r in RESOURCE_TYPES.values()]

@@ -1,0 +1,133 @@
+"""The read API: GET by id, list/filter/page, ``POST /.search``, discovery (RFC 7644 §3.4, §4).
+
+Filters are parsed to an AST and translated to SQL (``libs.store.query``); nothing is
+evaluated by loading rows. ``excludedAttributes=members`` (Entra's group reads) never
+loads a member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from libs.config import Settings
+from libs.scim.errors import InvalidSyntax, InvalidValue, NotFound
+from libs.scim.filter import parse_filter
+from libs.scim.render import list_response, parse_attribute_list, project, with_location
+from libs.scim.schemas import BY_ENDPOINT, SEARCH_REQUEST, ResourceSchema
+from libs.store.directory import DirectoryStore
+from libs.web.request import base_url, json_body, resolve_app
+from libs.web.responses import scim_response
+from services.reader import discovery
+
+bp = Blueprint("reads", __name__)
+
+
+def _settings() -> Settings:
+    return current_app.extensions["scim.settings"]
+
+
+def _store() -> DirectoryStore:
+    return current_app.extensions["scim.store"]
+
+
+def _schema(endpoint: str) -> ResourceSchema:
+    schema = BY_ENDPOINT.get(endpoint.lower())
+    if schema is None:
+        raise NotFound(f"No resource endpoint /{endpoint[:100]}.")
+    return schema
+
+
+def _int_param(params: dict[str, Any], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"{name} must be an integer, not {str(raw)[:50]!r}.") from None
+
+
+def _wants(name: str, attributes: list, excluded: list) -> bool:
+    """Whether the response needs a derived attribute (members, groups) at all."""
+    if attributes:
+        return any(key.lower() == name for key, _ in attributes)
+    return not any(key.lower() == name and sub is None for key, sub in excluded)
+
+
+def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> Response:
+    settings = _settings()
+    app_key = resolve_app(app, settings.default_app, settings.app_names)
+    node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
+    start_index = max(1, _int_param(params, "startIndex", 1))
+    count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
+    attributes = parse_attribute_list(_joined(params.get("attributes")), schema)
+    excluded = parse_attribute_list(_joined(params.get("excludedAttributes")), schema)
+    sort_order = str(params.get("sortOrder") or "ascending").lower()
+    if sort_order not in ("ascending", "descending"):
+        raise InvalidValue("sortOrder must be 'ascending' or 'descending'.")
+    total, docs = _store().search(
+        app_key, schema, node, start_index=start_index, count=count, sort_by=params.get("sortBy") or None,
+        descending=sort_order == "descending",
+        with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded),
+    )
+    url = base_url(app)
+    resources = [project(with_location(d, url, schema), attributes, excluded) for d in docs]
+    return scim_response(list_response(resources, total, start_index))
+
+
+def _joined(value: Any) -> str | None:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+@bp.get("/<endpoint>")
+def list_resources(endpoint: str, app: str | None = None) -> Response:
+    if endpoint.lower() == "serviceproviderconfig":
+        return scim_response(discovery.service_provider_config(_settings(), base_url(app)))
+    if endpoint.lower() == "schemas":
+        docs = discovery.schemas(base_url(app))
+        return scim_response(list_response(docs, len(docs), 1))
+    if endpoint.lower() == "resourcetypes":
+        docs = discovery.resource_types(base_url(app))
+        return scim_response(list_response(docs, len(docs), 1))
+    return _query(app, _schema(endpoint), request.args.to_dict())
+
+
+@bp.get("/<endpoint>/<path:resource_id>")
+def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Response:
+    if endpoint.lower() in ("schemas", "resourcetypes"):
+        docs = discovery.schemas(base_url(app)) if endpoint.lower() == "schemas" else \
+            discovery.resource_types(base_url(app))
+        for doc in docs:
+            if doc["id"].lower() == resource_id.lower():
+                return scim_response(doc)
+        raise NotFound(f"No {endpoint} {resource_id[:200]!r}.")
+    schema = _schema(endpoint)
+    settings = _settings()
+    app_key = resolve_app(app, settings.default_app, settings.app_names)
+    attributes = parse_attribute_list(request.args.get("attributes"), schema)
+    excluded = parse_attribute_list(request.args.get("excludedAttributes"), schema)
+    doc = _store().get(app_key, schema, resource_id, with_members=_wants("members", attributes, excluded),
+                       with_groups=_wants("groups", attributes, excluded))
+    if doc is None:
+        raise NotFound(f"{schema.name} {resource_id[:200]!r} not found.")
+    version = doc["meta"]["version"]
+    if request.headers.get("If-None-Match") and version in {t.strip() for t in
+                                                            request.headers["If-None-Match"].split(",")}:
+        return scim_response(None, 304, {"ETag": version})
+    doc = project(with_location(doc, base_url(app), schema), attributes, excluded)
+    return scim_response(doc, 200, {"ETag": version})
+
+
+@bp.post("/<endpoint>/.search")
+def search(endpoint: str, app: str | None = None) -> Response:
+    body = json_body(_settings().max_body_bytes)
+    if not isinstance(body, dict) or SEARCH_REQUEST not in (body.get("schemas") or []):
+        raise InvalidSyntax(f"A search request needs schemas [{SEARCH_REQUEST!r}].")
+    return _query(app, _schema(endpoint), body)
+
+
+

@@ -1,0 +1,42 @@
+"""The running stack for HTTP-level tests: one per database backend, per test session."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.support.stack import running_stack
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def stack(request, tmp_path_factory):
+    database_url = None
+    if request.param == "postgresql":
+        base = request.getfixturevalue("postgres_url")
+        database_url = _fresh_schema(base)
+    with running_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), database_url) as s:
+        yield s
+
+
+def _fresh_schema(base: str) -> str:
+    from sqlalchemy import text
+
+    from libs.store.session import create_engine_from_url
+
+    schema = "s_" + uuid.uuid4().hex[:12]
+    engine = create_engine_from_url(base)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def scim(stack):
+    with stack.client() as client:
+        yield client
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,45 @@
+"""The local run's contract: Ctrl-C or SIGTERM stops every process; data survives a restart."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.services.test_entra_flows import create_user
+from tests.support.stack import running_stack, stop
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_local_run_leaves_no_process_behind(tmp_path, sig):
+    with running_stack(tmp_path) as stack:
+        left = stop(stack, sig)
+        assert left == []
+        assert stack.proc.returncode is not None
+
+
+def test_users_survive_a_restart_of_the_whole_stack(tmp_path):
+    with running_stack(tmp_path) as stack, stack.client() as client:
+        user = create_user(client)
+    with running_stack(tmp_path) as stack, stack.client() as client:
+        got = client.get(f"/Users/{user['id']}")
+        assert got.status_code == 200
+        assert got.json()["userName"] == user["userName"]
+
+
+def test_metrics_are_served_by_each_service_but_not_through_the_gateway(tmp_path):
+    import httpx
+
+    with running_stack(tmp_path) as stack, stack.client() as client:
+        create_user(client)
+        client.get("/Users", params={"count": 1})
+        front = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_FRONT_PORT']}/metrics").text
+        reader = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_READER_PORT']}/metrics").text
+        worker = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_WORKER_METRICS_PORT']}/metrics").text
+        assert 'scim_http_requests_total{endpoint="/scim/<endpoint>",method="POST",service="front",status="201"}' in front
+        assert "scim_queue_depth" in front
+        assert 'service="reader"' in reader
+        assert 'scim_jobs_total{op="create",outcome="ok",resource_type="User"}' in worker
+        assert httpx.get(f"http://127.0.0.1:{stack.port}/metrics").status_code == 404

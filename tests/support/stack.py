@@ -1,0 +1,147 @@
+"""The whole stack, started the way an administrator starts it: ``scimbus run``.
+
+Gateway (nginx), front and reader (gunicorn), a worker pool and a private Redis, on free
+ports under a temporary var folder, against SQLite or PostgreSQL. Tests drive it over
+HTTP through the gateway, exactly as Entra's agent would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-" + "x" * 24
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen
+    var_dir: Path
+    port: int
+    redis_port: int
+    ports: dict[str, int]
+    token: str
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/scim"
+
+    def client(self, token: str | None = None, **kw) -> httpx.Client:
+        headers = {"Content-Type": "application/scim+json"}
+        headers["Authorization"] = f"Bearer {token or self.token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+
+    def redis(self):
+        from redis import Redis
+
+        return Redis(port=self.redis_port)
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the live RQ workers (the pool's children), from their Redis registry."""
+        from rq import Worker
+
+        return [w.pid for w in Worker.all(connection=self.redis()) if w.pid]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if stack.proc.poll() is not None:
+            raise RuntimeError(f"scimbus run exited with {stack.proc.returncode}:\n{stack.log()[-4000:]}")
+        with contextlib.suppress(httpx.HTTPError), stack.client() as c:
+            last = c.get("/Users", params={"count": 0})
+            if last.status_code == 200 and stack.worker_pids():
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"stack not ready (last answer {last}):\n{stack.log()[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    ports = {name: free_port() for name in ("SCIM_PORT", "SCIM_REDIS_PORT", "SCIM_FRONT_PORT", "SCIM_READER_PORT",
+                                            "SCIM_WORKER_METRICS_PORT")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
+    env.update({k: str(v) for k, v in ports.items()})
+    env.update(SCIM_VAR_DIR=str(tmp), SCIM_TOKEN=TOKEN, SCIM_LISTEN_ADDRESS="127.0.0.1", SCIM_LOG_LEVEL="WARNING",
+               SCIM_HTTP_WORKERS="2", SCIM_HTTP_THREADS="8")
+    if database_url:
+        env["SCIM_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
+    log_path = tmp / "stack.log"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path)
+    try:
+        wait_for_port(stack.port, timeout=90, proc=proc)
+        _wait_ready(stack)
+        yield stack
+    finally:
+        stop(stack)
+
+
+def stop(stack: Stack, sig: int = signal.SIGTERM, timeout: float = 40) -> list[int]:
+    """Stop the stack as an administrator would; returns the processes it left behind."""
+    family = descendants(stack.proc.pid)
+    if stack.proc.poll() is None:
+        stack.proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stack.proc.wait(timeout)
+    deadline = time.monotonic() + 10
+    while (left := [p for p in family if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:  # never leak into the next test; the leak itself is asserted by a test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(stack.proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        stack.proc.wait(5)
+    return left
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (honcho puts each child in its own session)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            children.setdefault(st[1], []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
