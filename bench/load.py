@@ -1,7 +1,7 @@
 """An Entra-shaped load on a scimbus stack, with rates, latencies, errors and memory.
 
-Four count-based phases, each run by ``--concurrency`` threads, every thread with its own
-persistent ``httpx.Client`` (keep-alive; no connection per request):
+Count-based phases, each run by ``--concurrency`` threads, every thread with its own
+persistent ``httpx.Client`` (keep-alive, kept across phases; no connection per request):
 
 1. ``query-miss`` + ``create-user``: the matching query Entra sends before it creates
    (``GET /Users?filter=userName eq "<guid>@contoso.com"`` → empty ListResponse), then
@@ -9,12 +9,15 @@ persistent ``httpx.Client`` (keep-alive; no connection per request):
 2. ``query-hit``: ``GET /Users?filter=userName eq …`` on users created in phase 1.
 3. ``patch-user-name`` + ``patch-user-disable``: ``Replace name.familyName``, then
    ``Replace active "False"`` (Entra's default PATCH dialect).
-4. ``create-group`` + ``patch-group-add``: ``POST /Groups``, then one
-   ``{"op":"Add","path":"members","value":[{"value":id}]}`` PATCH per member.
+4. ``create-group``: ``POST /Groups``; then ``patch-group-add``: one
+   ``{"op":"Add","path":"members","value":[{"value":id}]}`` PATCH per member, the adds
+   of different groups interleaved (fewer groups than threads: concurrent adds to one group).
+5. ``get-group``: ``GET /Groups/{id}``, checking that every member added is there.
 
 A request counts as an error when it fails in transport, answers a status other than the
 expected one, or answers a body that says something else than it should (a miss that
-finds a user, a hit that finds none or another one, a disabled user still active).
+finds a user, a hit that finds none or another one, a disabled user still active, a group
+missing a member that was added).
 ``ops/s`` of an operation is its count over the wall time of the phase it ran in.
 Exit status: 0, or 1 when errors exceed ``--max-error-ratio`` (1 %), 2 when the stack
 cannot be reached or started.
@@ -55,8 +58,9 @@ OPERATIONS = (
     ("query-hit", "2 filtered GETs"),
     ("patch-user-name", "3 user PATCHes"),
     ("patch-user-disable", "3 user PATCHes"),
-    ("create-group", "4 groups+members"),
-    ("patch-group-add", "4 groups+members"),
+    ("create-group", "4a group creates"),
+    ("patch-group-add", "4b member adds"),
+    ("get-group", "5 verify members"),
 )
 ERROR_SAMPLES = 3
 
@@ -174,16 +178,21 @@ def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn) -> Phase:
     lock = threading.Lock()
     recorders = [Recorder() for _ in clients]
     results: list[list] = [[] for _ in clients]
+    crashed: list[BaseException] = []
     start = threading.Barrier(len(clients) + 1)
 
     def worker(i: int) -> None:
         start.wait()
         while True:
             with lock:
-                if not todo:
+                if not todo or crashed:
                     return
                 task = todo.popleft()
-            out = fn(clients[i], recorders[i], task)
+            try:
+                out = fn(clients[i], recorders[i], task)
+            except Exception as exc:  # a bug of the bench, not an error of the stack: stop loudly
+                crashed.append(exc)
+                return
             if out is not None:
                 results[i].append(out)
 
@@ -195,6 +204,8 @@ def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn) -> Phase:
     t0 = time.perf_counter()
     for t in threads:
         t.join()
+    if crashed:
+        raise crashed[0]
     return Phase(name, time.perf_counter() - t0, recorders, [r for rs in results for r in rs])
 
 
@@ -219,22 +230,35 @@ def patch_user(client: httpx.Client, rec: Recorder, user: tuple[str, str]) -> No
     family = "Leenay-" + user_id[:8]
     call(client, rec, "patch-user-name", "PATCH", f"/Users/{user_id}",
          json=patch_body({"op": "Replace", "path": "name.familyName", "value": family}), expect=(200, 204),
-         check=_body_check(lambda u: u.get("name", {}).get("familyName") == family, "familyName not replaced"))
+         check=_body_check(lambda u: u.get("name", {}).get("familyName") == family, "familyName unchanged"))
     call(client, rec, "patch-user-disable", "PATCH", f"/Users/{user_id}",
          json=patch_body({"op": "Replace", "path": "active", "value": "False"}), expect=(200, 204),
          check=_body_check(lambda u: u.get("active") is False, "still active"))
 
 
-def group_with_members(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> None:
+def create_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> tuple | None:
     name, member_ids = task
     response = call(client, rec, "create-group", "POST", "/Groups", json=group_body(name), expect=(201,),
                     check=_created)
-    if response is None:
-        return
-    group_id = response.json()["id"]
-    for member in member_ids:  # Entra: create, then one reference update per member
-        call(client, rec, "patch-group-add", "PATCH", f"/Groups/{group_id}",
-             json=patch_body({"op": "Add", "path": "members", "value": [{"value": member}]}), expect=(204, 200))
+    return (response.json()["id"], member_ids) if response is not None else None
+
+
+def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str]) -> None:
+    group_id, member = task
+    call(client, rec, "patch-group-add", "PATCH", f"/Groups/{group_id}",
+         json=patch_body({"op": "Add", "path": "members", "value": [{"value": member}]}), expect=(204, 200))
+
+
+def get_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> None:
+    """Every member added in phase 4 is there: no add lost to a concurrent one."""
+    group_id, member_ids = task
+
+    def check(response: httpx.Response) -> str | None:
+        have = {m.get("value") for m in response.json().get("members") or []}
+        missing = [m for m in member_ids if m not in have]
+        return f"{len(missing)} of {len(member_ids)} members missing, e.g. {missing[:2]}" if missing else None
+
+    call(client, rec, "get-group", "GET", f"/Groups/{group_id}", expect=(200,), check=check)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -260,7 +284,8 @@ def summarise(phases: list[Phase]) -> dict:
             "phase": phase_name, "count": len(lat), "errors": bad,
             "ops_per_s": round(len(lat) / wall, 1) if wall > 0 else 0.0,
             "p50_ms": round(percentile(lat, 50) * 1000, 2), "p95_ms": round(percentile(lat, 95) * 1000, 2),
-            "p99_ms": round(percentile(lat, 99) * 1000, 2), "max_ms": round((lat[-1] if lat else 0) * 1000, 2),
+            "p99_ms": round(percentile(lat, 99) * 1000, 2),
+            "max_ms": round((lat[-1] if lat else 0) * 1000, 2),
             "mean_ms": round(sum(lat) / len(lat) * 1000, 2) if lat else 0.0,
         }
         for p in phases:
@@ -270,8 +295,8 @@ def summarise(phases: list[Phase]) -> dict:
     bad = sum(o["errors"] for o in ops.values())
     return {
         "operations": ops,
-        "phases": [{"name": p.name, "requests": sum(len(r.samples) for r in p.recorders), "wall_s": round(p.wall, 3)}
-                   for p in phases],
+        "phases": [{"name": p.name, "requests": sum(len(r.samples) for r in p.recorders),
+                    "wall_s": round(p.wall, 3)} for p in phases],
         "requests": total, "errors": bad, "error_ratio": (bad / total) if total else 1.0,
         "error_samples": {op: msgs[:ERROR_SAMPLES] for op, msgs in errors.items() if msgs},
     }
@@ -285,7 +310,8 @@ def _table(headers: list[str], rows: list[list], left: int = 1) -> list[str]:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for row in cells:
-        out.append("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        out.append("  ".join(c.ljust(w) if i < left else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(row, widths))))
     return out
 
 
@@ -295,10 +321,13 @@ def render(summary: dict, meta: dict, usage: dict | None) -> str:
              f"members/group={meta['members_per_group']} concurrency={meta['concurrency']}", ""]
     lines += _table(["phase", "requests", "wall s", "req/s"],
                     [[p["name"], p["requests"], f"{p['wall_s']:.2f}",
-                      f"{p['requests'] / p['wall_s']:.1f}" if p["wall_s"] else "-"] for p in summary["phases"]])
+                      f"{p['requests'] / p['wall_s']:.1f}" if p["wall_s"] else "-"]
+                     for p in summary["phases"]])
     lines.append("")
     rows = [[op, o["count"], f"{o['ops_per_s']:.1f}", f"{o['p50_ms']:.1f}", f"{o['p95_ms']:.1f}",
-             f"{o['p99_ms']:.1f}", f"{o['max_ms']:.1f}", o["errors"]] for op, o in summary["operations"].items()]
+             f"{o['p99_ms']:.1f}", f"{o['max_ms']:.1f}", o["errors"]]
+            if o["count"] else [op, 0, *"------"]
+            for op, o in summary["operations"].items()]
     rows.append(["total", summary["requests"], "", "", "", "", "",
                  f"{summary['errors']} ({summary['error_ratio'] * 100:.2f}%)"])
     lines += _table(["operation", "count", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"], rows)
@@ -309,8 +338,8 @@ def render(summary: dict, meta: dict, usage: dict | None) -> str:
         lines += _table(
             ["service", "procs", "RSS start MB", "RSS end MB", "RSS peak MB", "PSS end MB", "CPU s",
              "busiest procs CPU s"],
-            [[role, u["procs"], f"{u['rss_start_mb']:.1f}", f"{u['rss_end_mb']:.1f}", f"{u['rss_peak_mb']:.1f}",
-              f"{u['pss_end_mb']:.1f}", f"{sum(u['cpu_s_per_process']):.1f}",
+            [[role, u["procs"], f"{u['rss_start_mb']:.1f}", f"{u['rss_end_mb']:.1f}",
+              f"{u['rss_peak_mb']:.1f}", f"{u['pss_end_mb']:.1f}", f"{sum(u['cpu_s_per_process']):.1f}",
               " ".join(f"{c:.1f}" for c in u["cpu_s_per_process"][:4]) or "-"]
              for role, u in usage.items()])
         lines.append("(RSS sums count the pages forked processes share once per process; PSS splits them)")
@@ -380,8 +409,13 @@ def run_load(args: argparse.Namespace, url: str, token: str) -> tuple[dict, dict
             ids = [u[0] for u in users]
             per_group = min(args.members_per_group, len(ids))
             groups = [(f"bench-{run_id}-group-{g:05d}",
-                       [ids[(g * per_group + j) % len(ids)] for j in range(per_group)]) for g in range(args.groups)]
-            phase(OPERATIONS[5][1], groups, group_with_members)
+                       [ids[(g * per_group + j) % len(ids)] for j in range(per_group)])
+                      for g in range(args.groups)]
+            created = phase(OPERATIONS[5][1], groups, create_group).results
+            # Entra adds members once the group exists; interleaved so that neighbours hit other groups
+            phase(OPERATIONS[6][1], [(gid, members[j]) for j in range(per_group) for gid, members in created],
+                  add_member)
+            phase(OPERATIONS[7][1], created, get_group)
         meta = {"client_cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0}
         return summarise(phases), meta
     finally:
@@ -394,19 +428,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--url", help="base URL of a running stack, e.g. http://127.0.0.1:8585/scim "
                                  "(without it the bench starts its own stack)")
     p.add_argument("--token", help="bearer token (default: $SCIM_TOKEN, else var/token as in the local run)")
-    p.add_argument("--start", action="store_true", help="start a private stack for the run (default without --url)")
-    p.add_argument("--database-url", help="with --start: the store (default: SQLite under a temporary folder)")
-    p.add_argument("--workers", type=int, default=2, help="with --start: worker processes (default %(default)s)")
+    p.add_argument("--start", action="store_true",
+                   help="start a private stack for the run (the default without --url)")
+    p.add_argument("--database-url",
+                   help="with --start: the store's SQLAlchemy URL (default: SQLite in a temporary folder)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="with --start: worker processes (default %(default)s)")
     p.add_argument("--stack-env", action="append", default=[], metavar="SCIM_X=V",
                    help="with --start: extra environment for the stack (repeatable)")
     p.add_argument("--stack-pid", type=int, help="with --url: PID of its `scimbus run`, to report memory")
     p.add_argument("--users", type=int, default=500, help="users queried then created (default %(default)s)")
     p.add_argument("--reads", type=int, help="filtered GETs on existing users (default: --users)")
     p.add_argument("--groups", type=int, help="groups created (default: users / 10, at least 1)")
-    p.add_argument("--members-per-group", type=int, default=10, help="member-add PATCHes per group (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=8, help="client threads, one connection each (default %(default)s)")
+    p.add_argument("--members-per-group", type=int, default=10,
+                   help="member-add PATCHes per group (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="client threads, one connection each (default %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
-    p.add_argument("--max-error-ratio", type=float, default=0.01, help="exit 1 above this ratio of errors (default %(default)s)")
+    p.add_argument("--max-error-ratio", type=float, default=0.01,
+                   help="exit 1 above this ratio of errors (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of the read order (default %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -439,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         try:
             env = dict(item.split("=", 1) for item in args.stack_env)
-            with running_stack(tmp, database_url=args.database_url, workers=args.workers, extra_env=env) as stack:
-                meta.update(url=stack.url, mode=f"stack started by the bench: {store}, {args.workers} workers")
+            with running_stack(tmp, database_url=args.database_url, workers=args.workers,
+                               extra_env=env) as stack:
+                meta.update(url=stack.url, mode=f"stack started by the bench: {store}, "
+                                                f"{args.workers} workers")
                 sampler = StackSampler(stack.proc.pid).start()
                 try:
                     outcome = run_load(args, stack.url, stack.token)
@@ -458,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         token = args.token or default_token()
         if not token:
-            print("bench: no token: pass --token, set SCIM_TOKEN, or run where var/token exists", file=sys.stderr)
+            print("bench: no token: pass --token, set SCIM_TOKEN, or run where var/token exists",
+                  file=sys.stderr)
             return 2
         meta.update(url=args.url, mode="running stack")
         sampler = None

@@ -48,9 +48,10 @@ def _pss_bytes(pid: int) -> int:
 
 def _cmdline(pid: int) -> list[str]:
     try:
-        return [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return []
+    return [a for a in raw.split("\0") if a]
 
 
 def role_of(argv: list[str]) -> str | None:
@@ -97,8 +98,9 @@ class RoleUsage:
     cpu: list[float] = field(default_factory=list)  # CPU seconds used during the run, per process
 
     def as_dict(self) -> dict:
-        return {"procs": self.procs, "rss_start_mb": round(self.rss_start, 1), "rss_end_mb": round(self.rss_end, 1),
-                "rss_peak_mb": round(self.rss_peak, 1), "pss_end_mb": round(self.pss_end, 1),
+        return {"procs": self.procs, "rss_start_mb": round(self.rss_start, 1),
+                "rss_end_mb": round(self.rss_end, 1), "rss_peak_mb": round(self.rss_peak, 1),
+                "pss_end_mb": round(self.pss_end, 1),
                 "cpu_s_per_process": [round(c, 2) for c in self.cpu]}
 
 

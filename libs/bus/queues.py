@@ -14,6 +14,7 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
@@ -25,15 +26,17 @@ from libs.scim.errors import Unavailable
 class Bus:
     """The front's handle on the write queue (lives in ``app.extensions['scim.bus']``)."""
 
-    def __init__(self, redis: Redis, queue_name: str, *, job_timeout: int) -> None:
+    def __init__(self, redis: Redis, queue_name: str, *, job_timeout: int,
+                 function: str = defaults.JOB_FUNCTION) -> None:
         self.redis = redis
+        self.function = function
         self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
         self.job_timeout = job_timeout
 
     def submit(self, job: WriteJob) -> None:
         try:
             self.queue.enqueue(
-                defaults.JOB_FUNCTION, job.to_payload(),
+                self.function, job.to_payload(),
                 job_id=job.job_id,
                 job_timeout=self.job_timeout,
                 result_ttl=defaults.RESULT_TTL,
@@ -41,7 +44,10 @@ class Bus:
                 ttl=defaults.QUEUED_TTL,
                 retry=Retry(max=defaults.RETRIES),
                 description=f"{job.op} {job.resource_type} {job.resource_id}",
+                unique=True,
             )
+        except DuplicateJobError:
+            pass  # already queued under this idempotency key: wait for that one
         except RedisError as exc:
             raise Unavailable("The write queue is unreachable; nothing was changed.") from exc
 
@@ -54,7 +60,8 @@ class Bus:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                response = self.redis.xread({key: last_id}, block=max(1, int(remaining * 1000)))
+                # Short blocks: a socket timeout of the client must never cut a wait short.
+                response = self.redis.xread({key: last_id}, block=max(1, int(min(remaining, 2.0) * 1000)))
                 if not response:
                     continue
                 for entry_id, payload in response[0][1]:

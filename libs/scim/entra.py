@@ -143,7 +143,7 @@ def qualify_extension_path(op: PatchOperation, schema: ResourceSchema) -> PatchO
 
 
 def remove_by_value_array(op: PatchOperation, schema: ResourceSchema) -> list[PatchOperation]:
-    """P13: ``Remove`` ``members`` with ``value: [{"value": id}, …]`` → one ``remove members[value eq id]`` each.
+    """P13: ``Remove`` ``members`` + ``value: [{"value": id}, …]`` → ``remove members[value eq id]`` each.
 
     Sent without ``aadOptscim062020`` (§8 "Remove group member"), still seen in 2025. RFC
     7644 §3.5.2.2 gives ``remove`` no value, so a literal reading would remove *every*
@@ -155,18 +155,29 @@ def remove_by_value_array(op: PatchOperation, schema: ResourceSchema) -> list[Pa
     if not isinstance(op.value, list):
         return [op]
     ref = resolve_attribute(schema, op.path.attr.text)
-    if ref is None or ref.sub is not None or not ref.attribute.multi_valued or ref.attribute.type != "complex":
+    if (
+        ref is None
+        or ref.sub is not None
+        or not ref.attribute.multi_valued
+        or ref.attribute.type != "complex"
+    ):
         return [op]
     ids = []
     for item in op.value:
-        found = [v for k, v in item.items() if isinstance(k, str) and k.lower() == "value"] if isinstance(item, dict) else []
+        found = (
+            [v for k, v in item.items() if isinstance(k, str) and k.lower() == "value"]
+            if isinstance(item, dict)
+            else []
+        )
         if not found or not isinstance(found[0], str) or not found[0]:
             return [op]
         ids.append(found[0])
     base = op.path_text or op.path.attr.text
     return [
         dataclasses.replace(
-            op, value=None, path=PatchPath(op.path.attr, Compare(AttrPath(None, "value"), "eq", i)),
+            op,
+            value=None,
+            path=PatchPath(op.path.attr, Compare(AttrPath(None, "value"), "eq", i)),
             path_text=f"{base}[value eq {json.dumps(i)}]",
         )
         for i in ids

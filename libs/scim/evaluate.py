@@ -54,13 +54,18 @@ _ORDER_OPS = frozenset({"gt", "ge", "lt", "le"})
 _TEXT_OPS = frozenset({"co", "sw", "ew"})
 
 
-def matches(node: Filter, element: dict[str, Any], schema: ResourceSchema | None, *,
-            within: Attribute | None = None) -> bool:
+def matches(
+    node: Filter, element: dict[str, Any], schema: ResourceSchema | None, *, within: Attribute | None = None
+) -> bool:
     """Whether ``element`` (a resource, or one element of ``within``) satisfies ``node``."""
     if isinstance(node, And):
-        return matches(node.left, element, schema, within=within) and matches(node.right, element, schema, within=within)
+        return matches(node.left, element, schema, within=within) and matches(
+            node.right, element, schema, within=within
+        )
     if isinstance(node, Or):
-        return matches(node.left, element, schema, within=within) or matches(node.right, element, schema, within=within)
+        return matches(node.left, element, schema, within=within) or matches(
+            node.right, element, schema, within=within
+        )
     if isinstance(node, Not):
         return not matches(node.inner, element, schema, within=within)
     if isinstance(node, Present):
@@ -92,8 +97,14 @@ def _flatten(value: Any) -> list[Any]:
     return [value]
 
 
-def _values(path: AttrPath, element: dict[str, Any], schema: ResourceSchema | None, within: Attribute | None,
-            *, implicit_value: bool) -> tuple[list[Any], Attribute | None]:
+def _values(
+    path: AttrPath,
+    element: dict[str, Any],
+    schema: ResourceSchema | None,
+    within: Attribute | None,
+    *,
+    implicit_value: bool,
+) -> tuple[list[Any], Attribute | None]:
     """The values ``path`` denotes in ``element`` and the attribute definition they share."""
     if within is not None:
         sub = within.sub(path.name) if path.uri is None and path.sub is None else None
@@ -123,8 +134,9 @@ def _values(path: AttrPath, element: dict[str, Any], schema: ResourceSchema | No
     return raw, ref.attribute
 
 
-def _value_path(node: ValuePath, element: dict[str, Any], schema: ResourceSchema | None,
-                within: Attribute | None) -> bool:
+def _value_path(
+    node: ValuePath, element: dict[str, Any], schema: ResourceSchema | None, within: Attribute | None
+) -> bool:
     if within is not None:
         raise InvalidFilter("A value filter cannot be nested inside another.")
     if node.path.sub is not None:

@@ -17,6 +17,9 @@ Semantic choices (RFC text where it speaks, Entra's expectations where it is sil
   sub-attribute (``id``, ``meta``, ``groups``, ``manager.displayName``) is ``Mutability``.
   In a *path-less* value object, unknown keys, ``schemas`` and readOnly attributes are
   ignored, as in a resource body (``libs.scim.validate``): clients echo what they read.
+- A path that does not parse is ``InvalidPath``; a value filter inside a parsed path that
+  names an unknown sub-attribute or an unsupported comparison is ``InvalidFilter`` (RFC
+  7644 Table 9 lists invalidFilter for PATCH path filters).
 - Path-less value keys are paths themselves: ``name.givenName``,
   ``urn:…:enterprise:2.0:User:employeeNumber`` and ``emails[type eq "work"].value`` all work
   (Entra P5); a bare extension URN key holds an object of that extension's attributes.
@@ -49,7 +52,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.scim import entra
-from libs.scim.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, PayloadTooLarge
+from libs.scim.errors import (
+    InvalidFilter,
+    InvalidPath,
+    InvalidSyntax,
+    InvalidValue,
+    Mutability,
+    NoTarget,
+    PayloadTooLarge,
+)
 from libs.scim.evaluate import matches
 from libs.scim.filter import And, Compare, Filter, Or, PatchPath, parse_patch_path
 from libs.scim.schemas import PATCH_OP, AttrRef, Attribute, ResourceSchema
@@ -94,11 +105,12 @@ class MemberChanges:
 
 @dataclass(frozen=True)
 class PatchResult:
-    """The patched document, whether anything changed, and the group member changes.
+    """The patched document, whether it changed, and the group member changes.
 
-    ``changed`` is True when ``resource`` differs from the (normalised) input or when
-    ``members`` is not empty; the store may still find member changes to be no-ops
-    (re-adding a member). ``members`` is None when no operation touched members.
+    ``changed`` is True exactly when ``resource`` differs from the (normalised) input
+    document: no version bump otherwise. Member changes are not part of it: ``members``
+    is None when no operation touched members, else the changes to apply, and only the
+    store knows whether they change anything (re-adding a member, P17, does not).
     """
 
     resource: dict[str, Any]
@@ -117,7 +129,8 @@ def parse_patch_request(body: Any, *, max_operations: int = MAX_OPERATIONS) -> l
     fields = _fold(body)
     schemas = fields.get("schemas")
     if schemas is not None and (
-        not isinstance(schemas, list) or not any(isinstance(s, str) and s.lower() == PATCH_OP.lower() for s in schemas)
+        not isinstance(schemas, list)
+        or not any(isinstance(s, str) and s.lower() == PATCH_OP.lower() for s in schemas)
     ):
         raise InvalidSyntax(f"A PATCH body's schemas must be [{PATCH_OP!r}].")
     ops = fields.get("operations")
@@ -153,9 +166,14 @@ def _parse_operation(raw: Any, index: int) -> PatchOperation:
     return PatchOperation(op, path, fields.get("value"), path_text)
 
 
-def apply_patch(resource: dict[str, Any], operations: Sequence[PatchOperation], schema: ResourceSchema, *,
-                load_members: Callable[[], list[dict[str, Any]]] | None = None,
-                max_value_length: int = MAX_VALUE_LENGTH) -> PatchResult:
+def apply_patch(
+    resource: dict[str, Any],
+    operations: Sequence[PatchOperation],
+    schema: ResourceSchema,
+    *,
+    load_members: Callable[[], list[dict[str, Any]]] | None = None,
+    max_value_length: int = MAX_VALUE_LENGTH,
+) -> PatchResult:
     """Apply ``operations`` to a copy of ``resource`` (never modified) and re-validate it.
 
     ``resource`` is a stored document (``validate_resource`` output, Groups without
@@ -164,8 +182,11 @@ def apply_patch(resource: dict[str, Any], operations: Sequence[PatchOperation], 
     and is called at most once, only for a member filter other than ``value eq``.
     """
     kept = {k: copy.deepcopy(v) for k, v in resource.items() if k in _PASSTHROUGH}
-    base = validate_resource({k: v for k, v in resource.items() if k not in _PASSTHROUGH}, schema,
-                             max_value_length=max_value_length)
+    base = validate_resource(
+        {k: v for k, v in resource.items() if k not in _PASSTHROUGH},
+        schema,
+        max_value_length=max_value_length,
+    )
     engine = _Engine(copy.deepcopy(base), schema, load_members, max_value_length)
     for op in entra.normalise_patch_operations(operations, schema):
         engine.apply(op)
@@ -174,8 +195,7 @@ def apply_patch(resource: dict[str, Any], operations: Sequence[PatchOperation], 
             raise Mutability(f"{attribute.name} is required and cannot be removed (RFC 7644 §3.5.2.2).")
     result = validate_resource(engine.doc, schema, max_value_length=max_value_length)
     members = engine.member_changes()
-    changed = result != base or (members is not None and not members.is_empty)
-    return PatchResult({**kept, **result}, changed, members)
+    return PatchResult({**kept, **result}, result != base, members)
 
 
 class _MemberLog:
@@ -210,8 +230,14 @@ def _member_ids(node: Filter) -> set[str] | None:
         current = stack.pop()
         if isinstance(current, Or):
             stack += [current.left, current.right]
-        elif (isinstance(current, Compare) and current.op == "eq" and current.path.uri is None
-              and current.path.sub is None and current.path.name.lower() == "value" and isinstance(current.value, str)):
+        elif (
+            isinstance(current, Compare)
+            and current.op == "eq"
+            and current.path.uri is None
+            and current.path.sub is None
+            and current.path.name.lower() == "value"
+            and isinstance(current.value, str)
+        ):
             ids.add(current.value)
         else:
             return None
@@ -219,8 +245,13 @@ def _member_ids(node: Filter) -> set[str] | None:
 
 
 class _Engine:
-    def __init__(self, doc: dict[str, Any], schema: ResourceSchema,
-                 load_members: Callable[[], list[dict[str, Any]]] | None, max_len: int) -> None:
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        schema: ResourceSchema,
+        load_members: Callable[[], list[dict[str, Any]]] | None,
+        max_len: int,
+    ) -> None:
         self.doc = doc
         self.schema = schema
         self.load_members = load_members
@@ -255,7 +286,9 @@ class _Engine:
             self.apply_extension(op.op, urn, op.value, text)
             return
         ref = self.resolve(op.path, text)
-        if ref.attribute.mutability == "readOnly" or (ref.sub is not None and ref.sub.mutability == "readOnly"):
+        if ref.attribute.mutability == "readOnly" or (
+            ref.sub is not None and ref.sub.mutability == "readOnly"
+        ):
             raise Mutability(f"{text!r} is read-only.")
         self.apply_resolved(op.op, op.path, ref, op.value, text)
 
@@ -288,7 +321,9 @@ class _Engine:
                 ref = self.resolve(path, key_text)
             except InvalidPath:
                 continue
-            if ref.attribute.mutability == "readOnly" or (ref.sub is not None and ref.sub.mutability == "readOnly"):
+            if ref.attribute.mutability == "readOnly" or (
+                ref.sub is not None and ref.sub.mutability == "readOnly"
+            ):
                 continue
             self.apply_resolved(op, path, ref, raw, key_text)
 
@@ -302,7 +337,7 @@ class _Engine:
 
     def apply_resolved(self, op: str, path: PatchPath, ref: AttrRef, value: Any, text: str) -> None:
         if ref.attribute is MEMBERS:
-            self.apply_members(op, path, value, text)
+            self.apply_members(op, path, ref, value, text)
             return
         if ref.schema == self.schema.core.urn:
             container = self.doc
@@ -322,12 +357,16 @@ class _Engine:
 
     # -- whole attributes ---------------------------------------------------------------------
 
-    def apply_attribute(self, op: str, container: dict[str, Any], attr: Attribute, value: Any, text: str) -> None:
+    def apply_attribute(
+        self, op: str, container: dict[str, Any], attr: Attribute, value: Any, text: str
+    ) -> None:
         name = attr.name
         if op == "remove":
             if attr.multi_valued and not is_unassigned(value):
-                raise InvalidValue(f"remove {text!r} takes no value; select values with a filter such as "
-                                   f'{attr.name}[value eq "…"].')
+                raise InvalidValue(
+                    f"remove {text!r} takes no value; select values with a filter such as "
+                    f'{attr.name}[value eq "…"].'
+                )
             container.pop(name, None)
             return
         if attr.multi_valued:
@@ -363,8 +402,9 @@ class _Engine:
             return
         _set(container, name, self.coerce(attr, value, text))
 
-    def apply_sub(self, op: str, container: dict[str, Any], attr: Attribute, sub: Attribute, value: Any,
-                  text: str) -> None:
+    def apply_sub(
+        self, op: str, container: dict[str, Any], attr: Attribute, sub: Attribute, value: Any, text: str
+    ) -> None:
         coerced = None if op == "remove" else self.coerce(sub, value, text)
         if attr.multi_valued:
             elements = [dict(e) for e in container.get(attr.name) or []]
@@ -383,8 +423,16 @@ class _Engine:
 
     # -- value filters --------------------------------------------------------------------------
 
-    def apply_filtered(self, op: str, container: dict[str, Any], attr: Attribute, node: Filter,
-                       sub: Attribute | None, value: Any, text: str) -> None:
+    def apply_filtered(
+        self,
+        op: str,
+        container: dict[str, Any],
+        attr: Attribute,
+        node: Filter,
+        sub: Attribute | None,
+        value: Any,
+        text: str,
+    ) -> None:
         raw = container.get(attr.name)
         if attr.multi_valued:
             elements = [dict(e) for e in raw] if isinstance(raw, list) else []
@@ -445,7 +493,9 @@ class _Engine:
             entry = self.seed_entry(current, attr, text)
             if entry is None or seed.get(entry[0], entry[1]) != entry[1]:
                 if required:
-                    raise NoTarget(f"{text!r} matches no value, and its filter does not describe one to create.")
+                    raise NoTarget(
+                        f"{text!r} matches no value, and its filter does not describe one to create."
+                    )
                 return {}
             seed[entry[0]] = entry[1]
         return seed
@@ -461,12 +511,12 @@ class _Engine:
 
     # -- group members ----------------------------------------------------------------------------
 
-    def apply_members(self, op: str, path: PatchPath, value: Any, text: str) -> None:
+    def apply_members(self, op: str, path: PatchPath, ref: AttrRef, value: Any, text: str) -> None:
+        if ref.sub is not None:
+            raise InvalidPath(f"{text!r}: a member's sub-attributes cannot be changed; remove and add it.")
         if self.members is None:
             self.members = _MemberLog()
         log = self.members
-        if path.sub is not None:
-            raise InvalidPath(f"{text!r}: a member's sub-attributes cannot be changed; remove and add it.")
         if path.filter is not None:
             if op != "remove":
                 raise InvalidPath(f"{text!r}: a member filter can only select members to remove.")
@@ -475,7 +525,9 @@ class _Engine:
             return
         if op == "remove":
             if not is_unassigned(value):
-                raise InvalidValue(f'remove {text!r} takes no value; select members with members[value eq "…"].')
+                raise InvalidValue(
+                    f'remove {text!r} takes no value; select members with members[value eq "…"].'
+                )
             log.clear()
             return
         new = self.coerce(MEMBERS, [value] if isinstance(value, dict) else value, text) or []
@@ -487,10 +539,14 @@ class _Engine:
         if self.load_members is None:
             raise InvalidFilter('Only members[value eq "…"] filters (or an "or" of them) are supported here.')
         if self.loaded is None:
-            self.loaded = [m for m in self.load_members() if isinstance(m, dict) and isinstance(m.get("value"), str)]
+            self.loaded = [
+                m for m in self.load_members() if isinstance(m, dict) and isinstance(m.get("value"), str)
+            ]
         log = self.members
         assert log is not None
-        current = {} if log.remove_all else {m["value"]: m for m in self.loaded if m["value"] not in log.remove}
+        current = (
+            {} if log.remove_all else {m["value"]: m for m in self.loaded if m["value"] not in log.remove}
+        )
         current.update(log.adds)
         return {i for i, m in current.items() if matches(node, m, self.schema, within=MEMBERS)}
 

@@ -41,7 +41,7 @@ import base64
 import binascii
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from libs.scim import entra
@@ -69,7 +69,7 @@ def parse_datetime(text: Any) -> datetime | None:
     m = _DATETIME.fullmatch(text)
     if not m:
         return None
-    zone = timezone.utc
+    zone = UTC
     if m["zone"] and m["zone"] not in ("Z", "z"):
         sign = 1 if m["zone"][0] == "+" else -1
         hours, minutes = int(m["zone"][1:3]), int(m["zone"][4:6])
@@ -78,8 +78,16 @@ def parse_datetime(text: Any) -> datetime | None:
         zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
     micro = int((m["fraction"] or ".0")[1:7].ljust(6, "0"))
     try:
-        return datetime(int(m["year"]), int(m["month"]), int(m["day"]), int(m["hour"]), int(m["minute"]),
-                        int(m["second"]), micro, tzinfo=zone)
+        return datetime(
+            int(m["year"]),
+            int(m["month"]),
+            int(m["day"]),
+            int(m["hour"]),
+            int(m["minute"]),
+            int(m["second"]),
+            micro,
+            tzinfo=zone,
+        )
     except ValueError:
         return None
 
@@ -89,8 +97,9 @@ def is_unassigned(value: Any) -> bool:
     return value is None or (isinstance(value, (str, list, dict)) and not value)
 
 
-def coerce_value(attribute: Attribute, value: Any, path_text: str, *,
-                 max_value_length: int = MAX_VALUE_LENGTH) -> Any:
+def coerce_value(
+    attribute: Attribute, value: Any, path_text: str, *, max_value_length: int = MAX_VALUE_LENGTH
+) -> Any:
     """Check one value of ``attribute`` and return its stored form; ``None`` means unassigned.
 
     The rules of the module docstring apply; ``path_text`` names the value in errors.
@@ -247,14 +256,20 @@ class _Staging:
             if (core.urn, attribute.name) in self.values:
                 doc[attribute.name] = self.values[(core.urn, attribute.name)]
         for ext in self.schema.extensions:
-            values = {a.name: self.values[(ext.urn, a.name)] for a in ext.attributes if (ext.urn, a.name) in self.values}
+            values = {
+                a.name: self.values[(ext.urn, a.name)]
+                for a in ext.attributes
+                if (ext.urn, a.name) in self.values
+            }
             if values:
                 doc["schemas"].append(ext.urn)
                 doc[ext.urn] = values
         return doc
 
 
-def validate_resource(body: Any, schema: ResourceSchema, *, max_value_length: int = MAX_VALUE_LENGTH) -> dict[str, Any]:
+def validate_resource(
+    body: Any, schema: ResourceSchema, *, max_value_length: int = MAX_VALUE_LENGTH
+) -> dict[str, Any]:
     """Check ``body`` as a ``schema`` resource and return a new, normalised document.
 
     Raises ``InvalidSyntax`` for a body that is not an object or a malformed ``schemas``,

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from libs.scim.errors import InvalidValue, Uniqueness
@@ -33,6 +33,7 @@ from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.query import filter_clause, sort_clause
+from libs.store.session import writer_lock
 from libs.store.tables import applied_writes, changes, members, resource_values, resources
 from libs.store.values import flatten
 
@@ -97,6 +98,34 @@ def _stored(row: Any) -> StoredResource:
                           _as_utc(row.last_modified), orjson.loads(row.doc))
 
 
+# Statements on the write path are built once: constructing a SQLAlchemy statement per call
+# cost more than executing it (cache-key generation), so callers pass parameters only.
+_ROW = ("name", "name_key", "external_id", "display_name", "active", "doc")
+_SELECT_APPLIED = select(applied_writes.c.result).where(applied_writes.c.job_id == bindparam("job_id"))
+_INSERT_APPLIED = insert(applied_writes)
+_INSERT_CHANGE = insert(changes)
+_SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+                                      R.id == bindparam("id"))
+_SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
+_SELECT_CLASH = (
+    select(R.name_key, R.external_id)
+    .where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+           or_(R.name_key == bindparam("name_key"), R.external_id == bindparam("external_id")),
+           R.pk != bindparam("exclude_pk"))
+    .limit(1)
+)
+_INSERT_RESOURCE = insert(resources).returning(R.pk)
+_UPDATE_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
+    version=bindparam("version"), last_modified=bindparam("last_modified"), **{c: bindparam(c) for c in _ROW})
+_TOUCH_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
+    version=bindparam("version"), last_modified=bindparam("last_modified"))
+_DELETE_VALUES = delete(resource_values).where(resource_values.c.resource_pk == bindparam("pk_"))
+_DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam("pk_"),
+                                                members.c.member_pk == bindparam("pk_")))
+_DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
+_INSERT_VALUES = insert(resource_values)
+
+
 class DirectoryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -104,7 +133,7 @@ class DirectoryStore:
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with writer_lock(self.engine), self.engine.connect() as conn:
             conn.info["write"] = True
             try:
                 with conn.begin():
@@ -122,35 +151,30 @@ class DirectoryStore:
 
     # ------------------------------------------------------------------ idempotency, audit
     def applied_result(self, conn: Connection, job_id: str) -> dict[str, Any] | None:
-        raw = conn.execute(select(applied_writes.c.result).where(applied_writes.c.job_id == job_id)).scalar()
+        raw = conn.execute(_SELECT_APPLIED, {"job_id": job_id}).scalar()
         return orjson.loads(raw) if raw is not None else None
 
     def record(self, conn: Connection, *, app: str, job_id: str, result: dict[str, Any],
                change: dict[str, Any] | None, request_id: str | None) -> None:
         now = utcnow()
-        conn.execute(insert(applied_writes).values(job_id=job_id, app=app, result=orjson.dumps(result).decode(),
-                                                   applied_at=now))
+        conn.execute(_INSERT_APPLIED, {"job_id": job_id, "app": app, "result": orjson.dumps(result).decode(),
+                                       "applied_at": now})
         if change is not None:
-            conn.execute(insert(changes).values(app=app, job_id=job_id, request_id=request_id, at=now, **change))
+            conn.execute(_INSERT_CHANGE, {"app": app, "job_id": job_id, "request_id": request_id, "at": now, **change})
 
     # ------------------------------------------------------------------ reads inside a write
     def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
-        stmt = select(resources).where(R.app == app, R.resource_type == schema.name, R.id == id)
-        if lock and conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
+        stmt = _SELECT_FOR_UPDATE if lock and conn.dialect.name == "postgresql" else _SELECT_ONE
+        row = conn.execute(stmt, {"app": app, "resource_type": schema.name, "id": id}).first()
         return _stored(row) if row is not None else None
 
     def check_unique(self, conn: Connection, app: str, schema: ResourceSchema, doc: dict[str, Any],
                      exclude_pk: int | None = None) -> None:
         name = _name_of(schema, doc)
-        conds = [R.name_key == name.lower()]
-        if doc.get("externalId") is not None:
-            conds.append(R.external_id == doc["externalId"])
-        stmt = select(R.name_key, R.external_id).where(R.app == app, R.resource_type == schema.name, or_(*conds))
-        if exclude_pk is not None:
-            stmt = stmt.where(R.pk != exclude_pk)
-        row = conn.execute(stmt.limit(1)).first()
+        row = conn.execute(_SELECT_CLASH, {
+            "app": app, "resource_type": schema.name, "name_key": name.lower(),
+            "external_id": doc.get("externalId"), "exclude_pk": -1 if exclude_pk is None else exclude_pk,
+        }).first()
         if row is None:
             return
         attr = "userName" if schema is USERS else "displayName"
@@ -162,10 +186,10 @@ class DirectoryStore:
     def insert_resource(self, conn: Connection, app: str, schema: ResourceSchema, id: str,
                         doc: dict[str, Any]) -> StoredResource:
         now = utcnow()
-        pk = conn.execute(
-            insert(resources).values(app=app, resource_type=schema.name, id=id, version=1, created=now,
-                                     last_modified=now, **_row_values(schema, doc)).returning(R.pk)
-        ).scalar_one()
+        pk = conn.execute(_INSERT_RESOURCE, {
+            "app": app, "resource_type": schema.name, "id": id, "version": 1, "created": now,
+            "last_modified": now, **_row_values(schema, doc),
+        }).scalar_one()
         self._write_values(conn, pk, schema, doc, replace=False)
         return StoredResource(pk, id, schema.name, 1, now, now, doc)
 
@@ -173,29 +197,30 @@ class DirectoryStore:
                         doc: dict[str, Any], *, doc_changed: bool = True) -> StoredResource:
         """Bump the version (and write the document when it changed)."""
         now = utcnow()
-        values: dict[str, Any] = {"version": current.version + 1, "last_modified": now}
+        params: dict[str, Any] = {"pk_": current.pk, "version": current.version + 1, "last_modified": now}
         if doc_changed:
-            values.update(_row_values(schema, doc))
-        conn.execute(update(resources).where(R.pk == current.pk).values(**values))
-        if doc_changed:
+            params.update(_row_values(schema, doc))
+            conn.execute(_UPDATE_RESOURCE, params)
             self._write_values(conn, current.pk, schema, doc, replace=True)
+        else:
+            conn.execute(_TOUCH_RESOURCE, params)
         return StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
                               current.created, now, doc)
 
     def delete_resource(self, conn: Connection, current: StoredResource) -> None:
         # Values and memberships (as group or as member) go with it: ON DELETE CASCADE,
         # spelled out as well so a database without enforced foreign keys stays clean.
-        conn.execute(delete(resource_values).where(resource_values.c.resource_pk == current.pk))
-        conn.execute(delete(members).where(or_(members.c.group_pk == current.pk, members.c.member_pk == current.pk)))
-        conn.execute(delete(resources).where(R.pk == current.pk))
+        conn.execute(_DELETE_VALUES, {"pk_": current.pk})
+        conn.execute(_DELETE_MEMBERSHIPS, {"pk_": current.pk})
+        conn.execute(_DELETE_RESOURCE, {"pk_": current.pk})
 
     def _write_values(self, conn: Connection, pk: int, schema: ResourceSchema, doc: dict[str, Any],
                       *, replace: bool) -> None:
         if replace:
-            conn.execute(delete(resource_values).where(resource_values.c.resource_pk == pk))
+            conn.execute(_DELETE_VALUES, {"pk_": pk})
         rows = flatten(doc, schema)
         if rows:
-            conn.execute(insert(resource_values), [{"resource_pk": pk, **r} for r in rows])
+            conn.execute(_INSERT_VALUES, [{"resource_pk": pk, **r} for r in rows])
 
     # ------------------------------------------------------------------ membership
     def resolve_members(self, conn: Connection, app: str, values: Iterable[str]) -> dict[str, tuple[int, str]]:

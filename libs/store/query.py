@@ -16,40 +16,44 @@ Where an attribute is looked up:
   through ``resource_values`` rows as written by ``libs.store.values.flatten``, as
   ``resources.pk IN (SELECT resource_pk …)`` so the ``(path, ci_key)`` index can drive.
 
-Semantics (the same as the in-memory ``libs.scim.evaluate``):
+Semantics: exactly ``libs.scim.evaluate``'s (property-tested against it):
 
-- A comparison on a multi-valued attribute holds when SOME value satisfies it; a
-  missing attribute satisfies nothing, except ``ne``, which is ``not eq`` (true when
-  missing, false when any value equals). ``eq null`` is ``not pr``, ``ne null`` is ``pr``.
-- ``pr``: some non-null, non-empty value (a complex attribute: any sub-attribute).
+- A comparison holds when SOME value of the path satisfies it; a missing attribute
+  satisfies nothing, except ``ne``, which is ``not eq`` (true when missing, false when any
+  value equals). ``eq null`` holds when the attribute has no value, ``ne null`` when it has
+  one; ``null`` with any other operator is False.
+- ``pr``: some assigned value (``null``, ``""``, ``[]``, ``{}`` are unassigned and never
+  stored); a complex attribute is present when any of its sub-attributes is.
 - Every sub-expression is two-valued (never SQL NULL), so ``not (title eq "x")`` keeps the
   users without a title.
 - Strings compare per ``caseExact``: folded (``values.fold``) on both sides otherwise;
-  ``co``/``sw``/``ew`` are ``LIKE`` with ``%``/``_`` escaped; ``gt``/``ge``/``lt``/``le``
+  ``co``/``sw``/``ew`` are ``LIKE`` with ``%``/``_``/``!`` escaped; ``gt``/``ge``/``lt``/``le``
   compare code points (``COLLATE "C"`` on PostgreSQL, SQLite's BINARY), not the locale.
   Booleans allow ``eq``/``ne`` only; numbers and dateTimes compare as numbers/instants and
-  refuse ``co``/``sw``/``ew``; binary and writeOnly attributes are not filterable.
+  refuse ``co``/``sw``/``ew``. A value of the wrong JSON type (``active eq "true"``,
+  ``title eq 5``) compares False; an unparseable dateTime is ``InvalidFilter``.
 - A complex attribute without a sub-attribute compares its ``value`` (``emails eq "x"``,
   ``members eq "<id>"``, ``manager eq "<id>"``); one without ``value`` (``name``,
   ``addresses``) supports ``pr`` only.
-- ``attr[filter]``: SOME element of ``attr`` (rows sharing an ``ordinal``; a member row)
-  satisfies the whole inner filter, with ``and``/``or``/``not`` inside.
+- ``attr[filter]``: SOME element of ``attr`` (rows sharing an ``ordinal``; one member row)
+  satisfies the whole inner filter, ``and``/``or``/``not`` included.
 - An extension attribute may be named without its URN when no core attribute has that
-  name (Entra sends ``manager eq "…"``).
-- Anything unknown or unsupported raises ``InvalidFilter``, never a silently wrong result.
+  name (``entra.resolve_attribute``; Entra sends ``manager eq "…"``).
+- Unknown attributes, binary and writeOnly ones, ``meta.location``, nested value filters and
+  operators the type refuses raise ``InvalidFilter``, never a silently wrong result.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Text, and_, exists, false, func, literal, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from libs.scim import entra
 from libs.scim.errors import InvalidFilter
 from libs.scim.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath
 from libs.scim.schemas import GROUPS, USERS, AttrRef, Attribute, ResourceSchema
@@ -130,10 +134,6 @@ def _ordered(expr: Any, op: str, value: Any) -> ColumnElement[bool]:
             "le": expr <= value}[op]
 
 
-def _nonnull(col: Any, cond: ColumnElement[bool], nullable: bool) -> ColumnElement[bool]:
-    return and_(col.is_not(None), cond) if nullable else cond
-
-
 # --- values -----------------------------------------------------------------------------
 
 _WRONG = object()
@@ -212,13 +212,6 @@ class _Compiler:
         self.is_group = schema.name == GROUPS.name
         self.name_attr = column_name_attribute(schema)
 
-    # resolution
-
-    def resolve(self, path: AttrPath) -> AttrRef:
-        return resolve(self.schema, path.text)
-
-    # top level
-
     def compile(self, node: Filter) -> ColumnElement[bool]:
         if isinstance(node, And):
             return and_(self.compile(node.left), self.compile(node.right))
@@ -228,46 +221,52 @@ class _Compiler:
             return not_(self.compile(node.inner))
         if isinstance(node, ValuePath):
             return self.value_path(node)
-        if isinstance(node, (Compare, Present)):
-            return self.leaf(node)
+        if isinstance(node, Present):
+            return self.present(self.resolve(node.path), node.path.text)
+        if isinstance(node, Compare):
+            return self.comparison(self.resolve(node.path), node.op, node.value, node.path.text)
         raise InvalidFilter(f"Unsupported filter node {type(node).__name__}.")
 
-    def leaf(self, node: Compare | Present) -> ColumnElement[bool]:
-        ref = self.resolve(node.path)
-        what = node.path.text
-        top = ref.attribute.name.lower()
+    def resolve(self, path: AttrPath) -> AttrRef:
+        ref = resolve(self.schema, path.text)
         if ref.leaf.mutability == "writeOnly" or ref.leaf.type == "binary":
-            raise InvalidFilter(f"{what} cannot be filtered on.")
-        if isinstance(node, Compare) and node.value is None and node.op in ("eq", "ne"):
-            present = self.leaf(Present(node.path))
-            return not_(present) if node.op == "eq" else present
-        if isinstance(node, Compare) and node.value is None:
-            raise InvalidFilter(f"{node.op} needs a value, not null.")
-        if (self.is_group and top == "members") or (not self.is_group and top == "groups"):
-            if isinstance(node, Compare) and node.op == "ne":
-                positive = Compare(node.path, "eq", node.value)
-                return not_(self.membership(ref, lambda other, sub: self.member_leaf(positive, other, sub, what)))
-            return self.membership(ref, lambda other, sub: self.member_leaf(node, other, sub, what))
-        column = self.column_leaf(node, ref, what)
+            raise InvalidFilter(f"{path.text} cannot be filtered on.")
+        return ref
+
+    def is_membership(self, ref: AttrRef) -> bool:
+        if ref.schema != self.schema.core.urn:
+            return False
+        return ref.attribute.name.lower() == ("members" if self.is_group else "groups")
+
+    def comparison(self, ref: AttrRef, op: str, value: Any, what: str) -> ColumnElement[bool]:
+        """The shared rules of every comparison: ``ne`` is ``not eq``, the implicit ``value``,
+        the operator check, ``eq null``/``ne null``, values of the wrong type."""
+        if op == "ne":
+            return not_(self.comparison(ref, "eq", value, what))
+        ref = _implicit_value(ref, what)
+        _check_op(ref.leaf, op, what)
+        if value is None:
+            return not_(self.present(ref, what)) if op == "eq" else false()
+        if self.is_membership(ref):
+            return self.membership(ref, lambda other, sub: _member_compare(other, sub, op, value, what,
+                                                                           self.is_group))
+        column = self.column_compare(ref, op, value, what)
+        if column is not None:
+            return column
+        path = ref.path.lower()
+        return self.values_in(lambda v: and_(v.path == path, _row_compare(v, ref.leaf, op, value, what)))
+
+    def present(self, ref: AttrRef, what: str) -> ColumnElement[bool]:
+        if self.is_membership(ref):
+            return self.membership(ref, lambda other, sub: true())
+        column = self.column_present(ref, what)
         if column is not None:
             return column
         if ref.sub is None and ref.attribute.type == "complex":
-            if isinstance(node, Present):
-                return self.values_in(lambda v: and_(v.path.in_(_subpaths(ref)), _row_present(v)))
-            value_sub = ref.attribute.sub("value")
-            if value_sub is None:
-                raise InvalidFilter(f"{what} is complex: name a sub-attribute to compare.")
-            ref = AttrRef(ref.schema, ref.attribute, value_sub)
-            if value_sub.type == "binary":
-                raise InvalidFilter(f"{what} cannot be filtered on.")
+            paths = _subpaths(ref)
+            return self.values_in(lambda v: and_(v.path.in_(paths), _row_present(v)))
         path = ref.path.lower()
-        if isinstance(node, Present):
-            return self.values_in(lambda v: and_(v.path == path, _row_present(v)))
-        _check_op(ref.leaf, node.op, what)
-        if node.op == "ne":
-            return not_(self.values_in(lambda v: and_(v.path == path, _row_compare(v, ref.leaf, "eq", node.value,
-                                                                                     what))))
-        return self.values_in(lambda v: and_(v.path == path, _row_compare(v, ref.leaf, node.op, node.value, what)))
+        return self.values_in(lambda v: and_(v.path == path, _row_present(v)))
 
     def values_in(self, where: Callable[[Any], ColumnElement[bool]]) -> ColumnElement[bool]:
         v = resource_values.alias("v")
@@ -275,58 +274,61 @@ class _Compiler:
 
     # resources columns
 
-    def column_leaf(self, node: Compare | Present, ref: AttrRef, what: str) -> ColumnElement[bool] | None:
+    def column_of(self, ref: AttrRef) -> str | None:
         path = ref.path.lower()
-        present = isinstance(node, Present)
-        op = None if present else node.op
-        if op == "ne":
-            positive = self.column_leaf(Compare(node.path, "eq", node.value), ref, what)  # type: ignore[union-attr]
-            return None if positive is None else not_(positive)
-        value = None if present else node.value  # type: ignore[union-attr]
-        if path == "id":
-            return true() if present else _text_op(R.id, op, _string_value(value, what), case_exact=True)
-        if path == "externalid":
-            if present:
-                return and_(R.external_id.is_not(None), R.external_id != "")
-            return _nonnull(R.external_id, _text_op(R.external_id, op, _string_value(value, what), case_exact=True),
-                            True)
+        if path in ("id", "externalid") or path == "meta" or path.startswith("meta."):
+            return path
         if path == self.name_attr:
-            if present:
-                return R.name_key != ""
-            return _text_op(R.name_key, op, fold(_string_value(value, what)), case_exact=False)
+            return "name"
         if path == "active" and not self.is_group:
-            if present:
-                return R.active.is_not(None)
-            _check_op(ref.leaf, op, what)
-            return _nonnull(R.active, R.active == _bool_value(value, what), True)
-        if path == "meta" or path.startswith("meta."):
-            return self.meta_leaf(path, op, value, what)
+            return "active"
         return None
 
-    def meta_leaf(self, path: str, op: str | None, value: Any, what: str) -> ColumnElement[bool]:
-        columns = {"meta.created": R.created, "meta.lastmodified": R.last_modified}
-        if op is None:
-            if path == "meta.location":
-                raise InvalidFilter(f"{what} cannot be filtered on.")
-            return true()
-        if path in columns:
-            if op in _LIKE_OPS:
-                raise InvalidFilter(f"{what} is a dateTime: {op} does not apply.")
-            return _ordered(columns[path], op, _datetime_value(value, what))
-        if path == "meta.resourcetype":
-            return _text_op(R.resource_type, op, _string_value(value, what), case_exact=True)
-        if path == "meta.version":
+    def column_present(self, ref: AttrRef, what: str) -> ColumnElement[bool] | None:
+        column = self.column_of(ref)
+        if column is None:
+            return None
+        if column == "externalid":
+            return and_(R.external_id.is_not(None), R.external_id != "")
+        if column == "name":
+            return R.name_key != ""
+        if column == "active":
+            return R.active.is_not(None)
+        return true()  # id and meta are always there
+
+    def column_compare(self, ref: AttrRef, op: str, value: Any, what: str) -> ColumnElement[bool] | None:
+        column = self.column_of(ref)
+        if column is None:
+            return None
+        if column == "meta.version":
             if op != "eq":
                 raise InvalidFilter(f"{what}: only eq and ne apply.")
-            m = _VERSION.fullmatch(str(value).strip()) if not isinstance(value, bool) else None
-            if m is None:
-                raise InvalidFilter(f"{what}: {str(value)[:100]!r} is not a version.")
-            return R.version == int(m.group(1))
-        raise InvalidFilter(f"{what} cannot be filtered on.")
+            m = _VERSION.fullmatch(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(
+                value, bool) else None
+            return R.version == int(m.group(1)) if m else false()
+        if column == "meta.location":
+            raise InvalidFilter(f"{what} cannot be filtered on.")
+        typed = _typed(ref.leaf, value, what)
+        if typed is _WRONG:
+            return false()
+        if column == "id":
+            return _text_op(R.id, op, typed, case_exact=True)
+        if column == "externalid":
+            return and_(R.external_id.is_not(None), R.external_id != "",
+                        _text_op(R.external_id, op, typed, case_exact=True))
+        if column == "name":
+            return _text_op(R.name_key, op, fold(typed), case_exact=False)
+        if column == "active":
+            return and_(R.active.is_not(None), R.active == typed)
+        if column in ("meta.created", "meta.lastmodified"):
+            return _ordered(R.created if column == "meta.created" else R.last_modified, op, typed)
+        if column == "meta.resourcetype":
+            return _text_op(R.resource_type, op, typed, case_exact=True)
+        raise InvalidFilter(f"{what} cannot be filtered on.")  # pragma: no cover - meta itself is complex
 
     # membership (group_members)
 
-    def membership(self, ref: AttrRef, element: Callable[[Any, AttrRef | None], ColumnElement[bool]]
+    def membership(self, ref: AttrRef, element: Callable[[Any, Attribute | None], ColumnElement[bool]]
                    ) -> ColumnElement[bool]:
         """Some member (of a group) / group (of a user) row ``other`` satisfies ``element``."""
         other = resources.alias("other")
@@ -341,64 +343,44 @@ class _Compiler:
             other.c.app == R.app, other.c.resource_type.in_(kinds), element(other.c, ref.sub))
         return R.pk.in_(stmt)
 
-    def member_leaf(self, node: Compare | Present, other: Any, sub: Attribute | None, what: str
-                    ) -> ColumnElement[bool]:
-        """Condition on one member/group row for a positive leaf (``ne`` handled by callers)."""
-        name = (sub.name if sub is not None else "value").lower()
-        if isinstance(node, Present):
-            return true()
-        op = node.op
-        if op == "ne":
-            return not_(self.member_leaf(Compare(node.path, "eq", node.value), other, sub, what))
-        text = _string_value(node.value, what)
-        if name == "value":
-            return _text_op(other.id, op, text, case_exact=True)
-        if name == "type" and self.is_group:
-            return _text_op(func.lower(other.resource_type), op, fold(text), case_exact=False)
-        if name == "display" and not self.is_group:
-            return _text_op(other.name_key, op, fold(text), case_exact=False)
-        raise InvalidFilter(f"{what} cannot be filtered on.")
-
     # value paths: attr[filter]
 
     def value_path(self, node: ValuePath) -> ColumnElement[bool]:
-        ref = self.resolve(node.path)
         what = node.path.text
-        if ref.sub is not None or ref.attribute.type != "complex":
+        if node.path.sub is not None:
+            raise InvalidFilter(f"{what!r}: a value filter applies to a whole attribute.")
+        ref = self.resolve(node.path)
+        if ref.attribute.type != "complex":
             raise InvalidFilter(f"{what}[…] needs a complex attribute.")
-        top = ref.attribute.name.lower()
-        if (self.is_group and top == "members") or (not self.is_group and top == "groups"):
+        if self.is_membership(ref):
             return self.membership(ref, lambda other, _sub: self.member_element(node.filter, ref, other, what))
         conjuncts = _conjuncts(node.filter)
         # Drive the lookup from one positive comparison the element must satisfy, through the
         # (path, ci_key) index: preferably ``value eq`` (Entra's emails[type eq "work"].value eq "x").
         positive = [c for c in conjuncts if isinstance(c, Compare) and c.op != "ne" and c.value is not None]
         positive.sort(key=lambda c: (c.op != "eq", c.path.name.lower() != "value"))
-        anchor_leaf = positive[0] if positive else None
         a = resource_values.alias("a")
-        if anchor_leaf is not None:
-            sub_ref = self.sub_ref(ref, anchor_leaf.path, what)
-            rest = [c for c in conjuncts if c is not anchor_leaf]
-            _check_op(sub_ref.leaf, anchor_leaf.op, what)
+        if positive:
+            anchor = positive[0]
+            sub_ref = self.sub_ref(ref, anchor.path, what)
+            _check_op(sub_ref.leaf, anchor.op, what)
             where = [a.c.path == sub_ref.path.lower(),
-                     _row_compare(a.c, sub_ref.leaf, anchor_leaf.op, anchor_leaf.value, what),
-                     *(self.element(c, ref, a.c, what) for c in rest)]
+                     _row_compare(a.c, sub_ref.leaf, anchor.op, anchor.value, what),
+                     *(self.element(c, ref, a.c, what) for c in conjuncts if c is not anchor)]
         else:
             where = [a.c.path.in_(_subpaths(ref)), self.element(node.filter, ref, a.c, what)]
         return R.pk.in_(select(a.c.resource_pk).where(*where))
 
     def sub_ref(self, ref: AttrRef, path: AttrPath, what: str) -> AttrRef:
-        if path.uri or path.sub:
-            raise InvalidFilter(f"Inside {what}[…] name sub-attributes only, not {path.text!r}.")
-        sub = ref.attribute.sub(path.name)
+        sub = ref.attribute.sub(path.name) if path.uri is None and path.sub is None else None
         if sub is None:
-            raise InvalidFilter(f"{ref.attribute.name} has no sub-attribute {path.name!r}.")
+            raise InvalidFilter(f"{path.text!r} is not a sub-attribute of {ref.attribute.name} ({what}).")
         if sub.type == "binary" or sub.mutability == "writeOnly":
             raise InvalidFilter(f"{ref.attribute.name}.{sub.name} cannot be filtered on.")
         return AttrRef(ref.schema, ref.attribute, sub)
 
     def element(self, node: Filter, ref: AttrRef, a: Any, what: str) -> ColumnElement[bool]:
-        """``node`` holds for the element (resource_pk, ordinal) of anchor row ``a``."""
+        """``node`` holds for the element (resource_pk, ordinal) of the anchor row ``a``."""
         if isinstance(node, And):
             return and_(self.element(node.left, ref, a, what), self.element(node.right, ref, a, what))
         if isinstance(node, Or):
@@ -406,7 +388,7 @@ class _Compiler:
         if isinstance(node, Not):
             return not_(self.element(node.inner, ref, a, what))
         if isinstance(node, ValuePath):
-            raise InvalidFilter(f"Value filters do not nest ({what}).")
+            raise InvalidFilter(f"A value filter cannot be nested inside another ({what}).")
         sub_ref = self.sub_ref(ref, node.path, what)
         path = sub_ref.path.lower()
         v = resource_values.alias("e")
@@ -416,17 +398,16 @@ class _Compiler:
 
         if isinstance(node, Present):
             return some(_row_present(v.c))
+        op = "eq" if node.op == "ne" else node.op
+        _check_op(sub_ref.leaf, op, what)
         if node.value is None:
-            if node.op not in ("eq", "ne"):
-                raise InvalidFilter(f"{node.op} needs a value, not null.")
-            present = some(_row_present(v.c))
-            return not_(present) if node.op == "eq" else present
-        _check_op(sub_ref.leaf, node.op, what)
-        if node.op == "ne":
-            return not_(some(_row_compare(v.c, sub_ref.leaf, "eq", node.value, what)))
-        return some(_row_compare(v.c, sub_ref.leaf, node.op, node.value, what))
+            cond = not_(some(_row_present(v.c))) if op == "eq" else false()
+        else:
+            cond = some(_row_compare(v.c, sub_ref.leaf, op, node.value, what))
+        return not_(cond) if node.op == "ne" else cond
 
     def member_element(self, node: Filter, ref: AttrRef, other: Any, what: str) -> ColumnElement[bool]:
+        """``node`` holds for the member/group row ``other`` (one element of members/groups)."""
         if isinstance(node, And):
             return and_(self.member_element(node.left, ref, other, what),
                         self.member_element(node.right, ref, other, what))
@@ -436,14 +417,48 @@ class _Compiler:
         if isinstance(node, Not):
             return not_(self.member_element(node.inner, ref, other, what))
         if isinstance(node, ValuePath):
-            raise InvalidFilter(f"Value filters do not nest ({what}).")
-        sub_ref = self.sub_ref(ref, node.path, what)
-        if isinstance(node, Compare) and node.value is None:
-            if node.op not in ("eq", "ne"):
-                raise InvalidFilter(f"{node.op} needs a value, not null.")
-            self.member_leaf(Present(node.path), other, sub_ref.sub, what)
-            return false() if node.op == "eq" else true()
-        return self.member_leaf(node, other, sub_ref.sub, what)
+            raise InvalidFilter(f"A value filter cannot be nested inside another ({what}).")
+        sub = self.sub_ref(ref, node.path, what).sub
+        _member_column(other, sub, what, self.is_group)  # supported at all?
+        if isinstance(node, Present):
+            return true()
+        op = "eq" if node.op == "ne" else node.op
+        _check_op(sub, op, what)  # type: ignore[arg-type]
+        if node.value is None:
+            cond = false()  # a member's value/type/display is never null
+        else:
+            cond = _member_compare(other, sub, op, node.value, what, self.is_group)
+        return not_(cond) if node.op == "ne" else cond
+
+
+def _implicit_value(ref: AttrRef, what: str) -> AttrRef:
+    """A complex attribute compared without a sub-attribute compares its ``value``."""
+    if ref.sub is not None or ref.attribute.type != "complex":
+        return ref
+    value_sub = ref.attribute.sub("value")
+    if value_sub is None or value_sub.type == "binary":
+        raise InvalidFilter(f"{what} is complex: compare one of its sub-attributes.")
+    return AttrRef(ref.schema, ref.attribute, value_sub)
+
+
+def _member_column(other: Any, sub: Attribute | None, what: str, is_group: bool) -> tuple[Any, bool]:
+    """(column of the member/group row, case_exact) for members.value/type, groups.value/display."""
+    name = (sub.name if sub is not None else "value").lower()
+    if name == "value":
+        return other.id, True
+    if name == "type" and is_group:
+        return func.lower(other.resource_type), False  # "User"/"Group": ASCII, SQL lower() is exact
+    if name == "display" and not is_group:
+        return other.name_key, False
+    raise InvalidFilter(f"{what} cannot be filtered on.")
+
+
+def _member_compare(other: Any, sub: Attribute | None, op: str, value: Any, what: str,
+                    is_group: bool) -> ColumnElement[bool]:
+    column, case_exact = _member_column(other, sub, what, is_group)
+    if not isinstance(value, str):
+        return false()
+    return _text_op(column, op, value if case_exact else fold(value), case_exact=case_exact)
 
 
 def _conjuncts(node: Filter) -> list[Filter]:
@@ -454,10 +469,7 @@ def _conjuncts(node: Filter) -> list[Filter]:
 
 def resolve(schema: ResourceSchema, text: str) -> AttrRef:
     """``schema.resolve`` that also finds an extension attribute named without its URN; else InvalidFilter."""
-    ref = schema.resolve(text)
-    if ref is None and not text.lower().startswith("urn:"):
-        found = [r for r in (schema.resolve(f"{ext.urn}:{text}") for ext in schema.extensions) if r is not None]
-        ref = found[0] if len(found) == 1 else None
+    ref = entra.resolve_attribute(schema, text)
     if ref is None:
         raise InvalidFilter(f"Unknown attribute {text[:200]!r} for {schema.name}.")
     return ref

@@ -19,7 +19,7 @@ Encoding of a value (the query side relies on exactly this, see ``encode``):
 Not indexed here: ``id``, ``meta``, ``schemas``, ``externalId`` and the resource's name
 (User ``userName`` / Group ``displayName``) — they live in ``resources`` columns —, ``members``
 and ``groups`` (the ``group_members`` table), writeOnly attributes (``password``), binary
-values, nulls, and unknown attributes. A User's ``displayName`` *is* indexed here (its column
+values, unassigned values (null, ``""``, ``[]``, ``{}``: RFC 7643 §2.5) and unknown attributes. A User's ``displayName`` *is* indexed here (its column
 is not case-folded, and SQLite's ``lower()`` folds ASCII only).
 """
 
@@ -29,6 +29,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from libs.scim import validate
 from libs.scim.schemas import GROUPS, AttrRef, Attribute, ResourceSchema
 from libs.store.tables import KEY_PREFIX
 
@@ -45,17 +46,10 @@ def column_name_attribute(schema: ResourceSchema) -> str:
     return "displayname" if schema.name == GROUPS.name else "username"
 
 
-def parse_datetime(text: str) -> datetime | None:
-    """xsd:dateTime → aware UTC datetime (naive text is taken as UTC); None if not a dateTime."""
-    if not isinstance(text, str) or len(text) < 10:
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+def parse_datetime(text: Any) -> datetime | None:
+    """xsd:dateTime → aware UTC datetime (no zone = UTC), as the validator reads it; None if invalid."""
+    value = validate.parse_datetime(text)
+    return value.astimezone(timezone.utc) if value is not None else None
 
 
 def as_bool(value: Any) -> bool | None:
@@ -82,7 +76,7 @@ def as_number(value: Any) -> float | None:
 def encode(attribute: Attribute, value: Any) -> dict[str, Any] | None:
     """The ``str_value``/``ci_value``/``ci_key``/``num_value`` of one leaf value; None to skip it."""
     kind = attribute.type
-    if value is None or kind in ("binary", "complex") or attribute.mutability == "writeOnly":
+    if validate.is_unassigned(value) or kind in ("binary", "complex") or attribute.mutability == "writeOnly":
         return None
     if kind == "boolean":
         flag = as_bool(value)
@@ -126,7 +120,7 @@ def _complex_rows(out: list[dict], schema_urn: str, attribute: Attribute, value:
 
 
 def _attribute_rows(out: list[dict], schema_urn: str, attribute: Attribute, value: Any) -> None:
-    if value is None or attribute.mutability == "writeOnly" or attribute.type == "binary":
+    if validate.is_unassigned(value) or attribute.mutability == "writeOnly" or attribute.type == "binary":
         return
     if attribute.multi_valued:
         elements = value if isinstance(value, list) else [value]

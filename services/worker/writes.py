@@ -41,7 +41,9 @@ def _load(store: DirectoryStore, conn: Connection, job: WriteJob, schema: Resour
 
 
 def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, stored: StoredResource,
-            status: int) -> WriteResult:
+            status: int, *, new: bool = False) -> WriteResult:
+    if new and schema is USERS:  # a user created a moment ago belongs to no group yet
+        return WriteResult(status, stored.document(), stored.version)
     if schema is GROUPS:
         members = store.members_of(conn, [stored.pk])[stored.pk]
         return WriteResult(status, stored.document(members=members), stored.version)
@@ -56,7 +58,7 @@ def create(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Set
     store.check_unique(conn, job.app, schema, doc)
     stored = store.insert_resource(conn, job.app, schema, job.resource_id, doc)
     store.add_members(conn, job.app, stored, member_ids)
-    return _answer(store, conn, schema, stored, 201)
+    return _answer(store, conn, schema, stored, 201, new=True)
 
 
 def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:

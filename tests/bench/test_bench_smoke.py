@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = ("query-miss", "create-user", "query-hit", "patch-user-name", "patch-user-disable",
-              "create-group", "patch-group-add")
+              "create-group", "patch-group-add", "get-group")
 
 
 @pytest.mark.stack

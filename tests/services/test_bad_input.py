@@ -125,18 +125,20 @@ def test_two_concurrent_member_patches_of_one_group_lose_no_member(stack, scim):
     group = create_group(scim)
     users = [create_user(scim) for _ in range(8)]
     barrier = threading.Barrier(len(users))
+    statuses: list[int] = []
 
     def add(user):
         with stack.client() as client:
             barrier.wait()
             response = patch(client, f"/Groups/{group['id']}", {"op": "add", "path": "members",
                                                                   "value": [{"value": user["id"]}]})
-            assert response.status_code == 204
+            statuses.append(response.status_code)
 
     threads = [threading.Thread(target=add, args=(u,)) for u in users]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert statuses == [204] * len(users)
     members = scim.get(f"/Groups/{group['id']}").json()["members"]
     assert sorted(m["value"] for m in members) == sorted(u["id"] for u in users)

@@ -37,7 +37,9 @@ def test_rfc7643_enterprise_user_sample_keeps_its_values_and_drops_read_only_one
     assert doc["x509Certificates"] == body["x509Certificates"]
     assert doc["password"] == "t1meMa$heen"
     assert doc[ENTERPRISE_USER]["manager"] == {
-        "value": "26118915-6090-4610-87e4-49d8ca9f808d", "$ref": "../Users/26118915-6090-4610-87e4-49d8ca9f808d"}
+        "value": "26118915-6090-4610-87e4-49d8ca9f808d",
+        "$ref": "../Users/26118915-6090-4610-87e4-49d8ca9f808d",
+    }
 
 
 def test_validation_never_mutates_its_input_and_is_idempotent():
@@ -50,8 +52,14 @@ def test_validation_never_mutates_its_input_and_is_idempotent():
 
 def test_rfc7643_group_sample_keeps_member_ids_only():
     doc = validate_resource(sample("rfc7643-8.4-group"), GROUPS)
-    assert doc == {"schemas": [GROUP], "displayName": "Tour Guides", "members": [
-        {"value": "2819c223-7f76-453a-919d-413861904646"}, {"value": "902c246b-6245-4190-8e05-00816be7344a"}]}
+    assert doc == {
+        "schemas": [GROUP],
+        "displayName": "Tour Guides",
+        "members": [
+            {"value": "2819c223-7f76-453a-919d-413861904646"},
+            {"value": "902c246b-6245-4190-8e05-00816be7344a"},
+        ],
+    }
 
 
 def test_entra_create_user_is_accepted_with_meta_and_empty_roles_dropped():
@@ -77,22 +85,35 @@ def test_entra_create_user_with_manager_as_bare_string_stores_a_complex_manager(
 
 def test_entra_create_group_with_legacy_adscim_schema_uri_drops_the_unknown_uri():
     doc = validate_resource(sample("entra-create-group"), GROUPS)
-    assert doc == {"schemas": [GROUP], "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159", "displayName": "displayName"}
+    assert doc == {
+        "schemas": [GROUP],
+        "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+        "displayName": "displayName",
+    }
 
 
 def test_attribute_names_match_case_insensitively_and_come_out_canonical():
-    doc = validate_resource({"USERNAME": "a", "Name": {"GivenName": "B"}, "Emails": [{"Value": "a@b", "Primary": "True"}]},
-                            USERS)
-    assert doc == {"schemas": [USER], "userName": "a", "name": {"givenName": "B"}, "emails": [{"value": "a@b", "primary": True}]}
+    doc = validate_resource(
+        {"USERNAME": "a", "Name": {"GivenName": "B"}, "Emails": [{"Value": "a@b", "Primary": "True"}]}, USERS
+    )
+    assert doc == {
+        "schemas": [USER],
+        "userName": "a",
+        "name": {"givenName": "B"},
+        "emails": [{"value": "a@b", "primary": True}],
+    }
 
 
 def test_urn_qualified_top_level_keys_fold_into_their_schema():
-    doc = validate_resource({
-        f"{USER}:userName": "a",
-        f"{ENTERPRISE_USER}:employeeNumber": "1",
-        f"{ENTERPRISE_USER}:manager": {"value": "m"},
-        ENTERPRISE_USER: {"department": "D"},
-    }, USERS)
+    doc = validate_resource(
+        {
+            f"{USER}:userName": "a",
+            f"{ENTERPRISE_USER}:employeeNumber": "1",
+            f"{ENTERPRISE_USER}:manager": {"value": "m"},
+            ENTERPRISE_USER: {"department": "D"},
+        },
+        USERS,
+    )
     assert doc["userName"] == "a"
     assert doc[ENTERPRISE_USER] == {"employeeNumber": "1", "department": "D", "manager": {"value": "m"}}
 
@@ -110,8 +131,13 @@ def test_the_same_leaf_given_twice_with_different_values_is_invalid_syntax():
 
 
 def test_unknown_attributes_and_unknown_extensions_are_ignored():
-    doc = user(favouriteColour="blue", **{"urn:ietf:params:scim:schemas:extension:Custom:2.0:User": {"x": 1},
-                                          "urn:ietf:params:scim:schemas:extension:Custom:2.0:User:y": "2"})
+    doc = user(
+        favouriteColour="blue",
+        **{
+            "urn:ietf:params:scim:schemas:extension:Custom:2.0:User": {"x": 1},
+            "urn:ietf:params:scim:schemas:extension:Custom:2.0:User:y": "2",
+        },
+    )
     assert doc == {"schemas": [USER], "userName": "bjensen"}
 
 
@@ -138,18 +164,21 @@ def test_a_group_without_a_display_name_is_invalid_value():
         validate_resource({"members": []}, GROUPS)
 
 
-@pytest.mark.parametrize(("extra", "named"), [
-    ({"active": "yes"}, "active"),
-    ({"active": 1}, "active"),
-    ({"displayName": 5}, "displayName"),
-    ({"name": "Babs"}, "name"),
-    ({"emails": {"value": "a@b"}}, "emails"),
-    ({"emails": ["a@b"]}, "emails"),
-    ({"emails": [{"value": 3}]}, "emails[0].value"),
-    ({"emails": [{"value": "a", "primary": "maybe"}]}, "primary"),
-    ({"x509Certificates": [{"value": "not base64!"}]}, "x509Certificates"),
-    ({"profileUrl": ["https://x"]}, "profileUrl"),
-])
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"active": "yes"}, "active"),
+        ({"active": 1}, "active"),
+        ({"displayName": 5}, "displayName"),
+        ({"name": "Babs"}, "name"),
+        ({"emails": {"value": "a@b"}}, "emails"),
+        ({"emails": ["a@b"]}, "emails"),
+        ({"emails": [{"value": 3}]}, "emails[0].value"),
+        ({"emails": [{"value": "a", "primary": "maybe"}]}, "primary"),
+        ({"x509Certificates": [{"value": "not base64!"}]}, "x509Certificates"),
+        ({"profileUrl": ["https://x"]}, "profileUrl"),
+    ],
+)
 def test_wrong_types_are_invalid_value_naming_the_attribute(extra, named):
     with pytest.raises(InvalidValue, match=named.replace("[", r"\[").replace("]", r"\]")):
         user(**extra)
@@ -170,7 +199,10 @@ def test_strings_longer_than_the_limit_are_invalid_value():
 def test_at_most_one_primary_value_per_multi_valued_attribute():
     with pytest.raises(InvalidValue, match="primary"):
         user(emails=[{"value": "a@b", "primary": True}, {"value": "c@d", "primary": "true"}])
-    assert len(user(emails=[{"value": "a@b", "primary": True}, {"value": "c@d", "primary": False}])["emails"]) == 2
+    assert (
+        len(user(emails=[{"value": "a@b", "primary": True}, {"value": "c@d", "primary": False}])["emails"])
+        == 2
+    )
 
 
 def test_empty_strings_and_empty_objects_are_unassigned():
@@ -190,12 +222,19 @@ def test_read_only_sub_attributes_are_dropped():
 
 
 def test_group_members_keep_value_and_canonical_type_only():
-    doc = validate_resource({"displayName": "G", "members": [
-        {"value": "u1", "$ref": None, "display": "Babs"}, {"value": "g1", "type": "group"}]}, GROUPS)
+    doc = validate_resource(
+        {
+            "displayName": "G",
+            "members": [{"value": "u1", "$ref": None, "display": "Babs"}, {"value": "g1", "type": "group"}],
+        },
+        GROUPS,
+    )
     assert doc["members"] == [{"value": "u1"}, {"value": "g1", "type": "Group"}]
 
 
-@pytest.mark.parametrize("member", [{"value": ""}, {"value": 7}, {"display": "x"}, {"value": "u", "type": "Robot"}])
+@pytest.mark.parametrize(
+    "member", [{"value": ""}, {"value": 7}, {"display": "x"}, {"value": "u", "type": "Robot"}]
+)
 def test_a_member_without_a_usable_id_or_with_an_unknown_type_is_invalid_value(member):
     with pytest.raises(InvalidValue, match="members"):
         validate_resource({"displayName": "G", "members": [member]}, GROUPS)
@@ -226,11 +265,29 @@ def test_coerce_value_applies_the_same_rules_to_one_value():
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
-_keys = st.sampled_from(["userName", "USERNAME", "name", "name.givenName", "emails", "active", "title", "meta", "id",
-                         "groups", ENTERPRISE_USER, f"{ENTERPRISE_USER}:manager", "manager", "x509Certificates"])
+_keys = st.sampled_from(
+    [
+        "userName",
+        "USERNAME",
+        "name",
+        "name.givenName",
+        "emails",
+        "active",
+        "title",
+        "meta",
+        "id",
+        "groups",
+        ENTERPRISE_USER,
+        f"{ENTERPRISE_USER}:manager",
+        "manager",
+        "x509Certificates",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)

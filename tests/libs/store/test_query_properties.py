@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from libs.scim.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath, to_text
-from libs.scim.schemas import USER, USERS
+from libs.scim.schemas import ENTERPRISE_USER, USER, USERS
 from libs.store.query import filter_clause
 from libs.store.tables import resources
 from tests.libs.store.test_query import APP, add_resource
@@ -52,6 +52,8 @@ def user(draw, index: int) -> dict:
         doc["externalId"] = draw(SOME_TEXT) + f"#{index}"
     if draw(st.booleans()):
         doc["active"] = draw(st.booleans())
+    if draw(st.integers(0, 2)) == 0:
+        doc[ENTERPRISE_USER] = {"manager": {"value": draw(st.sampled_from(["u01", "U01", "u02"]))}}
     # Elements without any value ({}) are dropped by validation: they have no rows to match.
     emails = [e for e in draw(st.lists(email(), max_size=3)) if e]
     if emails:
@@ -68,14 +70,17 @@ def directory(draw) -> list[dict]:
 STRING_OPS = ["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"]
 STRING_PATHS = [AttrPath(None, "userName"), AttrPath(None, "title"), AttrPath(None, "nickName"),
                 AttrPath(None, "externalId"), AttrPath(None, "emails", "value"), AttrPath(None, "emails", "type"),
-                AttrPath(None, "emails"), AttrPath(None, "USERNAME"), AttrPath(None, "id")]
+                AttrPath(None, "emails"), AttrPath(None, "USERNAME"), AttrPath(None, "id"),
+                AttrPath(None, "manager"), AttrPath(ENTERPRISE_USER, "manager", "value")]
 BOOL_PATHS = [AttrPath(None, "active"), AttrPath(None, "emails", "primary")]
 
 
 def leaf(paths_str: list[AttrPath], paths_bool: list[AttrPath]):
     string_cmp = st.builds(Compare, st.sampled_from(paths_str), st.sampled_from(STRING_OPS),
-                           st.one_of(TEXT, st.sampled_from(["u01", "work", "WORK"])))
-    bool_cmp = st.builds(Compare, st.sampled_from(paths_bool), st.sampled_from(["eq", "ne"]), st.booleans())
+                           st.one_of(TEXT, TEXT, st.sampled_from(["u01", "U01", "work", "WORK"]),
+                                     st.sampled_from([None, 1, True])))
+    bool_cmp = st.builds(Compare, st.sampled_from(paths_bool), st.sampled_from(["eq", "ne"]),
+                         st.one_of(st.booleans(), st.sampled_from([None, "true"])))
     present = st.builds(Present, st.sampled_from(paths_str + paths_bool))
     return st.one_of(string_cmp, string_cmp, bool_cmp, present)
 
