@@ -15,7 +15,8 @@ def stack(request, tmp_path_factory):
     if request.param == "postgresql":
         base = request.getfixturevalue("postgres_url")
         database_url = _fresh_schema(base)
-    with running_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), database_url) as s:
+    with running_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), database_url,
+                       extra_env={"SCIM_APPS": "acme"}) as s:
         yield s
 
 
