@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
-	@echo "make bench  - load the running stack (start it with make run) and print rates"
+	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates (BENCH_ARGS=\"--url …\" for a running one)"
 	@echo "make soak   - the long fault runs kept out of make test"
 
 run:
@@ -29,7 +29,7 @@ bench:
 
 lint:
 	@deploy/setup.sh test
-	$(BIN)/python -m pyflakes libs services tests bench 2>/dev/null || $(BIN)/python -m compileall -q libs services tests
+	$(BIN)/ruff check --select F,E9 libs services tests bench
 
 clean:
 	rm -rf .venv var .pytest_cache

@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from libs.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, PayloadTooLarge
-from libs.scim.patch import PatchOperation, PatchResult, apply_patch, parse_patch_request
+from libs.scim.patch import PatchOperation, apply_patch, parse_patch_request
 from libs.scim.schemas import ENTERPRISE_USER, GROUPS, PATCH_OP, USER, USERS
-from libs.scim.validate import validate_resource
-
-SAMPLES = Path(__file__).parents[2] / "samples"
-BABS = "2819c223-7f76-453a-919d-413861904646"
-
-
-def sample(name: str) -> Any:
-    return json.loads((SAMPLES / f"{name}.json").read_text())
-
-
-def patch(resource: dict[str, Any], body: dict[str, Any], schema=USERS, **kw: Any) -> PatchResult:
-    return apply_patch(resource, parse_patch_request(body), schema, **kw)
-
-
-def ops(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
-
-
-@pytest.fixture
-def babs() -> dict[str, Any]:
-    return validate_resource(sample("rfc7643-8.3-enterprise_user"), USERS)
-
-
-@pytest.fixture
-def plain_user() -> dict[str, Any]:
-    return validate_resource({"userName": "bjensen"}, USERS)
-
-
-@pytest.fixture
-def group() -> dict[str, Any]:
-    return validate_resource({"displayName": "Tour Guides"}, GROUPS)
+from tests.libs.scim.helpers import BABS, ops, patch, sample
 
 
 def test_rfc7644_add_members_sample_becomes_member_changes_not_document_changes(group):

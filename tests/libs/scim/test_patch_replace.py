@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libs.scim.errors import InvalidValue, Mutability, NoTarget, ScimError
-from libs.scim.patch import PatchResult, apply_patch, parse_patch_request
-from libs.scim.schemas import ENTERPRISE_USER, GROUPS, PATCH_OP, USER, USERS
+from libs.scim.schemas import ENTERPRISE_USER, GROUPS, USER, USERS
 from libs.scim.validate import validate_resource
-
-SAMPLES = Path(__file__).parents[2] / "samples"
-BABS = "2819c223-7f76-453a-919d-413861904646"
-JAMES = "08e1d05d-121c-4561-8b96-473d93df9210"
-
-
-def sample(name: str) -> Any:
-    return json.loads((SAMPLES / f"{name}.json").read_text())
-
-
-def patch(resource: dict[str, Any], body: dict[str, Any], schema=USERS, **kw: Any) -> PatchResult:
-    return apply_patch(resource, parse_patch_request(body), schema, **kw)
-
-
-def ops(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
-
-
-@pytest.fixture
-def babs() -> dict[str, Any]:
-    return validate_resource(sample("rfc7643-8.3-enterprise_user"), USERS)
+from tests.libs.scim.helpers import BABS, JAMES, ops, patch, sample
 
 
 def test_rfc7644_replace_members_sample_is_remove_all_then_add():

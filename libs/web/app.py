@@ -1,0 +1,31 @@
+"""What the front and the reader share when built: settings, proxy headers, errors, auth,
+metrics and the ``/scim`` + ``/scim/<app>`` routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Blueprint, Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from libs.config import Settings
+from libs.web import auth, errors, instrument
+from libs.web.request import register_app_routes
+
+
+def build_app(import_name: str, settings: Settings, *, service: str, blueprint: Blueprint,
+              attach: Callable[[Flask], tuple] = lambda app: ()) -> Flask:
+    """A SCIM service app; ``attach`` adds its clients and returns extra metric collectors."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(import_name)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # The gateway sets X-Forwarded-*: locations must name the host and scheme Entra used.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+    app.extensions["scim.settings"] = settings
+    collectors = attach(app)
+    errors.init_app(app)
+    auth.init_app(app, settings.tokens)
+    instrument.init_app(app, service, collectors)
+    register_app_routes(app, blueprint, f"{service}_app_scoped")
+    return app
