@@ -51,6 +51,15 @@ class Bus:
         except RedisError as exc:
             raise Unavailable("The write queue is unreachable; nothing was changed.") from exc
 
+    def apply(self, job: WriteJob, timeout: float) -> WriteResult:
+        """Submit one write and wait for its result."""
+        self.submit(job)
+        return self.await_result(job.job_id, timeout)
+
+    def apply_in_order(self, jobs: list[WriteJob], timeout: float) -> list[WriteResult]:
+        """Apply several writes one after the other (Bulk): each sees the ones before it."""
+        return [self.apply(job, timeout) for job in jobs]
+
     def await_result(self, job_id: str, timeout: float) -> WriteResult:
         key = Result.get_key(job_id)
         last_id = "0-0"

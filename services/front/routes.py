@@ -52,9 +52,7 @@ def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, bod
         resource_type=schema.name, resource_id=resource_id, body=body,
         if_match=request.headers.get("If-Match"), request_id=_request_id(),
     )
-    bus = _bus()
-    bus.submit(job)
-    result = bus.await_result(job.job_id, settings.write_timeout)
+    result = _bus().apply(job, settings.write_timeout)
     if result.status >= 400:
         return render_error(from_body(result.body or {"status": result.status}))
     headers: dict[str, str] = {}
