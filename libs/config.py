@@ -1,14 +1,21 @@
-"""Settings from ``SCIM_*`` environment variables: read once, typed, validated at start.
+"""Settings from ``SCIM_*`` environment variables and one TOML file: read once, typed,
+validated at start.
 
 Every service builds one ``Settings`` in its ``create_app()``/entry point (never at import
 time) and passes it down; tests pass overrides. A bad value stops the process at boot with
 a message naming the variable, not at the first request.
+
+Scalars come from ``SCIM_<NAME>`` variables, else from the ``[scimbus]`` table of the file
+named by ``SCIM_CONFIG_FILE`` (default ``var_dir/scimbus.toml`` when it exists), else the
+defaults below. Structured configuration (connectors, schema extensions, apps) lives in the
+file's other tables and reaches code as ``Settings.file``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,7 +56,10 @@ class Settings:
     log_level: str = "INFO"
     metrics_dir: str = ""
     """PROMETHEUS_MULTIPROC_DIR of this service's processes (empty: single-process metrics)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    config_file: str = ""
+    """TOML file with a [scimbus] table of these settings and the structured tables."""
+    file: Mapping[str, Any] = field(default_factory=dict)
+    """The parsed config file (every table but [scimbus]), e.g. file["connectors"]."""
 
     @property
     def database(self) -> str:
@@ -83,11 +93,22 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name == "extra":
+        if f.name == "file":
             continue
         raw = env.get(f"SCIM_{f.name.upper()}")
         if raw is not None and raw != "":
             values[f.name] = _coerce(f.name, f.type, raw)
+    path = Path(overrides.get("config_file") or values.get("config_file")
+                or Path(overrides.get("var_dir") or values.get("var_dir") or Settings.var_dir) / "scimbus.toml")
+    explicit = bool(overrides.get("config_file") or values.get("config_file"))
+    document = read_config_file(path, required=explicit)
+    scalars = document.pop("scimbus", {})
+    known = {f.name for f in fields(Settings)} - {"file"}
+    for name, value in scalars.items():
+        if name not in known:
+            raise SettingsError(f"{path}: [scimbus] has no setting {name!r}")
+        values.setdefault(name, _coerce(name, next(f.type for f in fields(Settings) if f.name == name), str(value)))
+    values.setdefault("file", document)
     settings = replace(Settings(), **values, **overrides)
     _validate(settings)
     return settings
@@ -102,6 +123,18 @@ def _validate(s: Settings) -> None:
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"SCIM_REDIS_URL={s.redis_url!r} is not a redis:// URL")
+
+
+def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise SettingsError(f"SCIM_CONFIG_FILE={str(path)!r} does not exist")
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
 
 
 def read_or_create_token(var_dir: Path) -> str:

@@ -1,0 +1,42 @@
+import pytest
+
+from libs.config import SettingsError, load_settings
+
+
+def test_environment_variables_are_typed(tmp_path):
+    settings = load_settings({"SCIM_WRITE_TIMEOUT": "12.5", "SCIM_MAX_RESULTS": "50", "SCIM_VAR_DIR": str(tmp_path)})
+    assert settings.write_timeout == 12.5
+    assert settings.max_results == 50
+
+
+def test_a_bad_value_names_its_variable(tmp_path):
+    with pytest.raises(SettingsError, match="SCIM_MAX_RESULTS"):
+        load_settings({"SCIM_MAX_RESULTS": "lots", "SCIM_VAR_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match="SCIM_WRITE_TIMEOUT"):
+        load_settings({"SCIM_WRITE_TIMEOUT": "0", "SCIM_VAR_DIR": str(tmp_path)})
+
+
+def test_the_config_file_gives_scalars_and_tables_and_the_environment_wins(tmp_path):
+    path = tmp_path / "scimbus.toml"
+    path.write_text('[scimbus]\nmax_results = 77\nwrite_timeout = 9\n\n[connectors.hr]\nkind = "webhook"\n')
+    settings = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_WRITE_TIMEOUT": "3"})
+    assert settings.max_results == 77
+    assert settings.write_timeout == 3
+    assert settings.file == {"connectors": {"hr": {"kind": "webhook"}}}
+
+
+def test_an_unknown_setting_in_the_file_stops_the_start(tmp_path):
+    (tmp_path / "scimbus.toml").write_text("[scimbus]\nmax_resluts = 1\n")
+    with pytest.raises(SettingsError, match="max_resluts"):
+        load_settings({"SCIM_VAR_DIR": str(tmp_path)})
+
+
+def test_a_named_config_file_must_exist(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings({"SCIM_CONFIG_FILE": str(tmp_path / "missing.toml")})
+
+
+def test_the_token_is_generated_once_and_kept(tmp_path):
+    first = load_settings({"SCIM_VAR_DIR": str(tmp_path)}).tokens
+    assert first == load_settings({"SCIM_VAR_DIR": str(tmp_path)}).tokens
+    assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600
