@@ -1,36 +1,53 @@
-"""An Entra-shaped load on a scimbus stack, with rates, latencies, errors and memory.
+"""An Entra-shaped load on scimbus and on the peer scim2-server, in the same run, with targets.
 
-Count-based phases, each run by ``--concurrency`` threads, every thread with its own
-persistent ``httpx.Client`` (keep-alive, kept across phases; no connection per request):
+The same count-based phases run against each server in turn (never both at once: 2 cores),
+each phase by a number of client threads, every thread with its own persistent
+``httpx.Client`` (keep-alive where the server keeps connections; no pool sharing):
 
-1. ``query-miss`` + ``create-user``: the matching query Entra sends before it creates
+0. ``fill-create``: ``POST /Users`` until the directory holds ``--directory-size`` users
+   (at least what phases 6 and 7 need), at ``--fill-concurrency``. Pure creates: the
+   create target is measured here.
+1. ``query-miss`` + ``create-user``: Entra's initial cycle, the matching query
    (``GET /Users?filter=userName eq "<guid>@contoso.com"`` → empty ListResponse), then
-   ``POST /Users`` with the tutorial's body.
-2. ``query-hit``: ``GET /Users?filter=userName eq …`` on users created in phase 1.
-3. ``patch-user-name`` + ``patch-user-disable``: ``Replace name.familyName``, then
-   ``Replace active "False"`` (Entra's default PATCH dialect).
-4. ``create-group``: ``POST /Groups``; then ``patch-group-add``: one
-   ``{"op":"Add","path":"members","value":[{"value":id}]}`` PATCH per member, the adds
-   of different groups interleaved (fewer groups than threads: concurrent adds to one group).
-5. ``get-group``: ``GET /Groups/{id}``, checking that every member added is there.
+   ``POST /Users`` with the tutorial's body (enterprise extension included).
+2. ``query-hit``: ``GET /Users?filter=userName eq …`` on users drawn from the whole
+   directory, at ``--read-concurrency`` (16: the target's concurrency).
+3. ``patch-user-name`` (``Replace name.familyName``) and ``patch-user-manager``
+   (``Add`` on the enterprise ``manager`` with the manager's id as a bare string, P8).
+4. ``patch-user-disable``: ``Replace active "False"`` (Entra's default PATCH dialect).
+5. ``create-group``; ``patch-group-add``: one ``{"op":"Add","path":"members",...}`` per
+   member, adds of different groups interleaved (concurrent adds to one group);
+   ``get-group`` checks every member added is there.
+6. One member added to a big group (``--big-group`` members) vs a small one
+   (``--small-group``), alternately, one request at a time (``add-big-group``,
+   ``add-small-group``); the groups are built first (``setup-groups``, chunked PATCHes).
+7. ``patch-many-members``: ``--big-patch`` members in one PATCH into an empty group, one
+   at a time, ``--big-patch-repeats`` times; ``get-big-group`` checks they are all there.
+
+Where the peer refuses an Entra shape, it is sent the closest shape it accepts (see
+``bench.peer.probe_dialect``) and the report lists each substitution; the peer's errors
+are reported in its own column and never count as scimbus's.
 
 A request counts as an error when it fails in transport, answers a status other than the
 expected one, or answers a body that says something else than it should (a miss that
 finds a user, a hit that finds none or another one, a disabled user still active, a group
-missing a member that was added).
-``ops/s`` of an operation is its count over the wall time of the phase it ran in.
-Exit status: 0, or 1 when errors exceed ``--max-error-ratio`` (1 %), 2 when the stack
-cannot be reached or started.
+missing a member that was added). ``ops/s`` of an operation is its count over the wall
+time of the phases it ran in. Exit status: 0, or 1 when scimbus's errors exceed
+``--max-error-ratio`` (1 %), 2 when the stack cannot be reached or started. Targets that
+do not hold are reported, not turned into an exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import random
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,8 +57,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from bench.peer import Dialect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,26 +72,41 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ADSCIM_GROUP = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
-# (operation, phase) in report order
-OPERATIONS = (
-    ("query-miss", "1 query+create users"),
-    ("create-user", "1 query+create users"),
-    ("query-hit", "2 filtered GETs"),
-    ("patch-user-name", "3 user PATCHes"),
-    ("patch-user-disable", "3 user PATCHes"),
-    ("create-group", "4a group creates"),
-    ("patch-group-add", "4b member adds"),
-    ("get-group", "5 verify members"),
-)
+PHASES = {
+    "fill": "0 directory fill",
+    "cycle": "1 query+create users",
+    "reads": "2 userName eq GETs",
+    "patch": "3 user PATCHes+manager",
+    "disable": "4 disables",
+    "groups": "5a group creates",
+    "adds": "5b member adds",
+    "verify": "5c verify members",
+    "setup": "6a setup big/small groups",
+    "bigsmall": "6b one add: big vs small",
+    "setup7": "7a setup empty groups",
+    "bigpatch": "7b many members in 1 PATCH",
+}
+# report order
+OPERATIONS = ("fill-create", "query-miss", "create-user", "query-hit", "patch-user-name", "patch-user-manager",
+              "patch-user-disable", "create-group", "patch-group-add", "get-group", "setup-groups",
+              "add-big-group", "add-small-group", "patch-many-members", "get-big-group")
 ERROR_SAMPLES = 3
 
 
 # --------------------------------------------------------------------------- request bodies
 
 
-def user_body(user_name: str) -> dict:
-    """The tutorial's Create User request (entra-scim.md §9)."""
-    return {
+def _dialect(dialect: Dialect | None) -> Dialect:
+    if dialect is None:
+        from bench.peer import ENTRA
+
+        return ENTRA
+    return dialect
+
+
+def user_body(user_name: str, dialect: Dialect | None = None) -> dict:
+    """The tutorial's Create User request (entra-scim.md §9), with enterprise attributes."""
+    body = {
         "schemas": [USER, ENTERPRISE],
         "externalId": str(uuid.uuid4()),
         "userName": user_name,
@@ -80,11 +116,15 @@ def user_body(user_name: str) -> dict:
         "name": {"formatted": "Ryan Leenay", "familyName": "Leenay", "givenName": "Ryan"},
         "roles": [],
     }
+    if _dialect(dialect).enterprise_attributes:
+        body[ENTERPRISE] = {"employeeNumber": str(random.randrange(10**6, 10**7)), "department": "Sales"}
+    return body
 
 
-def group_body(name: str) -> dict:
+def group_body(name: str, dialect: Dialect | None = None) -> dict:
     """The tutorial's Create Group request, ADSCIM schema URI included."""
-    return {"schemas": [GROUP, ADSCIM_GROUP], "externalId": str(uuid.uuid4()), "displayName": name,
+    schemas = [GROUP, ADSCIM_GROUP] if _dialect(dialect).adscim_group_schema else [GROUP]
+    return {"schemas": schemas, "externalId": str(uuid.uuid4()), "displayName": name,
             "meta": {"resourceType": "Group"}}
 
 
@@ -161,6 +201,14 @@ def _created(response: httpx.Response) -> str | None:
     return None if response.json().get("id") else f"no id in the 201: {response.text[:160]}"
 
 
+def _members_check(member_ids: list[str]) -> Check:
+    def check(response: httpx.Response) -> str | None:
+        have = {m.get("value") for m in response.json().get("members") or []}
+        missing = [m for m in member_ids if m not in have]
+        return f"{len(missing)} of {len(member_ids)} members missing, e.g. {missing[:2]}" if missing else None
+    return check
+
+
 # --------------------------------------------------------------------------- phases
 
 
@@ -172,7 +220,50 @@ class Phase:
     results: list
 
 
-def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn) -> Phase:
+class Progress:
+    """A progress line per phase on stderr: redrawn in place on a terminal, every few seconds otherwise."""
+
+    def __init__(self, label: str, total: int, stream=None) -> None:
+        self.label, self.total = label, total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-progress", daemon=True)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        pct = 100 * self.done / self.total if self.total else 100
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        width = 24
+        bar = "#" * int(width * pct / 100)
+        return (f"bench: {self.label} [{bar:<{width}}] {self.done}/{self.total} {pct:3.0f}% "
+                f"{rate:7.1f} tasks/s {elapsed:6.1f} s")
+
+    def _loop(self) -> None:
+        every = 0.5 if self.tty else 5.0
+        while not self._stop.wait(every):
+            self._emit()
+
+    def _emit(self, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r" + self.line() + ("\n" if final else ""))
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._emit(final=True)
+
+
+def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn, progress: Progress | None = None) -> Phase:
     """Run ``fn(client, recorder, task)`` over every task with one thread per client."""
     todo = deque(tasks)
     lock = threading.Lock()
@@ -190,11 +281,14 @@ def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn) -> Phase:
                 task = todo.popleft()
             try:
                 out = fn(clients[i], recorders[i], task)
-            except Exception as exc:  # a bug of the bench, not an error of the stack: stop loudly
+            except Exception as exc:  # a bug of the bench, not an error of the server: stop loudly
                 crashed.append(exc)
                 return
             if out is not None:
                 results[i].append(out)
+            if progress is not None:
+                with lock:
+                    progress.done += 1
 
     threads = [threading.Thread(target=worker, args=(i,), name=f"bench-{i}", daemon=True)
                for i in range(len(clients))]
@@ -202,6 +296,8 @@ def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn) -> Phase:
         t.start()
     start.wait()
     t0 = time.perf_counter()
+    if progress is not None:
+        progress.t0 = t0
     for t in threads:
         t.join()
     if crashed:
@@ -209,13 +305,24 @@ def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn) -> Phase:
     return Phase(name, time.perf_counter() - t0, recorders, [r for rs in results for r in rs])
 
 
-def query_then_create(client: httpx.Client, rec: Recorder, user_name: str) -> tuple[str, str] | None:
+# --------------------------------------------------------------------------- one task of each phase
+
+
+def fill_user(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) -> tuple[str, str] | None:
+    user_name, dialect = task
+    response = call(client, rec, "fill-create", "POST", "/Users", json=user_body(user_name, dialect),
+                    expect=(201,), check=_created)
+    return (response.json()["id"], user_name) if response is not None else None
+
+
+def query_then_create(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) -> tuple[str, str] | None:
+    user_name, dialect = task
     params = {"filter": f'userName eq "{user_name}"'}
     if call(client, rec, "query-miss", "GET", "/Users", params=params, expect=(200,),
             check=_list_check(None)) is None:
         return None  # Entra creates only after a query that answered "absent"
-    response = call(client, rec, "create-user", "POST", "/Users", json=user_body(user_name), expect=(201,),
-                    check=_created)
+    response = call(client, rec, "create-user", "POST", "/Users", json=user_body(user_name, dialect),
+                    expect=(201,), check=_created)
     return (response.json()["id"], user_name) if response is not None else None
 
 
@@ -225,40 +332,79 @@ def query_hit(client: httpx.Client, rec: Recorder, user: tuple[str, str]) -> Non
          expect=(200,), check=_list_check(user_id))
 
 
-def patch_user(client: httpx.Client, rec: Recorder, user: tuple[str, str]) -> None:
-    user_id = user[0]
+def patch_user(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialect]) -> None:
+    """Entra's update of an attribute, then its separate manager reference PATCH."""
+    user_id, manager_id, d = task
     family = "Leenay-" + user_id[:8]
     call(client, rec, "patch-user-name", "PATCH", f"/Users/{user_id}",
-         json=patch_body({"op": "Replace", "path": "name.familyName", "value": family}), expect=(200, 204),
+         json=patch_body({"op": d.op("Replace"), "path": "name.familyName", "value": family}), expect=(200, 204),
          check=_body_check(lambda u: u.get("name", {}).get("familyName") == family, "familyName unchanged"))
+
+    def manager_set(u: dict) -> bool:
+        manager = (u.get(ENTERPRISE) or {}).get("manager")
+        return isinstance(manager, dict) and manager.get("value") == manager_id
+
+    call(client, rec, "patch-user-manager", "PATCH", f"/Users/{user_id}",
+         json=patch_body({"op": d.op("Add"), "path": f"{ENTERPRISE}:manager", "value": d.manager_value(manager_id)}),
+         expect=(200, 204), check=_body_check(manager_set, "manager not set"))
+
+
+def disable_user(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) -> None:
+    user_id, d = task
     call(client, rec, "patch-user-disable", "PATCH", f"/Users/{user_id}",
-         json=patch_body({"op": "Replace", "path": "active", "value": "False"}), expect=(200, 204),
+         json=patch_body({"op": d.op("Replace"), "path": "active", "value": d.inactive()}), expect=(200, 204),
          check=_body_check(lambda u: u.get("active") is False, "still active"))
 
 
-def create_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> tuple | None:
-    name, member_ids = task
-    response = call(client, rec, "create-group", "POST", "/Groups", json=group_body(name), expect=(201,),
+def create_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str], Dialect]) -> tuple | None:
+    name, member_ids, d = task
+    response = call(client, rec, "create-group", "POST", "/Groups", json=group_body(name, d), expect=(201,),
                     check=_created)
     return (response.json()["id"], member_ids) if response is not None else None
 
 
-def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str]) -> None:
-    group_id, member = task
-    call(client, rec, "patch-group-add", "PATCH", f"/Groups/{group_id}",
-         json=patch_body({"op": "Add", "path": "members", "value": [{"value": member}]}), expect=(204, 200))
+def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialect], op: str = "patch-group-add"):
+    group_id, member, d = task
+    call(client, rec, op, "PATCH", f"/Groups/{group_id}",
+         json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": member}]}), expect=(204, 200))
 
 
 def get_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> None:
-    """Every member added in phase 4 is there: no add lost to a concurrent one."""
+    """Every member added in phase 5b is there: no add lost to a concurrent one."""
     group_id, member_ids = task
+    call(client, rec, "get-group", "GET", f"/Groups/{group_id}", expect=(200,), check=_members_check(member_ids))
 
-    def check(response: httpx.Response) -> str | None:
-        have = {m.get("value") for m in response.json().get("members") or []}
-        missing = [m for m in member_ids if m not in have]
-        return f"{len(missing)} of {len(member_ids)} members missing, e.g. {missing[:2]}" if missing else None
 
-    call(client, rec, "get-group", "GET", f"/Groups/{group_id}", expect=(200,), check=check)
+def setup_groups(client: httpx.Client, rec: Recorder,
+                 task: tuple[str, list[list[str]], Dialect]) -> tuple[str, str] | None:
+    """(key, id) of a group built from empty with one PATCH per chunk of members, in order."""
+    key, chunks, d = task
+    name = f"bench-{uuid.uuid4().hex[:8]}-{key}"
+    response = call(client, rec, "setup-groups", "POST", "/Groups", json=group_body(name, d), expect=(201,),
+                    check=_created)
+    if response is None:
+        return None
+    group_id = response.json()["id"]
+    for chunk in chunks:
+        if call(client, rec, "setup-groups", "PATCH", f"/Groups/{group_id}",
+                json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": m} for m in chunk]}),
+                expect=(200, 204)) is None:
+            return None
+    return key, group_id
+
+
+def add_big_or_small(client: httpx.Client, rec: Recorder, task: tuple[str, str, str, Dialect]) -> None:
+    op, group_id, member, d = task
+    add_member(client, rec, (group_id, member, d), op=op)
+
+
+def patch_many(client: httpx.Client, rec: Recorder, task: tuple[str, list[str], Dialect]) -> None:
+    group_id, members, d = task
+    if call(client, rec, "patch-many-members", "PATCH", f"/Groups/{group_id}",
+            json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": m} for m in members]}),
+            expect=(200, 204)) is not None:
+        call(client, rec, "get-big-group", "GET", f"/Groups/{group_id}", expect=(200,),
+             check=_members_check(members))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -275,22 +421,31 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def summarise(phases: list[Phase]) -> dict:
     ops: dict[str, dict] = {}
     errors: dict[str, list[str]] = {}
-    walls = {p.name: p.wall for p in phases}
-    for op, phase_name in OPERATIONS:
-        lat = sorted(s for p in phases for r in p.recorders for (o, s, _ok) in r.samples if o == op)
-        bad = sum(1 for p in phases for r in p.recorders for (o, _s, ok) in r.samples if o == op and not ok)
-        wall = walls.get(phase_name, 0.0)
+    for op in OPERATIONS:
+        lat: list[float] = []
+        bad = 0
+        wall = 0.0
+        in_phases = []
+        for p in phases:
+            mine = [(s, ok) for r in p.recorders for (o, s, ok) in r.samples if o == op]
+            if mine:
+                lat += [s for s, _ok in mine]
+                bad += sum(1 for _s, ok in mine if not ok)
+                wall += p.wall
+                in_phases.append(p.name)
+            for r in p.recorders:
+                errors.setdefault(op, []).extend(r.errors.get(op, []))
+        lat.sort()
         ops[op] = {
-            "phase": phase_name, "count": len(lat), "errors": bad,
+            "phases": in_phases, "count": len(lat), "errors": bad,
             "ops_per_s": round(len(lat) / wall, 1) if wall > 0 else 0.0,
+            "ok_per_s": round((len(lat) - bad) / wall, 1) if wall > 0 else 0.0,
             "p50_ms": round(percentile(lat, 50) * 1000, 2), "p95_ms": round(percentile(lat, 95) * 1000, 2),
             "p99_ms": round(percentile(lat, 99) * 1000, 2),
             "max_ms": round((lat[-1] if lat else 0) * 1000, 2),
             "mean_ms": round(sum(lat) / len(lat) * 1000, 2) if lat else 0.0,
+            "median_ms": round(statistics.median(lat) * 1000, 2) if lat else 0.0,
         }
-        for p in phases:
-            for r in p.recorders:
-                errors.setdefault(op, []).extend(r.errors.get(op, []))
     total = sum(o["count"] for o in ops.values())
     bad = sum(o["errors"] for o in ops.values())
     return {
@@ -300,54 +455,6 @@ def summarise(phases: list[Phase]) -> dict:
         "requests": total, "errors": bad, "error_ratio": (bad / total) if total else 1.0,
         "error_samples": {op: msgs[:ERROR_SAMPLES] for op, msgs in errors.items() if msgs},
     }
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _table(headers: list[str], rows: list[list], left: int = 1) -> list[str]:
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = []
-    for row in cells:
-        out.append("  ".join(c.ljust(w) if i < left else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))))
-    return out
-
-
-def render(summary: dict, meta: dict, usage: dict | None) -> str:
-    lines = [f"scimbus bench  {meta['url']}  ({meta['mode']})",
-             f"users={meta['users']} reads={meta['reads']} groups={meta['groups']} "
-             f"members/group={meta['members_per_group']} concurrency={meta['concurrency']}", ""]
-    lines += _table(["phase", "requests", "wall s", "req/s"],
-                    [[p["name"], p["requests"], f"{p['wall_s']:.2f}",
-                      f"{p['requests'] / p['wall_s']:.1f}" if p["wall_s"] else "-"]
-                     for p in summary["phases"]])
-    lines.append("")
-    rows = [[op, o["count"], f"{o['ops_per_s']:.1f}", f"{o['p50_ms']:.1f}", f"{o['p95_ms']:.1f}",
-             f"{o['p99_ms']:.1f}", f"{o['max_ms']:.1f}", o["errors"]]
-            if o["count"] else [op, 0, *"------"]
-            for op, o in summary["operations"].items()]
-    rows.append(["total", summary["requests"], "", "", "", "", "",
-                 f"{summary['errors']} ({summary['error_ratio'] * 100:.2f}%)"])
-    lines += _table(["operation", "count", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"], rows)
-    lines.append(f"(ops/s: operations over the wall time of their phase; client CPU "
-                 f"{meta['client_cpu_s']:.1f} s over {meta['wall_s']:.1f} s of load)")
-    if usage:
-        lines.append("")
-        lines += _table(
-            ["service", "procs", "RSS start MB", "RSS end MB", "RSS peak MB", "PSS end MB", "CPU s",
-             "busiest procs CPU s"],
-            [[role, u["procs"], f"{u['rss_start_mb']:.1f}", f"{u['rss_end_mb']:.1f}",
-              f"{u['rss_peak_mb']:.1f}", f"{u['pss_end_mb']:.1f}", f"{sum(u['cpu_s_per_process']):.1f}",
-              " ".join(f"{c:.1f}" for c in u["cpu_s_per_process"][:4]) or "-"]
-             for role, u in usage.items()])
-        lines.append("(RSS sums count the pages forked processes share once per process; PSS splits them)")
-    if summary["error_samples"]:
-        lines += ["", "errors (first of each operation):"]
-        for op, msgs in summary["error_samples"].items():
-            lines += [f"  {op}: {m}" for m in msgs]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- driver
@@ -369,7 +476,7 @@ def make_clients(url: str, token: str, n: int, timeout: float) -> list[httpx.Cli
 
 
 def warm_up(clients: list[httpx.Client]) -> str | None:
-    """Open every connection (Entra's Test Connection query); the reason when the stack says no."""
+    """Open every connection (Entra's Test Connection query); the reason when the server says no."""
     for client in clients:
         try:
             r = client.get("/Users", params={"filter": f'userName eq "{uuid.uuid4()}"'})
@@ -380,82 +487,311 @@ def warm_up(clients: list[httpx.Client]) -> str | None:
     return None
 
 
-def run_load(args: argparse.Namespace, url: str, token: str) -> tuple[dict, dict] | None:
-    clients = make_clients(url, token, args.concurrency, args.timeout)
+@dataclass
+class Plan:
+    """The sizes of one run, the same for every server."""
+
+    users: int
+    fill: int
+    reads: int
+    groups: int
+    members_per_group: int
+    big_group: int
+    small_group: int
+    add_samples: int
+    big_patch: int
+    big_patch_repeats: int
+    chunk: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Plan:
+        base = max(args.big_group, args.small_group)
+        needed = max(base + args.group_add_samples if args.group_add_samples else 0, args.big_patch)
+        return cls(users=args.users, fill=max(args.directory_size - args.users, needed, 0), reads=args.reads,
+                   groups=args.groups, members_per_group=args.members_per_group, big_group=args.big_group,
+                   small_group=args.small_group, add_samples=args.group_add_samples, big_patch=args.big_patch,
+                   big_patch_repeats=args.big_patch_repeats, chunk=args.chunk)
+
+    @property
+    def directory_size(self) -> int:
+        return self.fill + self.users
+
+
+def run_load(args: argparse.Namespace, label: str, url: str, token: str,
+             dialect: Dialect | None = None) -> tuple[dict, dict] | None:
+    """The whole workload against one server: (summary, timing) or None when it cannot be reached."""
+    d = _dialect(dialect)
+    plan = Plan.from_args(args)
+    pool = make_clients(url, token, max(args.concurrency, args.read_concurrency, args.fill_concurrency),
+                        args.timeout)
     try:
-        if (problem := warm_up(clients)) is not None:
-            print(f"bench: {problem}", file=sys.stderr)
+        if (problem := warm_up(pool)) is not None:
+            print(f"bench: {label}: {problem}", file=sys.stderr)
             return None
         rng = random.Random(args.seed)
         run_id = uuid.uuid4().hex[:6]
         phases: list[Phase] = []
         cpu0, t0 = time.process_time(), time.perf_counter()
 
-        def phase(name: str, tasks: list, fn) -> Phase:
-            print(f"bench: phase {name}: {len(tasks)} tasks ...", file=sys.stderr, flush=True)
-            p = run_phase(name, clients, tasks, fn)
+        def phase(key: str, tasks: list, fn, concurrency: int) -> Phase:
+            name = PHASES[key]
+            with Progress(f"{label}: phase {name} (x{concurrency})", len(tasks)) as progress:
+                p = run_phase(name, pool[:max(1, concurrency)], tasks, fn, progress)
             phases.append(p)
             return p
 
-        users = phase(OPERATIONS[0][1], [f"{uuid.uuid4()}@contoso.com" for _ in range(args.users)],
-                      query_then_create).results
+        filled: list[tuple[str, str]] = []
+        if plan.fill:
+            filled = phase("fill", [(f"fill-{run_id}-{i:07d}@contoso.com", d) for i in range(plan.fill)],
+                           fill_user, args.fill_concurrency).results
+            filled.sort(key=lambda u: u[1])  # creation order: member sets are the same on every server
+        users = phase("cycle", [(f"{uuid.uuid4()}@contoso.com", d) for _ in range(plan.users)],
+                      query_then_create, args.concurrency).results
+        directory = filled + users
         if not users:
-            print("bench: no user was created; later phases skipped", file=sys.stderr)
+            print(f"bench: {label}: no user was created; later phases skipped", file=sys.stderr)
         else:
-            reads = [users[i % len(users)] for i in range(args.reads)]
-            rng.shuffle(reads)
-            phase(OPERATIONS[2][1], reads, query_hit)
-            phase(OPERATIONS[3][1], list(users), patch_user)
+            reads = [rng.choice(directory) for _ in range(plan.reads)]
+            phase("reads", reads, query_hit, args.read_concurrency)
+            managers = [(u[0], (users[(i + 1) % len(users)] if len(users) > 1 else directory[0])[0], d)
+                        for i, u in enumerate(users)]
+            phase("patch", managers, patch_user, args.concurrency)
+            phase("disable", [(u[0], d) for u in users], disable_user, args.concurrency)
             ids = [u[0] for u in users]
-            per_group = min(args.members_per_group, len(ids))
+            per_group = min(plan.members_per_group, len(ids))
             groups = [(f"bench-{run_id}-group-{g:05d}",
-                       [ids[(g * per_group + j) % len(ids)] for j in range(per_group)])
-                      for g in range(args.groups)]
-            created = phase(OPERATIONS[5][1], groups, create_group).results
+                       [ids[(g * per_group + j) % len(ids)] for j in range(per_group)], d)
+                      for g in range(plan.groups)]
+            created = phase("groups", groups, create_group, args.concurrency).results
             # Entra adds members once the group exists; interleaved so that neighbours hit other groups
-            phase(OPERATIONS[6][1], [(gid, members[j]) for j in range(per_group) for gid, members in created],
-                  add_member)
-            phase(OPERATIONS[7][1], created, get_group)
-        meta = {"client_cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0}
-        return summarise(phases), meta
+            phase("adds", [(gid, members[j], d) for j in range(per_group) for gid, members in created],
+                  add_member, args.concurrency)
+            phase("verify", created, get_group, args.concurrency)
+
+        fill_ids = [u[0] for u in filled]
+        base = max(plan.big_group, plan.small_group)
+        if plan.add_samples and len(fill_ids) >= base + plan.add_samples:
+            def chunks(members: list[str]) -> list[list[str]]:
+                return [members[i:i + plan.chunk] for i in range(0, len(members), plan.chunk)]
+
+            made = dict(phase("setup", [("big", chunks(fill_ids[:plan.big_group]), d),
+                                        ("small", chunks(fill_ids[:plan.small_group]), d)],
+                              setup_groups, 1).results)
+            if made.get("big") and made.get("small"):
+                extra = fill_ids[base:base + plan.add_samples]
+                tasks = []
+                for k, member in enumerate(extra):  # alternate, and alternate which goes first
+                    pair = [("add-big-group", made["big"], member, d), ("add-small-group", made["small"], member, d)]
+                    tasks += pair if k % 2 == 0 else pair[::-1]
+                phase("bigsmall", tasks, add_big_or_small, 1)
+        if plan.big_patch and plan.big_patch_repeats and len(fill_ids) >= plan.big_patch:
+            empties = phase("setup7", [(f"many-{k}", [], d) for k in range(plan.big_patch_repeats)],
+                            setup_groups, 1).results
+            phase("bigpatch", [(gid, fill_ids[:plan.big_patch], d) for _key, gid in empties], patch_many, 1)
+        timing = {"client_cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0,
+                  "directory_size": len(directory), "plan": plan.__dict__, "dialect": d.as_dict()}
+        return summarise(phases), timing
     finally:
-        for c in clients:
+        for c in pool:
             c.close()
+
+
+# --------------------------------------------------------------------------- the servers of a run
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _usage(sampler) -> dict | None:
+    return {role: u.as_dict() for role, u in sampler.stop().items()} if sampler else None
+
+
+def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str = "scimbus",
+                load: Callable | None = None) -> dict | None:
+    """The workload (or ``load(url, token)``) against scimbus: a stack the bench starts, or ``--url``."""
+    from bench.procs import StackSampler
+
+    load = load or (lambda url, token: run_load(args, label, url, token))
+    workers = workers or args.workers
+    store = "PostgreSQL" if args.database_url else "SQLite"
+    if not args.start:
+        token = args.token or default_token()
+        if not token:
+            _log("bench: no token: pass --token, set SCIM_TOKEN, or run where var/token exists")
+            return None
+        sampler = StackSampler(args.stack_pid).start() if args.stack_pid else None
+        try:
+            outcome = load(args.url.rstrip("/"), token)
+        finally:
+            usage = _usage(sampler)
+        if outcome is None:
+            return None
+        return {"url": args.url, "mode": "running stack", "store": "?", "outcome": outcome, "services": usage}
+
+    from tests.support.stack import running_stack
+
+    tmp = Path(tempfile.mkdtemp(prefix="scimbus-bench-"))
+    log_tail = ""
+    _log(f"bench: starting a scimbus stack ({store}, {workers} workers) under {tmp} ...")
+    try:
+        env = dict(item.split("=", 1) for item in args.stack_env)
+        with running_stack(tmp, database_url=args.database_url, workers=workers, extra_env=env) as stack:
+            sampler = StackSampler(stack.proc.pid).start()
+            try:
+                outcome = load(stack.url, stack.token)
+            finally:
+                usage = _usage(sampler)
+            if outcome is None or outcome[0]["errors"]:
+                log_tail = stack.log()[-3000:]  # the folder goes away with the stack
+            url = stack.url
+    except (RuntimeError, TimeoutError) as exc:
+        _log(f"bench: the stack did not start: {exc}")
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if log_tail.strip():
+        _log(f"bench: end of the stack's log:\n{log_tail}")
+    if outcome is None:
+        return None
+    return {"url": url, "mode": f"stack started by the bench: {store}, {workers} workers", "store": store,
+            "outcome": outcome, "services": usage}
+
+
+def run_peer(args: argparse.Namespace) -> dict:
+    """The same workload against scim2-server on loopback; never fails the run."""
+    from bench.peer import ensure_peer, probe_dialect, running_peer
+    from bench.procs import StackSampler
+
+    try:
+        exe = ensure_peer(Path(args.peer_venv) if args.peer_venv else None, log=_log)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        _log(f"bench: the peer cannot be installed, compared with nothing: {exc}")
+        return {"skipped": f"cannot install the peer: {exc}"}
+    tmp = Path(tempfile.mkdtemp(prefix="scimbus-bench-peer-"))
+    _log(f"bench: starting the peer ({exe}) on loopback ...")
+    try:
+        with running_peer(exe, tmp) as peer:
+            with make_clients(peer.url, peer.token, 1, args.timeout)[0] as client:
+                dialect = probe_dialect(client)
+            for note in dialect.notes:
+                _log(f"bench: peer refused an Entra shape: {note}")
+            sampler = StackSampler(peer.proc.pid).start()
+            try:
+                outcome = run_load(args, "peer", peer.url, peer.token, dialect)
+            finally:
+                usage = _usage(sampler)
+            log_tail = peer.log()[-2000:] if outcome is None or outcome[0]["errors"] else ""
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        return {"skipped": f"the peer did not start: {exc}"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if outcome is None:
+        return {"skipped": f"the peer could not be reached:\n{log_tail}"}
+    return {"url": peer.url, "mode": f"scim2-server (in memory, one process) from {exe.parent.parent}",
+            "outcome": outcome, "services": usage, "peer_log_tail": log_tail}
+
+
+def _creates_only(args: argparse.Namespace, label: str, n: int) -> Callable:
+    def load(url: str, token: str) -> tuple[dict, dict] | None:
+        pool = make_clients(url, token, args.scaling_concurrency, args.timeout)
+        try:
+            if (problem := warm_up(pool)) is not None:
+                _log(f"bench: {label}: {problem}")
+                return None
+            tag = uuid.uuid4().hex[:6]
+            tasks = [(f"scale-{tag}-{i:07d}@contoso.com", None) for i in range(n)]
+            with Progress(f"{label}: {n} creates (x{args.scaling_concurrency})", n) as progress:
+                p = run_phase(PHASES["fill"], pool, tasks, fill_user, progress)
+            return summarise([p]), {"wall_s": p.wall}
+        finally:
+            for c in pool:
+                c.close()
+    return load
+
+
+def run_scaling(args: argparse.Namespace) -> dict:
+    """The same N creates on a stack with 1 worker, then one with 2 (not a pre-filled queue: see the label)."""
+    out: dict = {"creates": args.scaling, "concurrency": args.scaling_concurrency}
+    for workers in (1, 2):
+        label = f"scaling {workers} worker{'s' if workers > 1 else ''}"
+        r = run_scimbus(args, workers=workers, label=label,
+                        load=_creates_only(args, label, args.scaling))
+        if r is None:
+            out[f"workers_{workers}"] = None
+            continue
+        op = r["outcome"][0]["operations"]["fill-create"]
+        out[f"workers_{workers}"] = {"ops_per_s": op["ops_per_s"], "errors": op["errors"], "p50_ms": op["p50_ms"],
+                                     "p99_ms": op["p99_ms"]}
+    one, two = out.get("workers_1"), out.get("workers_2")
+    out["ratio"] = round(two["ops_per_s"] / one["ops_per_s"], 2) if one and two and one["ops_per_s"] else None
+    return out
+
+
+# --------------------------------------------------------------------------- command line
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--url", help="base URL of a running stack, e.g. http://127.0.0.1:8585/scim "
+    g = p.add_argument_group("scimbus")
+    g.add_argument("--url", help="base URL of a running stack, e.g. http://127.0.0.1:8585/scim "
                                  "(without it the bench starts its own stack)")
-    p.add_argument("--token", help="bearer token (default: $SCIM_TOKEN, else var/token as in the local run)")
-    p.add_argument("--start", action="store_true",
-                   help="start a private stack for the run (the default without --url)")
-    p.add_argument("--database-url",
-                   help="with --start: the store's SQLAlchemy URL (default: SQLite in a temporary folder)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="with --start: worker processes (default %(default)s)")
-    p.add_argument("--stack-env", action="append", default=[], metavar="SCIM_X=V",
+    g.add_argument("--token", help="with --url: bearer token (default: $SCIM_TOKEN, else var/token)")
+    g.add_argument("--start", action="store_true", help="start a private stack for the run (the default without --url)")
+    g.add_argument("--database-url", help="with --start: the store's SQLAlchemy URL (default: SQLite in a temporary folder)")
+    g.add_argument("--postgres", action="store_true",
+                   help="with --start: run a private PostgreSQL for the run and use it as the store "
+                        "(the issue's targets are stated for PostgreSQL)")
+    g.add_argument("--workers", type=int, default=2, help="with --start: worker processes (default %(default)s)")
+    g.add_argument("--stack-env", action="append", default=[], metavar="SCIM_X=V",
                    help="with --start: extra environment for the stack (repeatable)")
-    p.add_argument("--stack-pid", type=int, help="with --url: PID of its `scimbus run`, to report memory")
-    p.add_argument("--users", type=int, default=500, help="users queried then created (default %(default)s)")
-    p.add_argument("--reads", type=int, help="filtered GETs on existing users (default: --users)")
-    p.add_argument("--groups", type=int, help="groups created (default: users / 10, at least 1)")
-    p.add_argument("--members-per-group", type=int, default=10,
-                   help="member-add PATCHes per group (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=8,
-                   help="client threads, one connection each (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
-    p.add_argument("--max-error-ratio", type=float, default=0.01,
-                   help="exit 1 above this ratio of errors (default %(default)s)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the read order (default %(default)s)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    g.add_argument("--stack-pid", type=int, help="with --url: PID of its `scimbus run`, to report memory")
+    g = p.add_argument_group("peer (scim2-server)")
+    g.add_argument("--no-peer", action="store_true", help="do not run the workload against the peer")
+    g.add_argument("--peer-venv", help="virtualenv of the peer (default: var/bench-peer/venv, created on first use)")
+    g = p.add_argument_group("workload")
+    g.add_argument("--users", type=int, default=500, help="users queried then created (Entra's initial cycle) (default %(default)s)")
+    g.add_argument("--directory-size", type=int, default=10000,
+                   help="users in the directory before the filtered GETs (pre-filled with plain creates; "
+                        "raised to what --big-group/--big-patch need; the issue's target size is 100000)")
+    g.add_argument("--fill-concurrency", type=int, default=16,
+                   help="client threads of the fill (the create target is measured there) (default %(default)s)")
+    g.add_argument("--reads", type=int, default=2000, help="userName eq GETs on users drawn from the whole directory (default %(default)s)")
+    g.add_argument("--read-concurrency", type=int, default=16, help="client threads of the filtered GETs (default %(default)s)")
+    g.add_argument("--groups", type=int, help="groups created (default: users / 10, at least 1)")
+    g.add_argument("--members-per-group", type=int, default=10, help="member-add PATCHes per group (default %(default)s)")
+    g.add_argument("--concurrency", type=int, default=8, help="client threads of the other phases (default %(default)s)")
+    g.add_argument("--big-group", type=int, default=2000,
+                   help="members of the big group of phase 6 (the issue's is 100000) (default %(default)s)")
+    g.add_argument("--small-group", type=int, default=10, help="members of the small group of phase 6 (default %(default)s)")
+    g.add_argument("--group-add-samples", type=int, default=50,
+                   help="one-member adds to each of the big and small groups (0: skip phase 6) (default %(default)s)")
+    g.add_argument("--big-patch", type=int, default=10000, help="members added by the one PATCH of phase 7 (0: skip) (default %(default)s)")
+    g.add_argument("--big-patch-repeats", type=int, default=3, help="PATCHes of phase 7, each into a new empty group (default %(default)s)")
+    g.add_argument("--chunk", type=int, default=1000, help="members per PATCH when building the big group (default %(default)s)")
+    g.add_argument("--scaling", type=int, metavar="N", default=0,
+                   help="with --start: also run N creates on a 1-worker stack and on a 2-worker stack "
+                        "and print the throughput ratio (a steady create load, not a pre-filled queue)")
+    g.add_argument("--scaling-concurrency", type=int, default=16, help="client threads of --scaling (default %(default)s)")
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
+    g.add_argument("--max-error-ratio", type=float, default=0.01,
+                   help="exit 1 above this ratio of scimbus errors (default %(default)s)")
+    g.add_argument("--seed", type=int, default=1, help="seed of the read order (default %(default)s)")
+    g.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
-    if args.url and args.start:
-        p.error("--url and --start exclude each other")
-    if args.users < 1 or args.concurrency < 1:
-        p.error("--users and --concurrency must be at least 1")
+    if args.url and (args.start or args.postgres or args.scaling):
+        p.error("--url excludes --start, --postgres and --scaling")
+    if args.postgres and args.database_url:
+        p.error("--postgres and --database-url exclude each other")
+    for name in ("users", "concurrency", "read_concurrency", "fill_concurrency", "scaling_concurrency", "chunk",
+                 "workers"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("directory_size", "reads", "big_group", "small_group", "group_add_samples", "big_patch",
+                 "big_patch_repeats", "scaling"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must not be negative")
     args.start = args.start or not args.url
-    args.reads = args.users if args.reads is None else args.reads
     args.groups = max(1, args.users // 10) if args.groups is None else args.groups
     for item in args.stack_env:
         if "=" not in item:
@@ -464,66 +800,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.report import evaluate_targets, render_all
+
     args = parse_args(argv)
-    meta = {"users": args.users, "reads": args.reads, "groups": args.groups,
-            "members_per_group": args.members_per_group, "concurrency": args.concurrency}
-    if args.start:
-        from tests.support.stack import running_stack
+    plan = Plan.from_args(args)
+    results: dict = {
+        "meta": {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
+                 "users": args.users, "directory_size": plan.directory_size, "reads": args.reads,
+                 "groups": args.groups, "members_per_group": args.members_per_group,
+                 "concurrency": args.concurrency, "read_concurrency": args.read_concurrency,
+                 "fill_concurrency": args.fill_concurrency, "big_group": args.big_group,
+                 "small_group": args.small_group, "group_add_samples": args.group_add_samples,
+                 "big_patch": args.big_patch, "big_patch_repeats": args.big_patch_repeats,
+                 "workers": args.workers, "argv": sys.argv[1:] if argv is None else argv},
+        "servers": {}, "scaling": None,
+    }
+    with contextlib.ExitStack() as resources:
+        if args.postgres:
+            from tests.support.servers import postgres_server
 
-        from bench.procs import StackSampler
-
-        tmp = Path(tempfile.mkdtemp(prefix="scimbus-bench-"))
-        log_tail = ""
-        store = "PostgreSQL" if args.database_url else "SQLite"
-        print(f"bench: starting a stack ({store}, {args.workers} workers) under {tmp} ...", file=sys.stderr,
-              flush=True)
-        try:
-            env = dict(item.split("=", 1) for item in args.stack_env)
-            with running_stack(tmp, database_url=args.database_url, workers=args.workers,
-                               extra_env=env) as stack:
-                meta.update(url=stack.url, mode=f"stack started by the bench: {store}, "
-                                                f"{args.workers} workers")
-                sampler = StackSampler(stack.proc.pid).start()
-                try:
-                    outcome = run_load(args, stack.url, stack.token)
-                finally:
-                    usage = {role: u.as_dict() for role, u in sampler.stop().items()}
-                if outcome is None or outcome[0]["errors"]:
-                    log_tail = stack.log()[-3000:]  # the folder goes away with the stack
-        except (RuntimeError, TimeoutError) as exc:
-            print(f"bench: the stack did not start: {exc}", file=sys.stderr)
+            _log("bench: starting a private PostgreSQL for the run ...")
+            try:
+                args.database_url = resources.enter_context(postgres_server())
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                _log(f"bench: PostgreSQL did not start: {exc}")
+                return 2
+        ours = run_scimbus(args)
+        if ours is None:
             return 2
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if log_tail.strip():
-            print(f"bench: end of the stack's log:\n{log_tail}", file=sys.stderr)
-    else:
-        token = args.token or default_token()
-        if not token:
-            print("bench: no token: pass --token, set SCIM_TOKEN, or run where var/token exists",
-                  file=sys.stderr)
-            return 2
-        meta.update(url=args.url, mode="running stack")
-        sampler = None
-        if args.stack_pid:
-            from bench.procs import StackSampler
-
-            sampler = StackSampler(args.stack_pid).start()
-        try:
-            outcome = run_load(args, args.url.rstrip("/"), token)
-        finally:
-            usage = {role: u.as_dict() for role, u in sampler.stop().items()} if sampler else None
-    if outcome is None:
-        return 2
-    summary, timing = outcome
-    meta.update(timing)
-    print(render(summary, meta, usage), flush=True)
+        results["servers"]["scimbus"] = ours
+        if not args.no_peer:
+            results["servers"]["peer"] = run_peer(args)
+        if args.scaling:
+            results["scaling"] = run_scaling(args)
+    results["meta"]["store"] = ours["store"]
+    results["targets"] = evaluate_targets(results)
+    print(render_all(results), flush=True)
+    summary = ours["outcome"][0]
     failed = summary["error_ratio"] > args.max_error_ratio
+    results["failed"] = failed
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, **summary, "services": usage, "failed": failed},
-                                              indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     if failed:
-        print(f"bench: FAILED: {summary['errors']} errors in {summary['requests']} requests "
-              f"({summary['error_ratio'] * 100:.2f}% > {args.max_error_ratio * 100:.2f}%)", file=sys.stderr)
+        _log(f"bench: FAILED: {summary['errors']} scimbus errors in {summary['requests']} requests "
+             f"({summary['error_ratio'] * 100:.2f}% > {args.max_error_ratio * 100:.2f}%)")
         return 1
     return 0
+
+
+def _jsonable(results: dict) -> dict:
+    """``outcome`` (summary, timing) spelled out as the JSON's ``summary`` and ``timing``."""
+    out = dict(results)
+    out["servers"] = {}
+    for name, server in results["servers"].items():
+        server = dict(server)
+        if "outcome" in server:
+            summary, timing = server.pop("outcome")
+            server.update(summary=summary, timing=timing)
+        out["servers"][name] = server
+    return out

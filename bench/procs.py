@@ -13,8 +13,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROLES = ("front", "reader", "worker", "gateway", "redis", "run")
-"""``run`` is ``scimbus run`` itself and the processes honcho forks to watch each service."""
+ROLES = ("front", "reader", "worker", "gateway", "redis", "run", "peer")
+"""``run`` is ``scimbus run`` itself and the processes honcho forks to watch each service;
+``peer`` is the scim2-server the bench compares with."""
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -63,6 +64,8 @@ def role_of(argv: list[str]) -> str | None:
         return "gateway"
     if head.startswith("redis-server"):
         return "redis"
+    if any(os.path.basename(a) == "scim2-server" for a in argv[:2]):
+        return "peer"
     if head in ("sh", "dash", "bash"):  # honcho's `sh -c <command>`: counted with the command it runs
         return role_of(argv[2].split()) if len(argv) > 2 and argv[1] == "-c" else None
     for role in ("front", "reader", "worker"):
@@ -95,21 +98,25 @@ class RoleUsage:
     rss_end: float = 0.0
     rss_peak: float = 0.0
     pss_end: float = 0.0
+    pss_peak: float = 0.0
     cpu: list[float] = field(default_factory=list)  # CPU seconds used during the run, per process
 
     def as_dict(self) -> dict:
         return {"procs": self.procs, "rss_start_mb": round(self.rss_start, 1),
                 "rss_end_mb": round(self.rss_end, 1), "rss_peak_mb": round(self.rss_peak, 1),
-                "pss_end_mb": round(self.pss_end, 1),
+                "pss_end_mb": round(self.pss_end, 1), "pss_peak_mb": round(self.pss_peak, 1),
                 "cpu_s_per_process": [round(c, 2) for c in self.cpu]}
 
 
 class StackSampler:
     """Samples the tree under ``root`` every ``interval`` seconds while running."""
 
-    def __init__(self, root: int, interval: float = 0.5) -> None:
+    def __init__(self, root: int, interval: float = 0.5, pss_every: int = 4) -> None:
         self.root = root
         self.interval = interval
+        self.pss_every = pss_every  # smaps_rollup costs more than statm: every few samples
+        self._ticks = 0
+        self._pss_peak: dict[str, float] = {}
         self._roles: dict[int, str] = {}  # pid -> role (cmdline read once per pid)
         self._cpu0: dict[int, float] = {}
         self._cpu1: dict[int, float] = {}
@@ -123,6 +130,9 @@ class StackSampler:
 
     def _sample(self) -> None:
         rss: dict[str, float] = {}
+        pss: dict[str, float] = {}
+        with_pss = self._ticks % self.pss_every == 0
+        self._ticks += 1
         pids: dict[str, list[int]] = {}
         for pid, ppid in [(self.root, 0), *descendants(self.root)]:
             if pid not in self._roles:
@@ -134,6 +144,8 @@ class StackSampler:
             self._cpu0.setdefault(pid, st[2] if not self._started else 0.0)
             self._cpu1[pid] = st[2]
             rss[role] = rss.get(role, 0.0) + _rss_bytes(pid) / 2**20
+            if with_pss:
+                pss[role] = pss.get(role, 0.0) + _pss_bytes(pid) / 2**20
             pids.setdefault(role, []).append(pid)
         if self._first is None:
             self._first = rss
@@ -141,6 +153,8 @@ class StackSampler:
         self._last, self._last_pids = rss, pids
         for role, mb in rss.items():
             self._peak[role] = max(self._peak.get(role, 0.0), mb)
+        for role, mb in pss.items():
+            self._pss_peak[role] = max(self._pss_peak.get(role, 0.0), mb)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -156,6 +170,7 @@ class StackSampler:
         self._stop.set()
         if self._thread:
             self._thread.join()
+        self._ticks = 0  # the last sample reads PSS too
         self._sample()
         out: dict[str, RoleUsage] = {}
         for role in sorted(set(self._peak) | set(self._first or {}),
@@ -167,7 +182,8 @@ class StackSampler:
                 rss_start=(self._first or {}).get(role, 0.0),
                 rss_end=self._last.get(role, 0.0),
                 rss_peak=self._peak.get(role, 0.0),
-                pss_end=sum(_pss_bytes(p) for p in pids) / 2**20,
+                pss_end=(pss_end := sum(_pss_bytes(p) for p in pids) / 2**20),
+                pss_peak=max(self._pss_peak.get(role, 0.0), pss_end),
                 cpu=sorted((self._cpu1.get(p, 0.0) - self._cpu0.get(p, 0.0) for p in role_pids
                             if p in self._cpu1), reverse=True),
             )

@@ -1,6 +1,7 @@
 """``scimbus run``: the whole stack in the foreground, for one machine (``make run``).
 
-Starts a Redis of its own (append-only, data under var/redis, its own port), the front,
+Starts a Redis of its own (append-only, data under var/redis, its own port; none when
+``SCIM_REDIS_URL`` names one), the front,
 the reader, a worker pool and the nginx gateway under honcho, after creating the token
 and migrating the database. Ctrl-C or SIGTERM stops every process it started; so does the
 death of the process that started it (``make`` does not forward SIGTERM to its children).
@@ -47,6 +48,7 @@ def build_env(workers: int) -> dict[str, str]:
         env.setdefault(key, value)
     var_dir = Path(env.get("SCIM_VAR_DIR", ROOT / "var")).resolve()
     env["SCIM_VAR_DIR"] = str(var_dir)
+    env["SCIM_OWN_REDIS"] = "" if env.get("SCIM_REDIS_URL") else "1"
     env.setdefault("SCIM_REDIS_URL", f"redis://127.0.0.1:{env['SCIM_REDIS_PORT']}/0")
     env["SCIM_WORKER_PROCESSES"] = str(workers)
     env["SCIM_NGINX_DIR"] = str(var_dir / "nginx")
@@ -97,6 +99,8 @@ def run(workers: int = 2) -> int:
     procfile = parse_procfile((DEPLOY / "Procfile").read_text())
     manager = Manager(Printer(sys.stdout))
     for name, entry in procfile.processes.items():
+        if name == "redis" and not env["SCIM_OWN_REDIS"]:
+            continue  # SCIM_REDIS_URL names a Redis of the operator's: use it, start none
         manager.add_process(name, render_template(entry, env), env=env, cwd=str(ROOT))
     manager.loop()
     return manager.returncode or 0

@@ -1,7 +1,14 @@
 """Tunables of the write bus, one line of why each."""
 
-JOB_FUNCTION = "services.worker.jobs.apply_write"
-"""Dotted path the front enqueues: the front never imports worker code."""
+JOB_FUNCTION = "services.worker.jobs.apply_writes"
+"""Dotted path the front enqueues (a batch of writes): the front never imports worker code."""
+
+MAX_BATCH = 64
+"""Most writes one front process coalesces into one bus job."""
+
+BATCHES_IN_FLIGHT = 2
+"""Batches one front process keeps on the bus at once; writes arriving meanwhile join the
+next batch (group commit), so a lone write never waits and a busy front sends big batches."""
 
 RESULT_TTL = 300
 """Seconds a job's result stays in Redis: long enough for the waiting front, no longer."""
@@ -14,6 +21,10 @@ QUEUED_TTL = 600
 
 RETRIES = 3
 """Times a job is re-run after its worker died or the database failed transiently."""
+
+RETRY_INTERVALS = [1, 3, 6]
+"""Seconds before each re-run: together they ride out a database restart of ~10 s while
+the front still waits (SCIM_WRITE_TIMEOUT)."""
 
 WORKER_TTL = 20
 """Worker heartbeat TTL; RQ blocks on the queue for TTL - 15 s, so maintenance runs every ~5 s."""

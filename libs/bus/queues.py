@@ -1,67 +1,80 @@
-"""Enqueue a write and wait for its result: the front's whole view of the bus.
+"""Enqueue writes and wait for their results: the front's whole view of the bus.
+
+One bus job carries a *batch* of writes (``services.worker.jobs.apply_writes``): each RQ
+job costs a worker ~2 ms and ~66 Redis commands of bookkeeping against ~1 ms of database
+work, so the front coalesces the writes its threads receive at the same moment
+(``Coalescer``) and the worker applies them in one transaction, a savepoint per write, so
+one write's failure never fails its neighbours.
 
 The wait reads the job's RQ result stream with a blocking ``XREAD`` (no polling). A
 ``RETRIED`` entry means a worker died or hit a transient failure and RQ re-queued the job:
 the front keeps waiting on the same stream. ``FAILED`` after the last retry, or no result
 within the bounded wait, becomes ``Unavailable`` (503 + Retry-After): the client retries,
-and because the job id is the idempotency key a late run of the first attempt is harmless.
+and because each write's id is its idempotency key a late run of the first attempt is
+harmless.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
+import uuid
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from libs.bus import defaults
 from libs.bus.messages import WriteJob, WriteResult
-from libs.scim.errors import Unavailable
+from libs.bus.serializer import OrjsonSerializer
+from libs.scim.errors import ScimError, Unavailable
 
 
 class Bus:
     """The front's handle on the write queue (lives in ``app.extensions['scim.bus']``)."""
 
     def __init__(self, redis: Redis, queue_name: str, *, job_timeout: int,
-                 function: str = defaults.JOB_FUNCTION) -> None:
+                 function: str = defaults.JOB_FUNCTION, max_batch: int = defaults.MAX_BATCH,
+                 in_flight: int = defaults.BATCHES_IN_FLIGHT) -> None:
         self.redis = redis
         self.function = function
-        self.queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+        self.queue = Queue(queue_name, connection=redis, serializer=OrjsonSerializer)
         self.job_timeout = job_timeout
+        self.coalescer = Coalescer(self, max_batch=max_batch, in_flight=in_flight)
 
-    def submit(self, job: WriteJob) -> None:
+    def submit_batch(self, batch_id: str, jobs: list[WriteJob]) -> None:
         try:
             self.queue.enqueue(
-                self.function, job.to_payload(),
-                job_id=job.job_id,
+                self.function, {"writes": [job.to_payload() for job in jobs]},
+                job_id=batch_id,
                 job_timeout=self.job_timeout,
                 result_ttl=defaults.RESULT_TTL,
                 failure_ttl=defaults.FAILURE_TTL,
                 ttl=defaults.QUEUED_TTL,
-                retry=Retry(max=defaults.RETRIES),
-                description=f"{job.op} {job.resource_type} {job.resource_id}",
+                retry=Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS),
+                description=f"{len(jobs)} writes",
                 unique=True,
             )
         except DuplicateJobError:
-            pass  # already queued under this idempotency key: wait for that one
+            pass  # already queued under this id: wait for that one
         except RedisError as exc:
             raise Unavailable("The write queue is unreachable; nothing was changed.") from exc
 
     def apply(self, job: WriteJob, timeout: float) -> WriteResult:
-        """Submit one write and wait for its result."""
-        self.submit(job)
-        return self.await_result(job.job_id, timeout)
+        """Apply one write (coalesced with concurrent ones) and return its result."""
+        return self.coalescer.apply(job, timeout)
 
     def apply_in_order(self, jobs: list[WriteJob], timeout: float) -> list[WriteResult]:
-        """Apply several writes one after the other (Bulk): each sees the ones before it."""
-        return [self.apply(job, timeout) for job in jobs]
+        """Apply several writes in one job, in order (Bulk): each sees the ones before it."""
+        batch_id = uuid.uuid4().hex
+        self.submit_batch(batch_id, jobs)
+        return self.await_batch(batch_id, len(jobs), timeout)
 
-    def await_result(self, job_id: str, timeout: float) -> WriteResult:
-        key = Result.get_key(job_id)
+    def await_batch(self, batch_id: str, count: int, timeout: float) -> list[WriteResult]:
+        key = Result.get_key(batch_id)
         last_id = "0-0"
         deadline = time.monotonic() + timeout
         try:
@@ -75,17 +88,87 @@ class Bus:
                     continue
                 for entry_id, payload in response[0][1]:
                     last_id = entry_id
-                    outcome = self._outcome(job_id, entry_id, payload)
-                    if outcome is not None:
-                        return outcome
+                    results = self._outcome(batch_id, entry_id, payload)
+                    if results is not None:
+                        if len(results) != count:
+                            raise Unavailable("The worker answered a different batch; retry the request.")
+                        return results
         except RedisError as exc:
             raise Unavailable("The write queue became unreachable while waiting; retry the request.") from exc
         raise Unavailable("No worker confirmed the write in time; retry the request.")
 
-    def _outcome(self, job_id: str, entry_id: bytes, payload: dict[bytes, bytes]) -> WriteResult | None:
-        result = Result.restore(job_id, entry_id.decode(), payload, connection=self.redis, serializer=JSONSerializer)
+    def _outcome(self, batch_id: str, entry_id: bytes, payload: dict[bytes, bytes]) -> list[WriteResult] | None:
+        result = Result.restore(batch_id, entry_id.decode(), payload, connection=self.redis,
+                                serializer=OrjsonSerializer)
         if result.type == Result.Type.SUCCESSFUL:
-            return WriteResult.from_payload(result.return_value)
+            return [WriteResult.from_payload(r) for r in result.return_value["results"]]
         if result.type == Result.Type.RETRIED:
             return None
         raise Unavailable("The write failed in the worker; it has been logged. Retry the request.")
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+        self.jobs: list[WriteJob] = []
+        self.done = threading.Event()
+        self.results: list[WriteResult] | None = None
+        self.error: ScimError | None = None
+
+
+class Coalescer:
+    """Groups the writes a front process receives at the same moment into one bus job.
+
+    Group commit: at most ``in_flight`` batches of this process are on the bus at a time.
+    A write that finds a free slot leads a batch and submits it at once, so a sequential
+    client (Entra's usual pace) sees no added latency; writes arriving while every slot is
+    busy join the open batch, which goes out when a slot frees. Batches therefore grow with
+    the load by themselves, up to ``max_batch``; the leader waits for the one result and
+    hands each follower its own.
+    """
+
+    def __init__(self, bus: Bus, *, max_batch: int, in_flight: int) -> None:
+        self.bus = bus
+        self.max_batch = max_batch
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._lock = threading.Lock()
+        self._open: _Batch | None = None
+
+    def apply(self, job: WriteJob, timeout: float) -> WriteResult:
+        with self._lock:
+            batch = self._open
+            leader = batch is None
+            if leader:
+                batch = self._open = _Batch()
+            index = len(batch.jobs)
+            batch.jobs.append(job)
+            if len(batch.jobs) >= self.max_batch:
+                self._open = None
+        if leader:
+            self._lead(batch, timeout)
+        elif not batch.done.wait(timeout + 5):
+            raise Unavailable("No worker confirmed the write in time; retry the request.")
+        if batch.error is not None:
+            raise copy.copy(batch.error)  # one exception object per raising thread
+        assert batch.results is not None
+        return batch.results[index]
+
+    def _lead(self, batch: _Batch, timeout: float) -> None:
+        try:
+            if not self._slots.acquire(timeout=timeout):
+                raise Unavailable("The write queue is saturated; retry the request.")
+            try:
+                with self._lock:  # close the batch: later writes start the next one
+                    if self._open is batch:
+                        self._open = None
+                self.bus.submit_batch(batch.id, batch.jobs)
+                batch.results = self.bus.await_batch(batch.id, len(batch.jobs), timeout)
+            finally:
+                self._slots.release()
+        except ScimError as exc:
+            batch.error = exc
+        except Exception:
+            batch.error = Unavailable("The write could not be confirmed; retry the request.")
+            raise
+        finally:
+            batch.done.set()

@@ -27,6 +27,14 @@ JOBS = Counter("scim_jobs_total", "Write jobs applied by workers.", ["op", "reso
 JOB_DURATION = Histogram(
     "scim_job_duration_seconds", "Time a worker spent applying one write job.", ["op"], buckets=LATENCY_BUCKETS,
 )
+WRITE_BATCH_SIZE = Histogram(
+    "scim_write_batch_size", "Writes applied per bus job (one transaction).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+BATCH_DURATION = Histogram(
+    "scim_write_batch_duration_seconds", "Time a worker spent applying one batch of writes.",
+    buckets=LATENCY_BUCKETS,
+)
 JOB_FAILURES = Counter(
     "scim_job_failures_total", "Write jobs that raised in a worker (retried or failed).", ["exception"],
 )
@@ -40,6 +48,11 @@ def observe_request(service: str, method: str, endpoint: str, status: int, secon
 def observe_job(op: str, resource_type: str, outcome: str, seconds: float) -> None:
     JOBS.labels(op, resource_type, outcome).inc()
     JOB_DURATION.labels(op).observe(seconds)
+
+
+def observe_batch(size: int, seconds: float) -> None:
+    WRITE_BATCH_SIZE.observe(size)
+    BATCH_DURATION.observe(seconds)
 
 
 def registry_for_scrape(extra_collectors: tuple = ()) -> CollectorRegistry:

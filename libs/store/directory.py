@@ -101,7 +101,8 @@ def _stored(row: Any) -> StoredResource:
 # Statements on the write path are built once: constructing a SQLAlchemy statement per call
 # cost more than executing it (cache-key generation), so callers pass parameters only.
 _ROW = ("name", "name_key", "external_id", "display_name", "active", "doc")
-_SELECT_APPLIED = select(applied_writes.c.result).where(applied_writes.c.job_id == bindparam("job_id"))
+_SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
+    applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
 _INSERT_APPLIED = insert(applied_writes)
 _INSERT_CHANGE = insert(changes)
 _SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
@@ -150,9 +151,10 @@ class DirectoryStore:
         return insert(table)
 
     # ------------------------------------------------------------------ idempotency, audit
-    def applied_result(self, conn: Connection, job_id: str) -> dict[str, Any] | None:
-        raw = conn.execute(_SELECT_APPLIED, {"job_id": job_id}).scalar()
-        return orjson.loads(raw) if raw is not None else None
+    def applied_results(self, conn: Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Recorded results of the writes among ``job_ids`` that were already applied."""
+        rows = conn.execute(_SELECT_APPLIED, {"job_ids": job_ids})
+        return {r.job_id: orjson.loads(r.result) for r in rows}
 
     def record(self, conn: Connection, *, app: str, job_id: str, result: dict[str, Any],
                change: dict[str, Any] | None, request_id: str | None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from libs.scim import errors
@@ -40,6 +42,12 @@ def _http_error(exc: HTTPException) -> Response:
     return render_error(errors.InternalError())
 
 
+def _backend_unavailable(exc: Exception) -> Response:
+    # The database or Redis is away (restart, failover): a retryable 503, never a 500.
+    log.warning("backend unavailable: %s", type(exc).__name__)
+    return render_error(errors.Unavailable("A backend of the service is temporarily unavailable; retry later."))
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unexpected error while answering a request")
     return render_error(errors.InternalError())
@@ -48,4 +56,7 @@ def _unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(errors.ScimError, render_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _backend_unavailable)
+    app.register_error_handler(InterfaceError, _backend_unavailable)
+    app.register_error_handler(RedisError, _backend_unavailable)
     app.register_error_handler(Exception, _unexpected)

@@ -1,11 +1,13 @@
-"""The one function RQ calls: decode a write job, apply it exactly once, answer its result.
+"""The function RQ calls: apply a batch of writes, each exactly once, in one transaction.
 
-A SCIM error (409, 404, 400 …) is an answer, not a job failure: it is returned as the
-result and the transaction is rolled back. A lost uniqueness race (``IntegrityError``)
-re-runs the write, whose pre-check then reports the 409. Anything else (the database is
-down, a bug) raises: RQ retries the job, and the idempotency record written in the same
-transaction as the change guarantees a job that committed before its worker died is not
-applied a second time.
+Each write runs in a savepoint of the batch's transaction: a SCIM error (409, 404, 400 …)
+rolls back that write alone and becomes its answer; a lost uniqueness race
+(``IntegrityError``) re-runs that write, whose pre-check then reports the 409. A database
+failure (connection lost, deadlock) raises: RQ retries the whole batch, and the
+idempotency record each write leaves in the same transaction as its change guarantees that
+a batch which committed before its worker died is not applied a second time. One commit
+per batch is also what makes the bus cheap: RQ's bookkeeping and the commit are paid once
+for up to ``MAX_BATCH`` writes.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from libs.bus.messages import WriteJob, WriteResult
-from libs.metrics.metrics import observe_job
-from libs.scim.errors import ScimError
+from libs.config import Settings
+from libs.metrics.metrics import observe_batch, observe_job
+from libs.scim.errors import InternalError, ScimError, Uniqueness
+from libs.store.directory import DirectoryStore
 from services.worker.context import get_context
 from services.worker.writes import OPERATIONS
 
@@ -27,41 +32,62 @@ log = logging.getLogger("scimbus.worker")
 _INTEGRITY_ATTEMPTS = 3
 
 
-def apply_write(payload: dict[str, Any]) -> dict[str, Any]:
-    job = WriteJob.from_payload(payload)
+def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
+    jobs = [WriteJob.from_payload(p) for p in payload["writes"]]
     started = time.perf_counter()
-    outcome = "error"
-    try:
-        result = _apply(job)
-        outcome = "ok" if result.status < 400 else f"{result.status}"
-        return result.to_payload()
-    finally:
-        observe_job(job.op, job.resource_type, outcome, time.perf_counter() - started)
+    results = apply_batch(jobs)
+    observe_batch(len(jobs), time.perf_counter() - started)
+    return {"results": [r.to_payload() for r in results]}
 
 
-def _apply(job: WriteJob) -> WriteResult:
+def apply_write(payload: dict[str, Any]) -> dict[str, Any]:
+    """One write on its own (operators re-running a job by hand)."""
+    return apply_batch([WriteJob.from_payload(payload)])[0].to_payload()
+
+
+def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     ctx = get_context()
     store = ctx.store
+    results: list[WriteResult] = []
+    with store.transaction() as conn:
+        done = store.applied_results(conn, [job.job_id for job in jobs])
+        for job in jobs:
+            if job.job_id in done:
+                log.info("write %s already applied; answering its recorded result", job.job_id)
+                results.append(WriteResult.from_payload(done[job.job_id]))
+                continue
+            started = time.perf_counter()
+            result = _apply_one(store, conn, job, ctx.settings)
+            outcome = "ok" if result.status < 400 else str(result.status)
+            observe_job(job.op, job.resource_type, outcome, time.perf_counter() - started)
+            results.append(result)
+    return results
+
+
+def _apply_one(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
     operation = OPERATIONS[job.op]
     for attempt in range(1, _INTEGRITY_ATTEMPTS + 1):
+        savepoint = conn.begin_nested()
         try:
-            with store.transaction() as conn:
-                stored = store.applied_result(conn, job.job_id)
-                if stored is not None:
-                    log.info("job %s already applied; answering its recorded result", job.job_id)
-                    return WriteResult.from_payload(stored)
-                result = operation(store, conn, job, ctx.settings)
-                change = None
-                if result.status < 400:
-                    change = {"resource_type": job.resource_type, "resource_id": job.resource_id,
-                              "op": job.op, "version": result.version or 0}
-                store.record(conn, app=job.app, job_id=job.job_id, result=result.to_payload(), change=change,
-                             request_id=job.request_id)
-                return result
+            result = operation(store, conn, job, settings)
+            change = None
+            if result.status < 400:
+                change = {"resource_type": job.resource_type, "resource_id": job.resource_id,
+                          "op": job.op, "version": result.version or 0}
+            store.record(conn, app=job.app, job_id=job.job_id, result=result.to_payload(), change=change,
+                         request_id=job.request_id)
+            savepoint.commit()
+            return result
         except ScimError as exc:
+            savepoint.rollback()
             return WriteResult(exc.status, exc.to_body())
         except IntegrityError:
-            if attempt == _INTEGRITY_ATTEMPTS:
-                raise
-            log.info("job %s lost a uniqueness race (attempt %d); re-checking", job.job_id, attempt)
-    raise AssertionError("unreachable")
+            savepoint.rollback()
+            log.info("write %s lost a uniqueness race (attempt %d); re-checking", job.job_id, attempt)
+        except DBAPIError:
+            raise  # the transaction is gone: RQ retries the batch
+        except Exception:
+            savepoint.rollback()
+            log.exception("write %s failed; its neighbours in the batch go on", job.job_id)
+            return WriteResult(500, InternalError().to_body())
+    return WriteResult(409, Uniqueness("The write conflicts with a concurrent one; retry it.").to_body())

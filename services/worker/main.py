@@ -16,10 +16,10 @@ from prometheus_client import start_http_server
 from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job
-from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from libs.bus import defaults
+from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
 from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
 
@@ -33,10 +33,14 @@ def _count_failure(job, exc_type, exc_value, tb) -> bool:
 
 
 class ScimWorker(SimpleWorker):
+    # Reconnect to a restarted Redis within seconds (RQ's default backs off up to 60 s,
+    # longer than the front waits for a write).
+    max_connection_wait_time = 2.0
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("worker_ttl", defaults.WORKER_TTL)
         kwargs.setdefault("maintenance_interval", defaults.MAINTENANCE_INTERVAL)
-        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("serializer", OrjsonSerializer)
         handlers = list(kwargs.pop("exception_handlers", None) or [])
         kwargs["exception_handlers"] = [_count_failure, *handlers]
         super().__init__(*args, **kwargs)
@@ -59,5 +63,5 @@ def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) ->
         registry = registry_for_scrape()
         start_http_server(metrics_port, addr="0.0.0.0", registry=registry)
     pool = WorkerPool([settings.queue_name], connection=redis, num_workers=processes, worker_class=ScimWorker,
-                      serializer=JSONSerializer)
+                      serializer=OrjsonSerializer)
     pool.start(logging_level=settings.log_level)

@@ -38,31 +38,63 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+class RedisServer:
+    """A private redis-server with append-only persistence that a test can stop and restart."""
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (make test installs it: apt-get install redis-server)")
+        self.binary = binary
+        self.port = port or free_port()
+        self.owns_dir = data_dir is None
+        self.dir = data_dir or Path(tempfile.mkdtemp(prefix="scimbus-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+             "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        _terminate(self.proc, 10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+
+
 @contextlib.contextmanager
 def redis_server(data_dir: Path | None = None, port: int | None = None) -> Iterator[str]:
     """A private redis-server with append-only persistence; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (make test installs it: apt-get install redis-server)")
-    port = port or free_port()
-    folder = data_dir or Path(tempfile.mkdtemp(prefix="scimbus-redis-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
-         "--appendfsync", "everysec", "--save", "", "--daemonize", "no", "--logfile", str(folder / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(data_dir, port)
+    server.start()
     try:
-        wait_for_port(port, proc=proc)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
-        if data_dir is None:
-            shutil.rmtree(folder, ignore_errors=True)
+        server.close()
 
 
 def _pg_bin(name: str) -> str:
@@ -84,37 +116,63 @@ def _as_postgres_user() -> tuple[dict, int | None]:
     raise RuntimeError("running as root and no unprivileged user exists to run PostgreSQL")
 
 
+class PostgresServer:
+    """A private PostgreSQL cluster in a temporary folder that a test can stop and restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="scimbus-pg-"))
+        self.folder.chmod(0o755)
+        self.data = self.folder / "data"
+        self.ids, uid = _as_postgres_user()
+        if uid is not None:
+            os.chown(self.folder, uid, -1)
+        subprocess.run([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+                        "-E", "UTF8", "--locale", "C"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, **self.ids)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/scimbus"
+
+    def start(self) -> None:
+        log = open(self.folder / "postgres.log", "ab")
+        self.proc = subprocess.Popen(
+            [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=log, **self.ids,
+        )
+        log.close()
+        wait_for_port(self.port, proc=self.proc)
+        for _ in range(100):  # the port opens a moment before the server accepts logins
+            done = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                                   "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'scimbus'"],
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                if done.stdout.strip() != "1":
+                    subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                                    "-c", "CREATE DATABASE scimbus"], check=True, capture_output=True)
+                return
+            time.sleep(0.1)
+        raise TimeoutError("PostgreSQL did not accept logins")
+
+    def stop(self) -> None:
+        _terminate(self.proc, 20)  # SIGTERM: PostgreSQL's smart shutdown
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """A private PostgreSQL cluster in a temporary folder; yields a SQLAlchemy URL."""
-    port = free_port()
-    folder = Path(tempfile.mkdtemp(prefix="scimbus-pg-"))
-    folder.chmod(0o755)
-    data = folder / "data"
-    ids, uid = _as_postgres_user()
-    if uid is not None:
-        os.chown(folder, uid, -1)
-    run = dict(check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **ids)
-    subprocess.run([_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync",
-                    "-E", "UTF8", "--locale", "C"], **run)
-    proc = subprocess.Popen(
-        [_pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(folder), "-c", "listen_addresses=127.0.0.1",
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "postgres.log", "wb"), **ids,
-    )
+    server = PostgresServer()
+    server.start()
     try:
-        wait_for_port(port, proc=proc)
-        for _ in range(100):  # the port opens a moment before the server accepts logins
-            done = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                   "-c", "CREATE DATABASE scimbus"], capture_output=True)
-            if done.returncode == 0:
-                break
-            time.sleep(0.1)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/scimbus"
+        yield server.url
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(20)
-        if proc.poll() is None:
-            proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        server.close()

@@ -34,6 +34,7 @@ class Stack:
     ports: dict[str, int]
     token: str
     log_path: Path
+    redis_url: str
 
     @property
     def url(self) -> str:
@@ -47,13 +48,18 @@ class Stack:
     def redis(self):
         from redis import Redis
 
-        return Redis(port=self.redis_port)
+        return Redis.from_url(self.redis_url, socket_connect_timeout=2)
 
     def worker_pids(self) -> list[int]:
         """PIDs of the live RQ workers (the pool's children), from their Redis registry."""
         from rq import Worker
 
-        return [w.pid for w in Worker.all(connection=self.redis()) if w.pid]
+        from redis.exceptions import RedisError
+
+        try:
+            return [w.pid for w in Worker.all(connection=self.redis()) if w.pid]
+        except RedisError:
+            return []
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -90,7 +96,8 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path)
+    redis_url = env.get("SCIM_REDIS_URL") or f"redis://127.0.0.1:{ports['SCIM_REDIS_PORT']}/0"
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, redis_url)
     try:
         wait_for_port(stack.port, timeout=90, proc=proc)
         _wait_ready(stack)

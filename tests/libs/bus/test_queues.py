@@ -1,14 +1,19 @@
-"""The front's bus against a real Redis and a real (burst) RQ worker."""
+"""The front's bus against a real Redis and real (burst) RQ workers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
 from redis import Redis
+from rq.scheduler import RQScheduler
 
+from libs.bus import defaults
+from libs.bus.serializer import OrjsonSerializer
 from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
 from libs.scim.errors import Unavailable
@@ -22,72 +27,96 @@ def job(**meta) -> WriteJob:
                     resource_id=str(uuid.uuid4()), body={"userName": "x"}, meta=meta)
 
 
+def bus(redis_conn, function="echo", **kw) -> Bus:
+    return Bus(redis_conn, "test-writes", job_timeout=5, function=f"tests.libs.bus.jobs.{function}", **kw)
+
+
 def run_worker_once(redis_conn, queue="test-writes") -> None:
     ScimWorker([queue], connection=redis_conn).work(burst=True, with_scheduler=False)
 
 
+def start_worker_soon(redis_url: str, delay: float = 0.5) -> subprocess.Popen:
+    code = (f"import time; time.sleep({delay}); from redis import Redis; from services.worker.main import ScimWorker; "
+            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r})).work(burst=True)")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
 def test_the_front_gets_the_result_the_worker_returned(redis_conn):
-    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
-    write = job()
-    bus.submit(write)
+    b = bus(redis_conn)
+    writes = [job(), job()]
+    b.submit_batch("batch-1", writes)
     run_worker_once(redis_conn)
-    result = bus.await_result(write.job_id, timeout=5)
-    assert result.status == 201
-    assert result.body == {"id": write.resource_id}
+    results = b.await_batch("batch-1", 2, timeout=5)
+    assert [r.body for r in results] == [{"id": w.resource_id} for w in writes]
 
 
 def test_the_wait_blocks_until_a_worker_answers(redis_conn, redis_url):
-    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
-    write = job()
-    bus.submit(write)
-    code = ("import time; time.sleep(0.5); from redis import Redis; from services.worker.main import ScimWorker; "
-            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r})).work(burst=True)")
-    worker = subprocess.Popen([sys.executable, "-c", code])
+    worker = start_worker_soon(redis_url)
     try:
-        assert bus.await_result(write.job_id, timeout=10).status == 201
+        assert bus(redis_conn).apply(job(), timeout=10).status == 201
     finally:
         worker.wait(10)
 
 
+def test_concurrent_writes_of_one_process_share_one_job_and_each_gets_its_own_result(redis_conn, redis_url):
+    b = bus(redis_conn, in_flight=1)
+    writes = [job() for _ in range(6)]
+    results: dict[str, str] = {}
+    gate = threading.Barrier(len(writes))
+
+    def write(w: WriteJob) -> None:
+        gate.wait()
+        results[w.resource_id] = b.apply(w, timeout=10).body["id"]
+
+    worker = start_worker_soon(redis_url, delay=1.0)
+    threads = [threading.Thread(target=write, args=(w,)) for w in writes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    worker.wait(10)
+    assert results == {w.resource_id: w.resource_id for w in writes}
+    assert len(redis_conn.keys("rq:results:*")) < len(writes)  # fewer jobs than writes
+
+
 def test_a_job_retried_after_a_transient_failure_still_answers(redis_conn, tmp_path):
-    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.flaky")
-    write = job(marker=str(tmp_path / "marker"))
-    bus.submit(write)
-    run_worker_once(redis_conn)  # fails, re-queued; burst mode then runs the retry
-    assert bus.await_result(write.job_id, timeout=5).status == 201
+    b = bus(redis_conn, "flaky")
+    b.submit_batch("batch-2", [job(marker=str(tmp_path / "marker"))])
+    run_worker_once(redis_conn)  # fails; the retry is scheduled a second later
+    time.sleep(defaults.RETRY_INTERVALS[0] + 0.2)
+    scheduler = RQScheduler(["test-writes"], connection=redis_conn, serializer=OrjsonSerializer)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    run_worker_once(redis_conn)
+    assert b.await_batch("batch-2", 1, timeout=5)[0].status == 201
 
 
 def test_no_worker_in_time_is_unavailable_with_retry_after(redis_conn):
-    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
-    write = job()
-    bus.submit(write)
     with pytest.raises(Unavailable) as caught:
-        bus.await_result(write.job_id, timeout=0.3)
+        bus(redis_conn).apply(job(), timeout=0.3)
     assert caught.value.status == 503
     assert caught.value.headers["Retry-After"]
 
 
 def test_a_job_that_fails_every_retry_is_unavailable_not_a_traceback(redis_conn):
-    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.broken")
-    write = job()
-    bus.submit(write)
+    b = bus(redis_conn, "broken")
+    b.submit_batch("batch-3", [job()])
     run_worker_once(redis_conn)
     with pytest.raises(Unavailable) as caught:
-        bus.await_result(write.job_id, timeout=5)
+        b.await_batch("batch-3", 1, timeout=5)
     assert "Traceback" not in str(caught.value.to_body())
 
 
 def test_an_unreachable_redis_is_unavailable_and_nothing_is_enqueued():
     from tests.support.servers import free_port
 
-    bus = Bus(Redis(port=free_port(), socket_connect_timeout=0.5), "test-writes", job_timeout=5)
+    b = Bus(Redis(port=free_port(), socket_connect_timeout=0.5), "test-writes", job_timeout=5)
     with pytest.raises(Unavailable):
-        bus.submit(job())
+        b.apply(job(), timeout=1)
 
 
-def test_the_same_job_id_cannot_be_enqueued_twice(redis_conn):
-    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
-    write = job()
-    bus.submit(write)
-    bus.submit(write)
+def test_the_same_batch_id_cannot_be_enqueued_twice(redis_conn):
+    b = bus(redis_conn)
+    b.submit_batch("batch-4", [job()])
+    b.submit_batch("batch-4", [job()])
     assert redis_conn.llen("rq:queue:test-writes") == 1
