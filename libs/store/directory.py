@@ -329,11 +329,14 @@ class DirectoryStore:
             where.append(filter_clause(node, schema))
         cond = and_(*where)
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
-            if count <= 0 or start_index > total:
-                return total, []
-            order = sort_clause(sort_by, descending, schema) if sort_by else [R.pk]
-            rows = conn.execute(
-                select(resources).where(cond).order_by(*order).offset(start_index - 1).limit(count)
-            ).all()
+            rows: list[Any] = []
+            if count > 0:
+                order = sort_clause(sort_by, descending, schema) if sort_by else [R.pk]
+                rows = conn.execute(
+                    select(resources).where(cond).order_by(*order).offset(start_index - 1).limit(count)
+                ).all()
+            if start_index == 1 and len(rows) < count:
+                total = len(rows)  # a first page that is not full holds every match: no COUNT needed
+            else:
+                total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
             return total, self._documents(conn, schema, rows, with_members, with_groups)
