@@ -87,8 +87,9 @@ PHASES = {
     "bigpatch": "7b many members in 1 PATCH",
 }
 # report order
-OPERATIONS = ("fill-create", "query-miss", "create-user", "query-hit", "patch-user-name", "patch-user-manager",
-              "patch-user-disable", "create-group", "patch-group-add", "get-group", "setup-groups",
+OPERATIONS = ("fill-create", "query-miss", "create-user", "query-hit", "patch-user-name",
+              "patch-user-manager", "patch-user-disable", "create-group", "patch-group-add", "get-group",
+              "setup-groups",
               "add-big-group", "add-small-group", "patch-many-members", "get-big-group")
 ERROR_SAMPLES = 3
 
@@ -263,7 +264,8 @@ class Progress:
         self._emit(final=True)
 
 
-def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn, progress: Progress | None = None) -> Phase:
+def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn,
+              progress: Progress | None = None) -> Phase:
     """Run ``fn(client, recorder, task)`` over every task with one thread per client."""
     todo = deque(tasks)
     lock = threading.Lock()
@@ -315,7 +317,8 @@ def fill_user(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) ->
     return (response.json()["id"], user_name) if response is not None else None
 
 
-def query_then_create(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) -> tuple[str, str] | None:
+def query_then_create(client: httpx.Client, rec: Recorder,
+                      task: tuple[str, Dialect]) -> tuple[str, str] | None:
     user_name, dialect = task
     params = {"filter": f'userName eq "{user_name}"'}
     if call(client, rec, "query-miss", "GET", "/Users", params=params, expect=(200,),
@@ -337,7 +340,8 @@ def patch_user(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialec
     user_id, manager_id, d = task
     family = "Leenay-" + user_id[:8]
     call(client, rec, "patch-user-name", "PATCH", f"/Users/{user_id}",
-         json=patch_body({"op": d.op("Replace"), "path": "name.familyName", "value": family}), expect=(200, 204),
+         json=patch_body({"op": d.op("Replace"), "path": "name.familyName", "value": family}),
+         expect=(200, 204),
          check=_body_check(lambda u: u.get("name", {}).get("familyName") == family, "familyName unchanged"))
 
     def manager_set(u: dict) -> bool:
@@ -345,7 +349,8 @@ def patch_user(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialec
         return isinstance(manager, dict) and manager.get("value") == manager_id
 
     call(client, rec, "patch-user-manager", "PATCH", f"/Users/{user_id}",
-         json=patch_body({"op": d.op("Add"), "path": f"{ENTERPRISE}:manager", "value": d.manager_value(manager_id)}),
+         json=patch_body({"op": d.op("Add"), "path": f"{ENTERPRISE}:manager",
+                          "value": d.manager_value(manager_id)}),
          expect=(200, 204), check=_body_check(manager_set, "manager not set"))
 
 
@@ -363,16 +368,19 @@ def create_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]
     return (response.json()["id"], member_ids) if response is not None else None
 
 
-def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialect], op: str = "patch-group-add"):
+def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialect],
+               op: str = "patch-group-add"):
     group_id, member, d = task
     call(client, rec, op, "PATCH", f"/Groups/{group_id}",
-         json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": member}]}), expect=(204, 200))
+         json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": member}]}),
+         expect=(204, 200))
 
 
 def get_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> None:
     """Every member added in phase 5b is there: no add lost to a concurrent one."""
     group_id, member_ids = task
-    call(client, rec, "get-group", "GET", f"/Groups/{group_id}", expect=(200,), check=_members_check(member_ids))
+    call(client, rec, "get-group", "GET", f"/Groups/{group_id}", expect=(200,),
+         check=_members_check(member_ids))
 
 
 def setup_groups(client: httpx.Client, rec: Recorder,
@@ -387,7 +395,8 @@ def setup_groups(client: httpx.Client, rec: Recorder,
     group_id = response.json()["id"]
     for chunk in chunks:
         if call(client, rec, "setup-groups", "PATCH", f"/Groups/{group_id}",
-                json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": m} for m in chunk]}),
+                json=patch_body({"op": d.op("Add"), "path": "members",
+                                 "value": [{"value": m} for m in chunk]}),
                 expect=(200, 204)) is None:
             return None
     return key, group_id
@@ -581,7 +590,8 @@ def run_load(args: argparse.Namespace, label: str, url: str, token: str,
                 extra = fill_ids[base:base + plan.add_samples]
                 tasks = []
                 for k, member in enumerate(extra):  # alternate, and alternate which goes first
-                    pair = [("add-big-group", made["big"], member, d), ("add-small-group", made["small"], member, d)]
+                    pair = [("add-big-group", made["big"], member, d),
+                            ("add-small-group", made["small"], member, d)]
                     tasks += pair if k % 2 == 0 else pair[::-1]
                 phase("bigsmall", tasks, add_big_or_small, 1)
         if plan.big_patch and plan.big_patch_repeats and len(fill_ids) >= plan.big_patch:
@@ -660,7 +670,7 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
 
 def run_peer(args: argparse.Namespace) -> dict:
     """The same workload against scim2-server on loopback; never fails the run."""
-    from bench.peer import ensure_peer, probe_dialect, running_peer
+    from bench.peer import PEER_PACKAGE, ensure_peer, probe_dialect, running_peer
     from bench.procs import StackSampler
 
     try:
@@ -671,7 +681,7 @@ def run_peer(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="scimbus-bench-peer-"))
     _log(f"bench: starting the peer ({exe}) on loopback ...")
     try:
-        with running_peer(exe, tmp) as peer:
+        with running_peer(exe, tmp, backlog=args.peer_backlog or None) as peer:
             with make_clients(peer.url, peer.token, 1, args.timeout)[0] as client:
                 dialect = probe_dialect(client)
             for note in dialect.notes:
@@ -688,7 +698,9 @@ def run_peer(args: argparse.Namespace) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     if outcome is None:
         return {"skipped": f"the peer could not be reached:\n{log_tail}"}
-    return {"url": peer.url, "mode": f"scim2-server (in memory, one process) from {exe.parent.parent}",
+    backlog = (f"listen backlog raised to {args.peer_backlog}" if args.peer_backlog
+               else "its CLI as shipped, listen backlog 5")
+    return {"url": peer.url, "mode": f"{PEER_PACKAGE}, in memory, one process; {backlog}",
             "outcome": outcome, "services": usage, "peer_log_tail": log_tail}
 
 
@@ -711,7 +723,7 @@ def _creates_only(args: argparse.Namespace, label: str, n: int) -> Callable:
 
 
 def run_scaling(args: argparse.Namespace) -> dict:
-    """The same N creates on a stack with 1 worker, then one with 2 (not a pre-filled queue: see the label)."""
+    """N creates on a stack with 1 worker, then on one with 2 (a steady load, not a pre-filled queue)."""
     out: dict = {"creates": args.scaling, "concurrency": args.scaling_concurrency}
     for workers in (1, 2):
         label = f"scaling {workers} worker{'s' if workers > 1 else ''}"
@@ -721,8 +733,8 @@ def run_scaling(args: argparse.Namespace) -> dict:
             out[f"workers_{workers}"] = None
             continue
         op = r["outcome"][0]["operations"]["fill-create"]
-        out[f"workers_{workers}"] = {"ops_per_s": op["ops_per_s"], "errors": op["errors"], "p50_ms": op["p50_ms"],
-                                     "p99_ms": op["p99_ms"]}
+        out[f"workers_{workers}"] = {"ops_per_s": op["ops_per_s"], "errors": op["errors"],
+                                     "p50_ms": op["p50_ms"], "p99_ms": op["p99_ms"]}
     one, two = out.get("workers_1"), out.get("workers_2")
     out["ratio"] = round(two["ops_per_s"] / one["ops_per_s"], 2) if one and two and one["ops_per_s"] else None
     return out
@@ -737,42 +749,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--url", help="base URL of a running stack, e.g. http://127.0.0.1:8585/scim "
                                  "(without it the bench starts its own stack)")
     g.add_argument("--token", help="with --url: bearer token (default: $SCIM_TOKEN, else var/token)")
-    g.add_argument("--start", action="store_true", help="start a private stack for the run (the default without --url)")
-    g.add_argument("--database-url", help="with --start: the store's SQLAlchemy URL (default: SQLite in a temporary folder)")
+    g.add_argument("--start", action="store_true",
+                   help="start a private stack for the run (the default without --url)")
+    g.add_argument("--database-url",
+                   help="with --start: the store's SQLAlchemy URL (default: SQLite in a temporary folder)")
     g.add_argument("--postgres", action="store_true",
                    help="with --start: run a private PostgreSQL for the run and use it as the store "
                         "(the issue's targets are stated for PostgreSQL)")
-    g.add_argument("--workers", type=int, default=2, help="with --start: worker processes (default %(default)s)")
+    g.add_argument("--workers", type=int, default=2,
+                   help="with --start: worker processes (default %(default)s)")
     g.add_argument("--stack-env", action="append", default=[], metavar="SCIM_X=V",
                    help="with --start: extra environment for the stack (repeatable)")
     g.add_argument("--stack-pid", type=int, help="with --url: PID of its `scimbus run`, to report memory")
     g = p.add_argument_group("peer (scim2-server)")
     g.add_argument("--no-peer", action="store_true", help="do not run the workload against the peer")
-    g.add_argument("--peer-venv", help="virtualenv of the peer (default: var/bench-peer/venv, created on first use)")
+    g.add_argument("--peer-backlog", type=int, default=128,
+                   help="listen backlog of the peer's server (its CLI's is 5: with one connection per "
+                        "request, 16 clients overflow it and wait 1 s per dropped SYN); "
+                        "0: its CLI as shipped (default %(default)s)")
+    g.add_argument("--peer-venv",
+                   help="virtualenv of the peer (default: var/bench-peer/venv, created on first use)")
     g = p.add_argument_group("workload")
-    g.add_argument("--users", type=int, default=500, help="users queried then created (Entra's initial cycle) (default %(default)s)")
+    g.add_argument("--users", type=int, default=500,
+                   help="users queried then created (Entra's initial cycle) (default %(default)s)")
     g.add_argument("--directory-size", type=int, default=10000,
                    help="users in the directory before the filtered GETs (pre-filled with plain creates; "
                         "raised to what --big-group/--big-patch need; the issue's target size is 100000)")
     g.add_argument("--fill-concurrency", type=int, default=16,
-                   help="client threads of the fill (the create target is measured there) (default %(default)s)")
-    g.add_argument("--reads", type=int, default=2000, help="userName eq GETs on users drawn from the whole directory (default %(default)s)")
-    g.add_argument("--read-concurrency", type=int, default=16, help="client threads of the filtered GETs (default %(default)s)")
+                   help="client threads of the fill (the create target is measured there) "
+                        "(default %(default)s)")
+    g.add_argument("--reads", type=int, default=2000,
+                   help="userName eq GETs on users drawn from the whole directory (default %(default)s)")
+    g.add_argument("--read-concurrency", type=int, default=16,
+                   help="client threads of the filtered GETs (default %(default)s)")
     g.add_argument("--groups", type=int, help="groups created (default: users / 10, at least 1)")
-    g.add_argument("--members-per-group", type=int, default=10, help="member-add PATCHes per group (default %(default)s)")
-    g.add_argument("--concurrency", type=int, default=8, help="client threads of the other phases (default %(default)s)")
+    g.add_argument("--members-per-group", type=int, default=10,
+                   help="member-add PATCHes per group (default %(default)s)")
+    g.add_argument("--concurrency", type=int, default=8,
+                   help="client threads of the other phases (default %(default)s)")
     g.add_argument("--big-group", type=int, default=2000,
                    help="members of the big group of phase 6 (the issue's is 100000) (default %(default)s)")
-    g.add_argument("--small-group", type=int, default=10, help="members of the small group of phase 6 (default %(default)s)")
+    g.add_argument("--small-group", type=int, default=10,
+                   help="members of the small group of phase 6 (default %(default)s)")
     g.add_argument("--group-add-samples", type=int, default=50,
-                   help="one-member adds to each of the big and small groups (0: skip phase 6) (default %(default)s)")
-    g.add_argument("--big-patch", type=int, default=10000, help="members added by the one PATCH of phase 7 (0: skip) (default %(default)s)")
-    g.add_argument("--big-patch-repeats", type=int, default=3, help="PATCHes of phase 7, each into a new empty group (default %(default)s)")
-    g.add_argument("--chunk", type=int, default=1000, help="members per PATCH when building the big group (default %(default)s)")
+                   help="one-member adds to each of the big and small groups (0: skip phase 6) "
+                        "(default %(default)s)")
+    g.add_argument("--big-patch", type=int, default=10000,
+                   help="members added by the one PATCH of phase 7 (0: skip) (default %(default)s)")
+    g.add_argument("--big-patch-repeats", type=int, default=3,
+                   help="PATCHes of phase 7, each into a new empty group (default %(default)s)")
+    g.add_argument("--chunk", type=int, default=1000,
+                   help="members per PATCH when building the big group (default %(default)s)")
     g.add_argument("--scaling", type=int, metavar="N", default=0,
                    help="with --start: also run N creates on a 1-worker stack and on a 2-worker stack "
                         "and print the throughput ratio (a steady create load, not a pre-filled queue)")
-    g.add_argument("--scaling-concurrency", type=int, default=16, help="client threads of --scaling (default %(default)s)")
+    g.add_argument("--scaling-concurrency", type=int, default=16,
+                   help="client threads of --scaling (default %(default)s)")
     g.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
     g.add_argument("--max-error-ratio", type=float, default=0.01,
                    help="exit 1 above this ratio of scimbus errors (default %(default)s)")
@@ -783,8 +815,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--url excludes --start, --postgres and --scaling")
     if args.postgres and args.database_url:
         p.error("--postgres and --database-url exclude each other")
-    for name in ("users", "concurrency", "read_concurrency", "fill_concurrency", "scaling_concurrency", "chunk",
-                 "workers"):
+    for name in ("users", "concurrency", "read_concurrency", "fill_concurrency", "scaling_concurrency",
+                 "chunk", "workers"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("directory_size", "reads", "big_group", "small_group", "group_add_samples", "big_patch",

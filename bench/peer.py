@@ -17,7 +17,6 @@ import secrets
 import signal
 import subprocess
 import sys
-
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,17 +64,27 @@ class Peer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+# The peer's own CLI (``scim2-server``) with one change when asked: the listen backlog. Its
+# server is wsgiref's, HTTP/1.0 (a new connection per request), on socketserver's default
+# backlog of 5; with 16 clients the kernel drops SYNs (ListenOverflows) and each dropped
+# client waits 1 s before it retries, which would measure that default, not the server.
+_LAUNCH = ("import sys, socketserver; socketserver.TCPServer.request_queue_size = int(sys.argv.pop(1)); "
+           "sys.argv[0] = 'scim2-server'; from scim2_server.testserver.cli import main; sys.exit(main())")
+
+
 @contextlib.contextmanager
-def running_peer(exe: Path, tmp: Path, timeout: float = 30.0) -> Iterator[Peer]:
+def running_peer(exe: Path, tmp: Path, timeout: float = 30.0, backlog: int | None = None) -> Iterator[Peer]:
+    """The peer on a free loopback port; ``backlog``: its listen backlog (None: the CLI's own, 5)."""
     from tests.support.servers import free_port, wait_for_port
 
     port = free_port()
     token = secrets.token_hex(16)
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / "peer.log"
+    argv = [str(exe)] if backlog is None else [str(exe.parent / "python"), "-c", _LAUNCH, str(backlog)]
+    argv += ["--port", str(port), "--hostname", "127.0.0.1", "--bearer-token", token]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(exe), "--port", str(port), "--hostname", "127.0.0.1", "--bearer-token", token],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     peer = Peer(proc, f"http://127.0.0.1:{port}/v2", token, log_path)
     try:
@@ -174,16 +183,19 @@ def probe_dialect(client: httpx.Client) -> Dialect:
     # userName eq
     r, why = send("GET", f'/Users?filter=userName eq "probe-{tag}-0@contoso.com"')
     if why is not None or r.json().get("totalResults") != 1:
-        d.notes.append(f'GET /Users?filter=userName eq "…": {why or r.text[:140]} (no other shape: counted as peer errors)')
+        d.notes.append(f'GET /Users?filter=userName eq "…": {why or r.text[:140]} '
+                       "(no other shape: counted as peer errors)")
 
     # Replace with a capitalised op
-    r, why = send("PATCH", f"/Users/{uid}", patch_body({"op": "Replace", "path": "name.familyName", "value": "P"}))
+    r, why = send("PATCH", f"/Users/{uid}", patch_body({"op": "Replace", "path": "name.familyName",
+                                                        "value": "P"}))
     if why is not None:
         d.capitalised_ops = False
         d.notes.append(f'PATCH "op": "Replace" (capitalised, Entra\'s default): {why}; sent lower-case ops')
 
     # disable with the string "False"
-    r, why = send("PATCH", f"/Users/{uid}", patch_body({"op": d.op("Replace"), "path": "active", "value": "False"}))
+    r, why = send("PATCH", f"/Users/{uid}", patch_body({"op": d.op("Replace"), "path": "active",
+                                                        "value": "False"}))
     if why is None and user_after(uid).get("active") is not False:
         why = f"answered {r.status_code} but the user reads back active={user_after(uid).get('active')!r}"
     if why is not None:
@@ -198,9 +210,10 @@ def probe_dialect(client: httpx.Client) -> Dialect:
         why = f"answered {r.status_code} but manager reads back {got!r}"
     if why is not None:
         d.bare_manager = False
-        r, why2 = send("PATCH", f"/Users/{uid}", patch_body({"op": d.op("Add"), "path": f"{ENTERPRISE}:manager",
-                                                              "value": {"value": mid}}))
-        d.notes.append(f'PATCH {ENTERPRISE}:manager with the bare id string (Entra P8): {why}; sent {{"value": id}}'
+        r, why2 = send("PATCH", f"/Users/{uid}", patch_body({"op": d.op("Add"), "value": {"value": mid},
+                                                             "path": f"{ENTERPRISE}:manager"}))
+        d.notes.append(f"PATCH {ENTERPRISE}:manager with the bare id string (Entra P8): {why}; "
+                       'sent {"value": id}'
                        + ("" if why2 is None else f" (refused too: {why2})"))
 
     # group create with the ADSCIM URI
@@ -208,8 +221,9 @@ def probe_dialect(client: httpx.Client) -> Dialect:
     if why is not None:
         d.adscim_group_schema = False
         r, why2 = send("POST", "/Groups", group_body(f"probe-{tag}-g", d))
-        d.notes.append(f"POST /Groups with schemas [core Group, ADSCIM Group] (Entra's tutorial body): {why}; "
-                       f"sent schemas [{GROUP}] only" + ("" if why2 is None else f" (refused too: {why2})"))
+        d.notes.append("POST /Groups with schemas [core Group, ADSCIM Group] (Entra's tutorial body): "
+                       f"{why}; sent schemas [{GROUP}] only"
+                       + ("" if why2 is None else f" (refused too: {why2})"))
         if why2 is not None:
             return d
     gid = r.json().get("id")
@@ -222,7 +236,8 @@ def probe_dialect(client: httpx.Client) -> Dialect:
         if why is None and other not in {m.get("value") for m in g.json().get("members") or []}:
             why = "answered success but the member is not in the group"
     if why is not None:
-        d.notes.append(f'PATCH "Add" members [{{"value": id}}]: {why} (no closer shape: counted as peer errors)')
+        d.notes.append(f'PATCH "Add" members [{{"value": id}}]: {why} '
+                       "(no closer shape: counted as peer errors)")
     return d
 
 

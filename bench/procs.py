@@ -64,7 +64,7 @@ def role_of(argv: list[str]) -> str | None:
         return "gateway"
     if head.startswith("redis-server"):
         return "redis"
-    if any(os.path.basename(a) == "scim2-server" for a in argv[:2]):
+    if any(os.path.basename(a) == "scim2-server" for a in argv[:2]) or "scim2_server" in joined:
         return "peer"
     if head in ("sh", "dash", "bash"):  # honcho's `sh -c <command>`: counted with the command it runs
         return role_of(argv[2].split()) if len(argv) > 2 and argv[1] == "-c" else None

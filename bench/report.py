@@ -12,7 +12,8 @@ ISSUE_BIG_GROUP = 100_000
 def _table(headers: list[str], rows: list[list], left: int = 1) -> list[str]:
     cells = [[str(c) for c in row] for row in [headers, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+    return ["  ".join(c.ljust(w) if i < left else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(row, widths))).rstrip()
             for row in cells]
 
 
@@ -83,19 +84,21 @@ def render_comparison(results: dict) -> list[str]:
             return [f"{x['ops_per_s']:.1f}", f"{x['p50_ms']:.1f}", f"{x['p95_ms']:.1f}", f"{x['p99_ms']:.1f}",
                     x["errors"]]
 
-        ratio = (f"{o['ops_per_s'] / p['ops_per_s']:.2f}x" if o.get("count") and p.get("count") and p["ops_per_s"]
-                 else "-")
+        both = o.get("count") and p.get("count") and p["ops_per_s"]
+        ratio = f"{o['ops_per_s'] / p['ops_per_s']:.2f}x" if both else "-"
         rows.append([op, *cells(o), *cells(p), ratio])
     lines = ["== side by side (same workload, same machine, one server at a time)"]
     table = _table(["operation", "scimbus ops/s", "p50 ms", "p95 ms", "p99 ms", "errors",
                     "peer ops/s", "p50 ms", "p95 ms", "p99 ms", "errors", "ops/s ratio"], rows)
     lines += table
-    if not peer:
+    if peer:
+        lines.append(f"(peer: {peer_server['mode']})")
+    else:
         lines.append(f"(peer not measured: {peer_server.get('skipped', 'run with the peer to compare')})")
     notes = (peer_server.get("outcome") or [None, {}])[1].get("dialect", {}).get("notes", [])
     if notes:
-        lines += ["", "peer substitutions (the peer refused these Entra shapes; it was sent the closest shape "
-                      "it accepts, scimbus was sent Entra's):"]
+        lines += ["", "peer substitutions (the peer refused these Entra shapes; it was sent the closest "
+                      "shape it accepts, scimbus was sent Entra's):"]
         lines += [f"  - {n}" for n in notes]
     elif peer:
         lines += ["", "peer substitutions: none (the peer accepted every Entra shape of the workload)"]
@@ -111,6 +114,12 @@ def _op(results: dict, server: str, op: str) -> dict | None:
         return None
     o = s["outcome"][0]["operations"].get(op)
     return o if o and o["count"] else None
+
+
+def _seconds(value: float | None, op: dict | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" + (f" ({op['errors']} err)" if op and op["errors"] else "")
 
 
 def _verdict(ok: bool | None) -> str:
@@ -165,19 +174,21 @@ def evaluate_targets(results: dict) -> list[dict]:
         return round(r, 2), f"{r:.2f}x ({big['median_ms']:.1f}/{small['median_ms']:.1f} ms)"
 
     (ours, shown_o), (theirs, shown_p) = big_small("scimbus"), big_small("peer")
-    add("big_group_add", f"one add: {meta['big_group']}-member group <= 2x {meta['small_group']}-member (p50)",
+    add("big_group_add",
+        f"one add: {meta['big_group']}-member group <= 2x {meta['small_group']}-member (p50)",
         "<= 2.0x", ours, theirs, round(ours / theirs, 2) if ours and theirs else None,
         None if ours is None else ours <= 2.0, shown_o, shown_p,
-        "" if meta["big_group"] >= ISSUE_BIG_GROUP else f"issue's big group is {ISSUE_BIG_GROUP} (--big-group)")
+        "" if meta["big_group"] >= ISSUE_BIG_GROUP
+        else f"issue's big group is {ISSUE_BIG_GROUP} (--big-group)")
 
     # many members in one PATCH
     o, p = _op(results, "scimbus", "patch-many-members"), _op(results, "peer", "patch-many-members")
     ours, theirs = (o["median_ms"] / 1000 if o else None), (p["median_ms"] / 1000 if p else None)
     ok = None if o is None else (o["errors"] == 0 and ours < 2.0)
-    add("big_patch", f"{meta['big_patch']} members in one PATCH < 2 s (median of {meta['big_patch_repeats']})",
+    add("big_patch",
+        f"{meta['big_patch']} members in one PATCH < 2 s (median of {meta['big_patch_repeats']})",
         "< 2 s", ours, theirs, round(ours / theirs, 2) if ours and theirs else None, ok,
-        f"{ours:.2f} s" + (f" ({o['errors']} err)" if o and o["errors"] else "") if ours is not None else "-",
-        f"{theirs:.2f} s" + (f" ({p['errors']} err)" if p and p["errors"] else "") if theirs is not None else "-",
+        _seconds(ours, o), _seconds(theirs, p),
         "" if meta["big_patch"] >= 10_000 else "issue's PATCH has 10000 members (--big-patch)")
 
     # memory
@@ -210,8 +221,8 @@ def evaluate_targets(results: dict) -> list[dict]:
 
 def render_targets(results: dict) -> list[str]:
     meta = results["meta"]
-    lines = [f"== targets of issue 7 (store: {meta.get('store', '?')}, {meta.get('cpus')} CPUs, load generator "
-             f"on the same machine)"]
+    lines = [f"== targets of issue 7 (store: {meta.get('store', '?')}, {meta.get('cpus')} CPUs, "
+             "load generator on the same machine)"]
     rows = []
     for t in results["targets"]:
         ratio = f"{t['ratio']:.2f}" if isinstance(t["ratio"], (int, float)) else "-"

@@ -213,19 +213,28 @@ class ResourceSchema:
         doc = self._by_urn.get(urn.lower())
         return doc if doc is not None and doc is not self.core else None
 
+    @cached_property
+    def _urns_longest_first(self) -> list[str]:
+        return sorted(self._by_urn, key=len, reverse=True)
+
+    @cached_property
+    def _extension_names(self) -> dict[str, dict[str, Attribute]]:
+        return {urn: {a.name.lower(): a for a in doc.attributes} for urn, doc in self._by_urn.items()}
+
     def top_level(self, schema_urn: str | None = None) -> dict[str, Attribute]:
         if schema_urn is None or schema_urn.lower() == self.core.urn.lower():
             return self._core_names
-        doc = self._by_urn[schema_urn.lower()]
-        return {a.name.lower(): a for a in doc.attributes}
+        return self._extension_names[schema_urn.lower()]
 
     def split_urn(self, text: str) -> tuple[str | None, str]:
         """``urn:…:enterprise:2.0:User:manager.value`` → (enterprise URN, ``manager.value``).
 
         A bare schema URN (``urn:…:enterprise:2.0:User``) returns (URN, "").
         """
+        if text[:4].lower() != "urn:":  # nearly every name Entra sends: no URN to split off
+            return None, text
         lowered = text.lower()
-        for urn in sorted(self._by_urn, key=len, reverse=True):
+        for urn in self._urns_longest_first:
             if lowered == urn:
                 return self._by_urn[urn].urn, ""
             if lowered.startswith(urn + ":"):

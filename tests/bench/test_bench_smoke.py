@@ -48,7 +48,8 @@ def test_bench_runs_scimbus_and_the_peer_and_prints_the_targets(tmp_path):
 
     # scimbus's own block: every operation ran, with ordered latencies and no error
     ours = _block(out, "scimbus")
-    rows = {cells[0]: cells for line in ours.splitlines() if (cells := line.split()) and cells[0] in OPERATIONS}
+    rows = {cells[0]: cells for line in ours.splitlines()
+            if (cells := line.split()) and cells[0] in OPERATIONS}
     assert set(rows) == set(OPERATIONS), ours
     for op, (_name, count, rate, p50, p95, p99, top, errors) in rows.items():
         assert int(count) > 0 and float(rate) > 0, f"{op}: {rows[op]}"
@@ -95,4 +96,6 @@ def test_bench_runs_scimbus_and_the_peer_and_prints_the_targets(tmp_path):
 def test_the_peer_process_is_its_own_service_role():
     assert role_of(["/x/venv/bin/python", "/x/venv/bin/scim2-server", "--port", "1"]) == "peer"
     assert role_of(["/x/venv/bin/scim2-server", "--port", "1"]) == "peer"
+    launched = ["/x/venv/bin/python", "-c", "from scim2_server.testserver.cli import main", "--port", "1"]
+    assert role_of(launched) == "peer"  # started with a larger listen backlog (--peer-backlog)
     assert role_of(["python", "-m", "services.cli", "run"]) == "run"
