@@ -156,13 +156,22 @@ class DirectoryStore:
         rows = conn.execute(_SELECT_APPLIED, {"job_ids": job_ids})
         return {r.job_id: orjson.loads(r.result) for r in rows}
 
-    def record(self, conn: Connection, *, app: str, job_id: str, result: dict[str, Any],
-               change: dict[str, Any] | None, request_id: str | None) -> None:
+    def record(self, conn: Connection, entries: list[dict[str, Any]]) -> None:
+        """Idempotency records and change rows of several writes, two statements in all.
+
+        Each entry: app, job_id, request_id, result (payload), change (dict or None).
+        """
+        if not entries:
+            return
         now = utcnow()
-        conn.execute(_INSERT_APPLIED, {"job_id": job_id, "app": app, "result": orjson.dumps(result).decode(),
-                                       "applied_at": now})
-        if change is not None:
-            conn.execute(_INSERT_CHANGE, {"app": app, "job_id": job_id, "request_id": request_id, "at": now, **change})
+        conn.execute(_INSERT_APPLIED, [
+            {"job_id": e["job_id"], "app": e["app"], "result": orjson.dumps(e["result"]).decode(), "applied_at": now}
+            for e in entries
+        ])
+        rows = [{"app": e["app"], "job_id": e["job_id"], "request_id": e["request_id"], "at": now, **e["change"]}
+                for e in entries if e["change"] is not None]
+        if rows:
+            conn.execute(_INSERT_CHANGE, rows)
 
     # ------------------------------------------------------------------ reads inside a write
     def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:

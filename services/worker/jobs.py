@@ -49,6 +49,7 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     ctx = get_context()
     store = ctx.store
     results: list[WriteResult] = []
+    records: list[dict[str, Any]] = []
     with store.transaction() as conn:
         done = store.applied_results(conn, [job.job_id for job in jobs])
         for job in jobs:
@@ -61,7 +62,21 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
             outcome = "ok" if result.status < 400 else str(result.status)
             observe_job(job.op, job.resource_type, outcome, time.perf_counter() - started)
             results.append(result)
+            if result.status < 400:
+                records.append(_record(job, result))
+        # Written with the changes, in the same transaction: a batch that committed is
+        # answered from these records if it ever runs again. Errors are not recorded: they
+        # changed nothing, and a re-run answers them afresh.
+        store.record(conn, records)
     return results
+
+
+def _record(job: WriteJob, result: WriteResult) -> dict[str, Any]:
+    return {
+        "app": job.app, "job_id": job.job_id, "request_id": job.request_id, "result": result.to_payload(),
+        "change": {"resource_type": job.resource_type, "resource_id": job.resource_id, "op": job.op,
+                   "version": result.version or 0},
+    }
 
 
 def _apply_one(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
@@ -70,12 +85,6 @@ def _apply_one(store: DirectoryStore, conn: Connection, job: WriteJob, settings:
         savepoint = conn.begin_nested()
         try:
             result = operation(store, conn, job, settings)
-            change = None
-            if result.status < 400:
-                change = {"resource_type": job.resource_type, "resource_id": job.resource_id,
-                          "op": job.op, "version": result.version or 0}
-            store.record(conn, app=job.app, job_id=job.job_id, result=result.to_payload(), change=change,
-                         request_id=job.request_id)
             savepoint.commit()
             return result
         except ScimError as exc:
