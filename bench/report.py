@@ -175,7 +175,7 @@ def evaluate_targets(results: dict) -> list[dict]:
 
     (ours, shown_o), (theirs, shown_p) = big_small("scimbus"), big_small("peer")
     add("big_group_add",
-        f"one add: {meta['big_group']}-member group <= 2x {meta['small_group']}-member (p50)",
+        f"one add: {meta['big_group']}-member group <= 2x {meta['small_group']}-member (median)",
         "<= 2.0x", ours, theirs, round(ours / theirs, 2) if ours and theirs else None,
         None if ours is None else ours <= 2.0, shown_o, shown_p,
         "" if meta["big_group"] >= ISSUE_BIG_GROUP
@@ -198,7 +198,7 @@ def evaluate_targets(results: dict) -> list[dict]:
             return None, "-", {}
         peaks = {role: u.get("pss_peak_mb", u["pss_end_mb"]) for role, u in usage.items()}
         role = max(peaks, key=peaks.get)
-        return peaks[role], f"{role} {peaks[role]:.0f} MB", peaks
+        return peaks[role], f"{role} {peaks[role]:.1f} MB", peaks
 
     (ours, shown_o, peaks), (theirs, shown_p, _) = memory("scimbus"), memory("peer")
     over = [r for r, mb in peaks.items() if mb > MEMORY_LIMIT_MB]
