@@ -23,9 +23,13 @@ soak:
 	@deploy/setup.sh test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
+BENCH_ARGS ?= --postgres
+DRAIN_ARGS ?= --postgres --writes 20000
+
 bench:
 	@deploy/setup.sh test
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.drain $(DRAIN_ARGS)
 
 lint:
 	@deploy/setup.sh test
