@@ -9,6 +9,7 @@ from redis import Redis
 
 from libs.bus.queues import Bus
 from libs.config import Settings, load_settings
+from libs.health import workers_problem
 from libs.metrics.queue import QueueDepthCollector
 from libs.web.app import build_app
 from services.front import routes
@@ -24,4 +25,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         app.extensions["scim.bus"] = Bus(redis, settings.queue_name, job_timeout=settings.job_timeout)
         return (QueueDepthCollector(redis, [settings.queue_name]),)
 
-    return build_app(__name__, settings, service="front", blueprint=routes.bp, attach=attach)
+    def readiness(app: Flask) -> tuple:
+        bus = app.extensions["scim.bus"]
+        return (lambda: workers_problem(bus.redis, settings.queue_name),)
+
+    return build_app(__name__, settings, service="front", blueprint=routes.bp, attach=attach, readiness=readiness)
