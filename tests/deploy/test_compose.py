@@ -99,3 +99,14 @@ def test_prometheus_scrapes_every_role_with_workers_found_by_dns():
     for role in ("front", "reader"):
         assert jobs[f"scimbus-{role}"]["names"] == [role]
         assert services[role]["command"][-1].endswith(f":{jobs[f'scimbus-{role}']['port']}")
+
+
+def test_every_variable_compose_requires_is_in_the_env_example():
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    assert required == {"SCIM_TOKEN", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    example = (ROOT / "deploy/env.example").read_text()
+    for name in required:
+        assert re.search(rf"^{name}=$", example, re.M), f"deploy/env.example lacks {name}="
+    optional = set(re.findall(r"\$\{(\w+):-", COMPOSE.read_text()))
+    for name in optional - {"LDAP_ADMIN_PASSWORD", "DEMOAPP_DB_PASSWORD"}:
+        assert f"# {name}=" in example, f"deploy/env.example does not mention {name}"

@@ -133,3 +133,17 @@ def test_the_grafana_provisioning_points_at_the_dashboards_and_the_prometheus_th
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./deploy/grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in mounts
     assert Path(ROOT / "deploy/grafana/dashboards").is_dir()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap(path):
+    panels = json.loads(path.read_text())["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for panel in panels:
+        box = panel["gridPos"]
+        assert box["x"] + box["w"] <= 24, panel["title"]
+        for x in range(box["x"], box["x"] + box["w"]):
+            for y in range(box["y"], box["y"] + box["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps another panel"
+                cells.add((x, y))
