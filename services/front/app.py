@@ -26,7 +26,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         return (QueueDepthCollector(redis, [settings.queue_name]),)
 
     def readiness(app: Flask) -> tuple:
-        bus = app.extensions["scim.bus"]
-        return (lambda: workers_problem(bus.redis, settings.queue_name),)
+        # Its own client with short timeouts: the bus's waits up to write_timeout, and a probe
+        # stuck that long on a hung Redis would hold a request thread past the probe's timeout.
+        probe = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return (lambda: workers_problem(probe, settings.queue_name),)
 
     return build_app(__name__, settings, service="front", blueprint=routes.bp, attach=attach, readiness=readiness)

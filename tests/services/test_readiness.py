@@ -152,3 +152,18 @@ def test_every_role_of_the_running_stack_is_ready_and_its_container_health_check
     assert sorted(line.split(":")[0] for line in result.stdout.splitlines()) == ["front", "reader", "worker"]
     # The public gateway forwards /scim only: probes stay on the services' own ports.
     assert httpx.get(f"http://127.0.0.1:{stack.port}/readyz").status_code == 404
+
+
+def test_with_a_hung_redis_the_front_starts_and_reports_unready_within_the_probe_timeout(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts connections (kernel backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        client = _front(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", tmp_path)  # builds without Redis
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.text.startswith("redis unreachable: TimeoutError")
+        assert time.monotonic() - started < 3.5  # Kubernetes' probe timeout is 3 s
