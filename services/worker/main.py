@@ -5,8 +5,8 @@
   killed is found abandoned and re-queued within seconds, while the front still waits.
 - ``run_pool`` runs N of them under RQ's ``WorkerPool``, which forks each worker once and
   starts a new one when a worker dies; a dead worker never takes the stack down. The pool's
-  parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for probes
-(``services.worker.http``).
+  parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
+  probes (``services.worker.http``).
 - On SIGTERM the pool asks each worker for a warm shutdown: the job in hand is finished,
   its result published, and only then does the worker exit.
 """
@@ -62,9 +62,12 @@ def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) ->
         from libs.store.session import create_engine_from_url
         from services.worker.http import serve_probes
 
-        engine = create_engine_from_url(settings.database)
+        # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
+        # answers 503, never a probe that times out.
+        probe_redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        engine = create_engine_from_url(settings.database, pool_size=1)
         serve_probes(metrics_port, registry_for_scrape(),
-                     (lambda: redis_problem(redis), lambda: database_problem(engine)))
+                     (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
     pool = WorkerPool([settings.queue_name], connection=redis, num_workers=processes, worker_class=ScimWorker,
                       serializer=JSONSerializer)
     pool.start(logging_level=settings.log_level)
