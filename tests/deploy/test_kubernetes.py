@@ -97,7 +97,7 @@ def test_keda_scales_workers_on_the_rq_queue_the_front_enqueues_on(rendered):
     assert trigger["metadata"]["address"].startswith(f"scimbus-redis.{namespace}.svc")
 
 
-def test_every_workload_has_probes_requests_limits_and_runs_as_non_root(rendered):
+def test_every_workload_has_probes_requests_limits_and_meets_the_restricted_pod_security_standard(rendered):
     docs = rendered["example"]
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
     assert {d["metadata"]["name"] for d in workloads} == {
@@ -105,10 +105,13 @@ def test_every_workload_has_probes_requests_limits_and_runs_as_non_root(rendered
         "scimbus-migrate"}
     for doc in workloads:
         pod = doc["spec"]["template"]["spec"]
+        # The example namespace enforces the "restricted" Pod Security Standard.
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in pod["containers"]:
             assert set(container["resources"]) == {"requests", "limits"}, doc["metadata"]["name"]
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             if doc["kind"] != "Job":
                 assert "readinessProbe" in container and "livenessProbe" in container, doc["metadata"]["name"]
 
