@@ -3,13 +3,14 @@ SHELL := /bin/bash
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast bench soak lint clean
+.PHONY: help run test test-fast bench soak lint clean k8s-sync
 
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
 	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates (BENCH_ARGS=\"--url …\" for a running one)"
 	@echo "make soak   - the long fault runs kept out of make test"
+	@echo "make k8s-sync - copy the gateway template and alert rules into k8s/base (kustomize reads only its folder)"
 
 run:
 	@deploy/setup.sh run
@@ -37,3 +38,8 @@ lint:
 
 clean:
 	rm -rf .venv var .pytest_cache
+
+# issue 6: kustomize cannot read deploy/, so k8s/base keeps checked copies (tests/deploy fails on drift).
+k8s-sync:
+	@deploy/setup.sh test
+	$(BIN)/python deploy/k8s_sync.py

@@ -25,6 +25,9 @@ def _prepare_metrics(role: str) -> None:
 def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
     load_settings()  # fail at boot, naming the variable, on a bad setting
     _prepare_metrics(role)
+    from services import probe
+
+    probe.record(role, probe.probe_url(args.bind))
     os.environ.update(SCIM_BIND=args.bind, SCIM_HTTP_WORKERS=str(args.workers), SCIM_HTTP_THREADS=str(args.threads),
                       SCIM_ROLE=f"scimbus-{role}")
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:services.gunicorn_conf",
@@ -41,8 +44,11 @@ def cmd_reader(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     _prepare_metrics("worker")
+    from services import probe
     from services.worker.main import run_pool
 
+    if args.metrics_port:
+        probe.record("worker", f"http://127.0.0.1:{args.metrics_port}/readyz")
     run_pool(load_settings(), processes=args.processes, metrics_port=args.metrics_port)
 
 
@@ -86,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("run", help="run the whole stack in the foreground (the local run)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
     p.set_defaults(func=cmd_run)
+
+    from services import probe  # issue 6: container health checks
+
+    probe.register(sub)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -12,9 +12,17 @@ class QueueDepthCollector:
         self.redis = redis
         self.queue_names = queue_names
 
+    def describe(self):
+        # Registering on a registry that auto-describes (the default one) would otherwise call
+        # collect(), i.e. Redis, while the app is being built; with a hung Redis that blocks.
+        return self._families()
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily("scim_queue_depth", "Jobs waiting in each write queue.", labels=["queue"]),
+                GaugeMetricFamily("scim_workers_alive", "RQ workers with a live heartbeat."))
+
     def collect(self):
-        depth = GaugeMetricFamily("scim_queue_depth", "Jobs waiting in each write queue.", labels=["queue"])
-        workers = GaugeMetricFamily("scim_workers_alive", "RQ workers with a live heartbeat.")
+        depth, workers = self._families()
         try:
             for name in self.queue_names:
                 depth.add_metric([name], self.redis.llen(f"rq:queue:{name}"))

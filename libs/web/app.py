@@ -15,8 +15,10 @@ from libs.web.request import register_app_routes
 
 
 def build_app(import_name: str, settings: Settings, *, service: str, blueprint: Blueprint,
-              attach: Callable[[Flask], tuple] = lambda app: ()) -> Flask:
-    """A SCIM service app; ``attach`` adds its clients and returns extra metric collectors."""
+              attach: Callable[[Flask], tuple] = lambda app: (),
+              readiness: Callable[[Flask], tuple] = lambda app: ()) -> Flask:
+    """A SCIM service app; ``attach`` adds its clients and returns extra metric collectors,
+    ``readiness`` returns the checks of its ``/readyz`` (see ``libs.health``)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -26,6 +28,6 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     collectors = attach(app)
     errors.init_app(app)
     auth.init_app(app, settings.tokens)
-    instrument.init_app(app, service, collectors)
+    instrument.init_app(app, service, collectors, readiness(app))
     register_app_routes(app, blueprint, f"{service}_app_scoped")
     return app

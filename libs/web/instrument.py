@@ -1,4 +1,8 @@
-"""Request metrics and the /metrics, /healthz endpoints shared by the front and the reader.
+"""Request metrics and the /metrics, /healthz, /readyz endpoints shared by the front and the reader.
+
+``/healthz`` is liveness (the process answers); ``/readyz`` is readiness: each service
+passes the checks of what it needs (reader: the database; front: Redis and at least one
+live worker), and a probe gets 503 with the reasons while one fails.
 
 ``/metrics`` is served by each service on its own port; the public gateway only forwards
 ``/scim``, so metrics never leave the host through it.
@@ -7,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
 from flask import Flask, Response, g, request
 
@@ -19,7 +24,13 @@ def _endpoint_label() -> str:
     return rule.replace("/scim/<scimapp:app>", "/scim")
 
 
-def init_app(app: Flask, service: str, extra_collectors: tuple = ()) -> None:
+ReadinessCheck = Callable[[], "str | None"]
+
+_UNOBSERVED = ("/metrics", "/healthz", "/readyz")
+
+
+def init_app(app: Flask, service: str, extra_collectors: tuple = (),
+             readiness: Sequence[ReadinessCheck] = ()) -> None:
     registry = registry_for_scrape(extra_collectors)
 
     @app.before_request
@@ -29,7 +40,7 @@ def init_app(app: Flask, service: str, extra_collectors: tuple = ()) -> None:
     @app.after_request
     def _observe(response: Response) -> Response:
         started = g.get("scim_started")
-        if started is not None and not request.path.startswith(("/metrics", "/healthz")):
+        if started is not None and not request.path.startswith(_UNOBSERVED):
             observe_request(service, request.method, _endpoint_label(), response.status_code,
                             time.perf_counter() - started)
         return response
@@ -42,3 +53,10 @@ def init_app(app: Flask, service: str, extra_collectors: tuple = ()) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         return Response("ok\n", content_type="text/plain")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        problems = [p for p in (check() for check in readiness) if p]
+        if problems:
+            return Response("\n".join(problems) + "\n", status=503, content_type="text/plain")
+        return Response("ready\n", content_type="text/plain")

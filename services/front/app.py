@@ -9,6 +9,7 @@ from redis import Redis
 
 from libs.bus.queues import Bus
 from libs.config import Settings, load_settings
+from libs.health import workers_problem
 from libs.metrics.queue import QueueDepthCollector
 from libs.web.app import build_app
 from services.front import routes
@@ -24,4 +25,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         app.extensions["scim.bus"] = Bus(redis, settings.queue_name, job_timeout=settings.job_timeout)
         return (QueueDepthCollector(redis, [settings.queue_name]),)
 
-    return build_app(__name__, settings, service="front", blueprint=routes.bp, attach=attach)
+    def readiness(app: Flask) -> tuple:
+        # Its own client with short timeouts: the bus's waits up to write_timeout, and a probe
+        # stuck that long on a hung Redis would hold a request thread past the probe's timeout.
+        probe = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return (lambda: workers_problem(probe, settings.queue_name),)
+
+    return build_app(__name__, settings, service="front", blueprint=routes.bp, attach=attach, readiness=readiness)

