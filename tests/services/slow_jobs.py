@@ -6,5 +6,6 @@ import time
 
 
 def slow_echo(payload: dict) -> dict:
-    time.sleep(float(payload["meta"]["seconds"]))
-    return {"status": 201, "body": {"id": payload["resource_id"]}, "version": 1}
+    writes = payload["writes"]
+    time.sleep(float(writes[0]["meta"]["seconds"]))
+    return {"results": [{"status": 201, "body": {"id": w["resource_id"]}, "version": 1} for w in writes]}

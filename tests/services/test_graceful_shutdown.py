@@ -60,14 +60,14 @@ def test_a_worker_finishes_the_job_in_hand_on_sigterm(redis_conn, redis_url, tmp
         bus = Bus(redis_conn, queue, job_timeout=10, function="tests.services.slow_jobs.slow_echo")
         write = WriteJob(job_id=uuid.uuid4().hex, op="create", app="default", resource_type="User",
                          resource_id=str(uuid.uuid4()), body={}, meta={"seconds": "1.5"})
-        bus.submit(write)
+        bus.submit_batch(write.job_id, [write])
         deadline = time.monotonic() + 10
         while redis_conn.llen(f"rq:queue:{queue}"):  # picked up: the job is in hand
             assert time.monotonic() < deadline
             time.sleep(0.02)
         time.sleep(0.2)
         os.kill(pool.pid, signal.SIGTERM)
-        assert bus.await_result(write.job_id, timeout=10).status == 201
+        assert bus.await_batch(write.job_id, 1, timeout=10)[0].status == 201
         assert pool.wait(20) == 0
     finally:
         _stop(pool)
