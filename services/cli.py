@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
     p.set_defaults(func=cmd_run)
 
+    from services import deliveries_cli  # issue 4: deliverer, sweeper, deliveries, resync
+
+    deliveries_cli.register(sub)
+
     args = parser.parse_args(argv)
     args.func(args)
 

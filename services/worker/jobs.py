@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from libs.bus.messages import WriteJob, WriteResult
 from libs.metrics.metrics import observe_job
 from libs.scim.errors import ScimError
+from services.worker import fanout
 from services.worker.context import get_context
 from services.worker.writes import OPERATIONS
 
@@ -33,6 +34,8 @@ def apply_write(payload: dict[str, Any]) -> dict[str, Any]:
     outcome = "error"
     try:
         result = _apply(job)
+        if result.status < 400:
+            fanout.after_write(job)
         outcome = "ok" if result.status < 400 else f"{result.status}"
         return result.to_payload()
     finally:
