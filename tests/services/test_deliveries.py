@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 
 from tests.services.conftest import unique
 from tests.services.test_entra_flows import ENTERPRISE, PATCH_OP, create_group, create_user, patch
+from tests.support.ldap import SUFFIX, ldap_connector_toml, slapd_server
 from tests.support.stack import ROOT, running_stack
 from tests.support.targets import APP_SCHEMA, HookReceiver, app_engine, create_app_schema, sql_connector_toml
 
@@ -22,9 +23,10 @@ SECRET = "hook-secret-" + "y" * 20
 FAST_RETRY = "retry = { base = 0.2, cap = 1.0, max_attempts = 1000 }"
 
 
-def _config(tmp: Path, sql_url: str, hook_url: str, extra: str = "") -> Path:
+def _config(tmp: Path, sql_url: str, hook_url: str, ldap_url: str) -> Path:
     path = tmp / "scimbus.toml"
-    path.write_text("[scimbus]\nsweep_interval = 0.5\n" + sql_connector_toml("appdb", sql_url, retry=FAST_RETRY) + f'''
+    path.write_text("[scimbus]\nsweep_interval = 0.5\n" + sql_connector_toml("appdb", sql_url, retry=FAST_RETRY)
+                    + ldap_connector_toml("corp", ldap_url, retry=FAST_RETRY) + f'''
 [connectors.hook]
 type = "webhook"
 url = "{hook_url}"
@@ -33,7 +35,7 @@ timeout = 2
 {FAST_RETRY}
 [connectors.hook.users]
 [connectors.hook.groups]
-''' + extra)
+''')
     return path
 
 
@@ -100,11 +102,38 @@ def _converged(scim, engine, hook: HookReceiver) -> tuple[bool, str]:
     return True, ""
 
 
-def wait_converged(scim, engine, hook, timeout: float = 60) -> None:
+def _ldap_state(slapd) -> tuple[dict, dict]:
+    conn = slapd.connection()
+    conn.search(f"ou=people,{SUFFIX}", "(objectClass=inetOrgPerson)",
+                attributes=["uid", "employeeNumber", "departmentNumber", "manager"])
+    users = {str(e.employeeNumber): (e.entry_dn.lower(), e.manager.value.lower() if e.manager else None,
+                                     e.departmentNumber.value if e.departmentNumber else None) for e in conn.entries}
+    conn.search(f"ou=groups,{SUFFIX}", "(objectClass=groupOfNames)", attributes=["cn", "member"])
+    groups = {str(e.cn): sorted(m.lower() for m in e.member.values if not m.lower().startswith("cn="))
+              for e in conn.entries}
+    conn.unbind()
+    return users, groups
+
+
+def _ldap_converged(scim, slapd) -> tuple[bool, str]:
+    users, groups = _directory(scim)
+    dn = {i: f"uid={u['userName'].lower()},ou=people,{SUFFIX}" for i, u in users.items()}
+    want_users = {i: (dn[i], dn.get((u.get(ENTERPRISE, {}).get("manager") or {}).get("value")),
+                      u.get(ENTERPRISE, {}).get("department")) for i, u in users.items()}
+    want_groups = {g["displayName"]: sorted(dn[m["value"]] for m in g.get("members", [])) for g in groups.values()}
+    have_users, have_groups = _ldap_state(slapd)
+    if (have_users, have_groups) != (want_users, want_groups):
+        return False, f"ldap differs: {have_users} {have_groups} != {want_users} {want_groups}"
+    return True, ""
+
+
+def wait_converged(scim, engine, hook, slapd=None, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     why = ""
     while time.monotonic() < deadline:
         ok, why = _converged(scim, engine, hook)
+        if ok and slapd is not None:
+            ok, why = _ldap_converged(scim, slapd)
         if ok:
             return
         time.sleep(0.3)
@@ -141,19 +170,88 @@ def targets(tmp_path):
     sql_url = f"sqlite:///{tmp_path / 'app.db'}"
     create_app_schema(sql_url)
     engine = app_engine(sql_url)
-    with HookReceiver(SECRET) as hook:
-        yield tmp_path, sql_url, engine, hook
+    with HookReceiver(SECRET) as hook, slapd_server(tmp_path / "slapd") as slapd:
+        stack_dir = tmp_path / "stack"
+        stack_dir.mkdir()
+        config = _config(stack_dir, sql_url, hook.url, slapd.url)
+        yield stack_dir, config, engine, hook, slapd
     engine.dispose()
 
 
 def test_an_entra_sequence_ends_with_every_target_holding_the_directory_state(targets):
-    tmp, sql_url, engine, hook = targets
-    stack_dir = tmp / "stack"
-    stack_dir.mkdir()
-    config = _config(stack_dir, sql_url, hook.url)
+    stack_dir, config, engine, hook, slapd = targets
     with running_stack(stack_dir, extra_env={"SCIM_CONFIG_FILE": str(config)}) as stack, stack.client() as scim:
         entra_sequence(scim)
-        wait_converged(scim, engine, hook)
+        wait_converged(scim, engine, hook, slapd)
         assert hook.bad_signatures == 0
         status = _scimbus(stack, "deliveries")
-        assert "appdb (sql): 0 pending" in status and "hook (webhook): 0 pending" in status, status
+        for name in ("appdb (sql)", "corp (ldap)", "hook (webhook)"):
+            assert f"{name}: 0 pending" in status and "0 dead-lettered" in status, status
+        for name in ("appdb", "corp"):
+            assert "created 0, changed 0, removed 0" in _scimbus(stack, "resync", name, "--dry-run")
+
+
+def test_targets_down_during_writes_receive_everything_once_in_order_when_back(targets):
+    stack_dir, config, engine, hook, slapd = targets
+    with running_stack(stack_dir, extra_env={"SCIM_CONFIG_FILE": str(config)}) as stack, stack.client() as scim:
+        boss = create_user(scim)
+        wait_converged(scim, engine, hook, slapd)
+        hook.status = 503
+        slapd.stop()
+        started = time.monotonic()
+        users = [create_user(scim, **{ENTERPRISE: {"manager": {"value": boss["id"]}}}) for _ in range(4)]
+        team = create_group(scim)
+        for round_ in range(3):
+            for u in users:
+                r = patch(scim, f"/Users/{u['id']}", {"op": "Replace", "path": "displayName",
+                                                      "value": f"round {round_}"})
+                assert r.status_code == 200, r.text
+        assert patch(scim, f"/Groups/{team['id']}", {"op": "Add", "path": "members",
+                                                     "value": [{"value": u["id"]} for u in users]}).status_code == 204
+        assert scim.delete(f"/Users/{users[0]['id']}").status_code == 204
+        # The SCIM API answered at its normal pace while two targets were down.
+        assert time.monotonic() - started < 30
+        time.sleep(3)  # several failed attempts each, backing off
+        status = _scimbus(stack, "deliveries")
+        assert "failing" in status and ("503" in status or "Unavailable" in status), status
+        hook.status = 200
+        slapd.start()
+        wait_converged(scim, engine, hook, slapd)
+        # Nothing older overwrote newer: each resource's events arrive in increasing seq order.
+        seen: dict = {}
+        for event in hook.events:
+            key = (event["resourceType"], event["id"])
+            assert event["seq"] > seen.get(key, 0), f"older event after newer for {key}"
+            seen[key] = event["seq"]
+        assert "0 dead-lettered" in _scimbus(stack, "deliveries", "--connector", "hook")
+
+
+def test_hand_made_drift_is_reported_by_the_dry_run_and_repaired_by_resync(targets):
+    stack_dir, config, engine, hook, slapd = targets
+    with running_stack(stack_dir, extra_env={"SCIM_CONFIG_FILE": str(config)}) as stack, stack.client() as scim:
+        entra_sequence(scim)
+        wait_converged(scim, engine, hook, slapd)
+        users, _ = _directory(scim)
+        gone, edited = sorted(users)[:2]
+        t = APP_SCHEMA.tables
+        with engine.begin() as conn:
+            conn.execute(delete(t["app_users"]).where(t["app_users"].c.scim_id == gone))
+            conn.execute(update(t["app_users"]).where(t["app_users"].c.scim_id == edited).values(login="hacked"))
+            conn.execute(t["app_users"].insert().values(scim_id="stray", login="stray", enabled=True))
+        ldap = slapd.connection()
+        dn = f"uid={users[edited]['userName'].lower()},ou=people,{SUFFIX}"
+        from ldap3 import MODIFY_REPLACE
+        assert ldap.modify(dn, {"departmentNumber": [(MODIFY_REPLACE, ["Sabotage"])]})
+        ldap.unbind()
+
+        dry = _scimbus(stack, "resync", "appdb", "--dry-run")
+        assert f"would create User {gone}" in dry and f"would change User {edited} (login)" in dry, dry
+        assert "would remove User stray" in dry and "would have created 1, changed 1, removed 1" in dry, dry
+        assert "would change User" in _scimbus(stack, "resync", "corp", "--dry-run")
+        assert _sql_state(engine)[0].get(gone) is None  # the dry run changed nothing
+
+        assert "created 1, changed 1, removed 1" in _scimbus(stack, "resync", "appdb")
+        assert "changed 1" in _scimbus(stack, "resync", "corp")
+        wait_converged(scim, engine, hook, slapd, timeout=5)
+        for name in ("appdb", "corp"):
+            assert "created 0, changed 0, removed 0" in _scimbus(stack, "resync", name, "--dry-run")
