@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import delete, select, update
 
@@ -189,6 +190,11 @@ def test_an_entra_sequence_ends_with_every_target_holding_the_directory_state(ta
             assert f"{name}: 0 pending" in status and "0 dead-lettered" in status, status
         for name in ("appdb", "corp"):
             assert "created 0, changed 0, removed 0" in _scimbus(stack, "resync", name, "--dry-run")
+        metrics = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_DELIVERER_METRICS_PORT']}/metrics").text
+        for name in ("appdb", "corp", "hook"):
+            assert f'scim_deliveries_total{{connector="{name}",outcome="delivered"}}' in metrics, metrics
+            assert f'scim_delivery_lag_seconds{{connector="{name}"}} 0.0' in metrics, metrics
+            assert f'scim_dead_letters{{connector="{name}"}} 0.0' in metrics, metrics
 
 
 def test_targets_down_during_writes_receive_everything_once_in_order_when_back(targets):
