@@ -1,6 +1,6 @@
 """Build the enabled connectors from the ``[connectors.<name>]`` tables of the config file.
 
-Each table names its ``type`` (sql, ldap, webhook); the rest is that connector's
+Each table names its ``type`` (sql, ldap, webhook, scim); the rest is that connector's
 config, validated here at start so a bad mapping stops the deliverer at boot, naming the
 connector, instead of dead-lettering every change.
 """
@@ -18,6 +18,7 @@ TYPES = {
     "sql": "libs.connectors.sql:SqlConnector",
     "ldap": "libs.connectors.ldap:LdapConnector",
     "webhook": "libs.connectors.webhook:WebhookConnector",
+    "scim": "libs.connectors.scim:ScimConnector",
 }
 _SECTIONS = {"User": "users", "Group": "groups"}
 

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, MetaData, Table, create_engine, delete, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, NoSuchTableError, OperationalError, SQLAlchemyError
@@ -49,6 +50,8 @@ def normalise(value: Any) -> Any:
         return None
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     if isinstance(value, list):
         return sorted(str(v) for v in value)
     return str(value)
