@@ -65,6 +65,8 @@ class Settings:
     """RQ queue of delivery jobs to the connectors, served by ``scimbus deliverer``."""
     sweep_interval: float = 2.0
     """Seconds between two sweeps of the outbox for undelivered or due changes."""
+    delivery_timeout: int = 60
+    """Seconds one delivery may take; a killed deliverer's lock and job are released after about this."""
 
     @property
     def database(self) -> str:

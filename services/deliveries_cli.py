@@ -76,7 +76,7 @@ def cmd_retry(args: argparse.Namespace) -> None:
         keys = ledger.release_dead(conn, args.connector, args.ids or None)
     for key in keys:
         enqueue(ctx.queue, args.connector, key, f"dlv-{args.connector}-retry-{key.resource_type}-"
-                                                f"{key.resource_id}-{os.urandom(4).hex()}")
+                                                f"{key.resource_id}-{os.urandom(4).hex()}", timeout=ctx.settings.delivery_timeout)
     print(f"{args.connector}: {len(keys)} resource(s) re-queued for delivery")
 
 

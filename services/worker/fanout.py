@@ -45,10 +45,8 @@ from libs.store.session import create_engine_from_url
 log = logging.getLogger("scimbus.deliveries")
 
 DELIVER_FUNCTION = "services.worker.fanout.deliver"
-LOCK_SECONDS = 120
-"""A delivery holds its resource's lock at most this long (a killed job's lock expires)."""
-LOCK_WAIT = 30
-"""Seconds a delivery waits for another delivery of the same resource before leaving it to the sweeper."""
+LOCK_GRACE = 10
+"""Seconds a resource's delivery lock outlives the job timeout (``Settings.delivery_timeout``)."""
 SWEEP_GRACE = 2.0
 """Seconds a fresh change is left to its own after-commit job before the sweeper enqueues it."""
 
@@ -93,12 +91,13 @@ def _interested(settings: Settings) -> dict[str, tuple[str, frozenset[str]]]:
     return _interest
 
 
-def enqueue(queue: Queue, connector: str, key: ResourceKey, job_id: str) -> None:
+def enqueue(queue: Queue, connector: str, key: ResourceKey, job_id: str, *, timeout: int = 60,
+            rescope: bool = False) -> None:
     try:
-        queue.enqueue(DELIVER_FUNCTION, {"connector": connector, "app": key.app,
+        queue.enqueue(DELIVER_FUNCTION, {"connector": connector, "app": key.app, "rescope": rescope,
                                          "resource_type": key.resource_type, "resource_id": key.resource_id},
                       job_id=job_id, unique=True, result_ttl=0, failure_ttl=3600, ttl=24 * 3600,
-                      job_timeout=LOCK_SECONDS - 10, retry=Retry(max=3, interval=[1, 5, 15]),
+                      job_timeout=timeout, retry=Retry(max=3, interval=[1, 5, 15]),
                       description=f"deliver {key.resource_type} {key.resource_id} to {connector}")
     except DuplicateJobError:
         pass
@@ -115,7 +114,7 @@ def enqueue_after_commit(settings: Settings, redis: Redis, app: str, resource_ty
     key = ResourceKey(app, resource_type, resource_id)
     try:
         for name in targets:
-            enqueue(queue, name, key, f"dlv-{name}-{job_id}")
+            enqueue(queue, name, key, f"dlv-{name}-{job_id}", timeout=settings.delivery_timeout)
     except RedisError as exc:
         log.warning("could not enqueue deliveries of %s %s (the sweeper will): %s", resource_type, resource_id, exc)
 
@@ -130,11 +129,12 @@ def deliver(payload: dict[str, Any]) -> str:
         return "unknown-connector"
     key = ResourceKey(payload["app"], payload["resource_type"], payload["resource_id"])
     lock = ctx.redis.lock(f"scimbus:delivery:{name}:{key.app}:{key.resource_type}:{key.resource_id}",
-                          timeout=LOCK_SECONDS, blocking_timeout=LOCK_WAIT)
+                          timeout=ctx.settings.delivery_timeout + LOCK_GRACE,
+                          blocking_timeout=ctx.settings.delivery_timeout)
     if not lock.acquire():
         return "busy"  # the holder reads the newest state anyway; the sweeper re-checks
     try:
-        outcome = deliver_now(ctx, connector, key)
+        outcome = deliver_now(ctx, connector, key, rescope=bool(payload.get("rescope")))
     finally:
         try:
             lock.release()
@@ -160,15 +160,20 @@ class _Lookup:
         return out
 
 
-def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *, force: bool = False) -> str:
-    """Bring one resource of one connector's target to the directory's state (caller holds the lock)."""
+def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *, force: bool = False,
+                rescope: bool = False) -> str:
+    """Bring one resource of one connector's target to the directory's state (caller holds the lock).
+
+    ``rescope``: the resource did not change but its scope may have (it joined or left a
+    scope group), so it is delivered again even when its newest change is handled.
+    """
     with ctx.store.engine.connect() as conn:
         latest = ledger.latest_change(conn, key)
         state = ledger.load_state(conn, connector.name, key)
     if latest is None:
         return "skipped"
     seq, version = latest
-    if state.handled(seq):
+    if state.handled(seq) and not rescope:
         return "skipped"
     now = ledger.utcnow()
     if not force and state.attempts and not ledger.due(state.next_attempt_at, now):
@@ -190,6 +195,8 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
                                      lookup)
             state.present = True
             state.remote_id = remote or connector.key(key.resource_type, doc, fields)
+            if key.resource_type == "Group" and connector.scope.groups:
+                _rescope_members(ctx, connector, key, doc)
         state.delivered_seq, state.delivered_version = seq, version
         state.attempts, state.last_error, state.next_attempt_at = 0, None, None
     except Permanent as exc:
@@ -211,6 +218,21 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     with ctx.store.transaction() as conn:
         ledger.save_state(conn, connector.name, key, state)
     return outcome
+
+
+def _rescope_members(ctx: DeliveryContext, connector: Connector, key: ResourceKey, doc: dict[str, Any]) -> None:
+    """A scope group changed: its members, and every user the target holds, may have entered or
+    left the scope, which no change of theirs records."""
+    if ctx.redis is None or str(doc.get("displayName", "")).lower() not in connector.scope.groups:
+        return
+    with ctx.store.engine.connect() as conn:
+        held = [i for i, s in ledger.states(conn, connector.name, key.app, "User").items() if s.present]
+    ids = dict.fromkeys([m["value"] for m in doc.get("members") or [] if m.get("type", "User") == "User"] + held)
+    stamp = os.urandom(4).hex()
+    for user_id in ids:
+        enqueue(ctx.queue, connector.name, ResourceKey(key.app, "User", user_id),
+                f"dlv-{connector.name}-rescope-{user_id}-{stamp}", timeout=ctx.settings.delivery_timeout,
+                rescope=True)
 
 
 def _dead(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: ledger.State, seq: int,
@@ -238,7 +260,7 @@ def sweep(ctx: DeliveryContext, *, grace: float = SWEEP_GRACE) -> int:
                 continue
             stamp = int(item.next_attempt_at.timestamp()) if item.next_attempt_at else 0
             enqueue(queue, name, item.key, f"dlv-{name}-sweep-{item.key.resource_type}-{item.key.resource_id}"
-                                           f"-{item.seq}-{stamp}")
+                                           f"-{item.seq}-{stamp}", timeout=ctx.settings.delivery_timeout)
             enqueued += 1
         with ctx.store.transaction() as conn:
             ledger.advance_cursor(conn, name, app, types)

@@ -3,6 +3,8 @@ web hook receive an Entra sequence, survive an outage, and resync repairs hand-m
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from tests.services.conftest import unique
-from tests.services.test_entra_flows import ENTERPRISE, PATCH_OP, create_group, create_user, patch
+from tests.services.test_entra_flows import ENTERPRISE, create_group, create_user, patch
 from tests.support.ldap import SUFFIX, ldap_connector_toml, slapd_server
 from tests.support.stack import ROOT, running_stack
 from tests.support.targets import APP_SCHEMA, HookReceiver, app_engine, create_app_schema, sql_connector_toml
@@ -261,3 +263,36 @@ def test_hand_made_drift_is_reported_by_the_dry_run_and_repaired_by_resync(targe
         wait_converged(scim, engine, hook, slapd, timeout=5)
         for name in ("appdb", "corp"):
             assert "created 0, changed 0, removed 0" in _scimbus(stack, "resync", name, "--dry-run")
+
+
+def _deliverer_pids(stack) -> list[int]:
+    from rq import Queue, Worker
+
+    redis = stack.redis()
+    return [w.pid for w in Worker.all(connection=redis, queue=Queue("scim-deliveries", connection=redis)) if w.pid]
+
+
+@pytest.mark.slow
+def test_deliverers_killed_mid_delivery_still_converge(targets):
+    stack_dir, config, engine, hook, slapd = targets
+    hook.delay = 0.1  # keep deliveries in flight when the kills land
+    env = {"SCIM_CONFIG_FILE": str(config), "SCIM_DELIVERY_TIMEOUT": "5", "SCIM_DELIVERER_PROCESSES": "2"}
+    with running_stack(stack_dir, extra_env=env) as stack, stack.client() as scim:
+        killed = 0
+        for round_ in range(3):
+            users = [create_user(scim) for _ in range(5)]
+            group = create_group(scim)
+            assert patch(scim, f"/Groups/{group['id']}", {"op": "Add", "path": "members",
+                                                          "value": [{"value": u["id"]} for u in users]}
+                         ).status_code == 204
+            assert scim.delete(f"/Users/{users[0]['id']}").status_code == 204
+            for pid in _deliverer_pids(stack):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:  # killed last round, still registered until its TTL
+                    pass
+            time.sleep(1)
+        assert killed >= 3
+        wait_converged(scim, engine, hook, slapd, timeout=120)
+        assert "0 dead-lettered" in _scimbus(stack, "deliveries", "--connector", "hook")

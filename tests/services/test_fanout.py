@@ -89,7 +89,7 @@ def test_a_refused_row_is_dead_lettered_with_its_reason_and_retried_on_request(s
 
 def test_an_unreachable_target_backs_off_then_dead_letters_after_its_attempts(setup, tmp_path):
     ctx, connector, target = setup
-    connector.options = {**connector.options, "url": f"postgresql://x@127.0.0.1:1/none"}
+    connector.options = {**connector.options, "url": "postgresql://x@127.0.0.1:1/none"}
     connector._engine = None
     id = str(uuid.uuid4())
     key = ResourceKey("default", "User", id)
@@ -110,3 +110,54 @@ def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
     policy = RetryPolicy(base=1, cap=30)
     assert [policy.delay(n, 1.0) for n in range(1, 7)] == [1, 2, 4, 8, 16, 30]
     assert [policy.delay(n, 0.0) for n in range(1, 4)] == [0.5, 1, 2]
+
+
+@pytest.mark.redis
+def test_joining_a_scope_group_delivers_the_user_and_leaving_it_removes_the_user(engine, tmp_path, redis_conn):
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from libs.scim.schemas import GROUPS
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    create_app_schema(url)
+    spec = tomllib.loads(sql_connector_toml("appdb", url))["connectors"]["appdb"]
+    spec["scope"] = {"member_of": ["App users"]}
+    connector = build_connector("appdb", spec)
+    ctx = DeliveryContext(Settings(), DirectoryStore(engine), redis_conn, {"appdb": connector})
+    target = app_engine(url)
+    user_id, group_id = str(uuid.uuid4()), str(uuid.uuid4())
+    _write(ctx.store, user_id, "ada", new=True)
+    user = ResourceKey("default", "User", user_id)
+    assert deliver_now(ctx, connector, user) == "skipped"  # not a member of the scope group
+    assert _logins(target) == []
+
+    def set_members(ids: list[str], new: bool) -> None:
+        with ctx.store.transaction() as conn:
+            if new:
+                group = ctx.store.insert_resource(conn, "default", GROUPS, group_id, {"displayName": "App users"})
+            else:
+                group = ctx.store.load(conn, "default", GROUPS, group_id, lock=True)
+                group = ctx.store.update_resource(conn, GROUPS, group, group.doc, doc_changed=False)
+            ctx.store.remove_members(conn, "default", group, None)
+            ctx.store.add_members(conn, "default", group, ids)
+            ctx.store.record(conn, app="default", job_id=uuid.uuid4().hex, result={}, request_id=None,
+                             change={"resource_type": "Group", "resource_id": group_id, "op": "patch",
+                                     "version": group.version})
+
+    queue = Queue("scim-deliveries", connection=redis_conn, serializer=JSONSerializer)
+    set_members([user_id], new=True)
+    assert deliver_now(ctx, connector, ResourceKey("default", "Group", group_id)) == "delivered"
+    jobs = [queue.fetch_job(i) for i in queue.job_ids]
+    assert [(j.args[0]["resource_id"], j.args[0]["rescope"]) for j in jobs] == [(user_id, True)]
+    assert deliver_now(ctx, connector, user, rescope=True) == "delivered"
+    assert _logins(target) == ["ada"]
+
+    queue.empty()
+    set_members([], new=False)
+    assert deliver_now(ctx, connector, ResourceKey("default", "Group", group_id)) == "delivered"
+    assert [queue.fetch_job(i).args[0]["resource_id"] for i in queue.job_ids] == [user_id]  # held by the target
+    assert deliver_now(ctx, connector, user, rescope=True) == "removed"
+    assert _logins(target) == []
+    target.dispose()
+    connector.close()

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, UniqueConstraint, create_engine
@@ -80,6 +81,7 @@ class HookReceiver:
         self.events: list[dict] = []
         self.bad_signatures = 0
         self.status = 200
+        self.delay = 0.0
         self.lock = threading.Lock()
         receiver = self
 
@@ -89,6 +91,8 @@ class HookReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 with receiver.lock:
                     status = receiver.status
                     if status == 200:
