@@ -233,6 +233,20 @@ def test_targets_down_during_writes_receive_everything_once_in_order_when_back(t
             seen[key] = event["seq"]
         assert "0 dead-lettered" in _scimbus(stack, "deliveries", "--connector", "hook")
 
+        # A receiver that refuses an event (4xx) dead-letters it with the reason; once fixed,
+        # the operator re-queues it and it arrives.
+        hook.status = 400
+        late = create_user(scim)
+        deadline = time.monotonic() + 20
+        while "1 dead-lettered" not in (status := _scimbus(stack, "deliveries", "--connector", "hook")):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert f"User {late['id']}" in status and "Rejected: web hook answered 400" in status, status
+        hook.status = 200
+        assert "1 resource(s) re-queued" in _scimbus(stack, "deliveries", "retry", "hook")
+        wait_converged(scim, engine, hook, slapd)
+        assert "0 dead-lettered" in _scimbus(stack, "deliveries", "--connector", "hook")
+
 
 def test_hand_made_drift_is_reported_by_the_dry_run_and_repaired_by_resync(targets):
     stack_dir, config, engine, hook, slapd = targets
