@@ -69,6 +69,10 @@ class Connector(ABC):
 
     kind_name = "connector"
 
+    def uses_refs(self) -> bool:
+        """Whether a user's fields render other users' attributes (its manager's)."""
+        return any(source.ref for mapping in self.mappings.values() for source in mapping.fields.values())
+
     def handles(self, resource_type: str) -> bool:
         return resource_type in self.mappings
 

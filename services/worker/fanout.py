@@ -35,7 +35,9 @@ from libs.config import Settings, load_settings
 from libs.connectors.base import Connector, Previous
 from libs.connectors.errors import Permanent, Retryable
 from libs.connectors.registry import build_connectors
+from libs.connectors.mapping import ENTERPRISE
 from libs.metrics.deliveries import observe_delivery
+from libs.scim.filter import parse_filter
 from libs.scim.schemas import RESOURCE_TYPES
 from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
@@ -47,6 +49,8 @@ log = logging.getLogger("scimbus.deliveries")
 DELIVER_FUNCTION = "services.worker.fanout.deliver"
 LOCK_GRACE = 10
 """Seconds a resource's delivery lock outlives the job timeout (``Settings.delivery_timeout``)."""
+LOCK_WAIT = 5
+"""Seconds a delivery waits for another delivery of the same resource before leaving it to the sweeper."""
 SWEEP_GRACE = 2.0
 """Seconds a fresh change is left to its own after-commit job before the sweeper enqueues it."""
 
@@ -130,7 +134,7 @@ def deliver(payload: dict[str, Any]) -> str:
     key = ResourceKey(payload["app"], payload["resource_type"], payload["resource_id"])
     lock = ctx.redis.lock(f"scimbus:delivery:{name}:{key.app}:{key.resource_type}:{key.resource_id}",
                           timeout=ctx.settings.delivery_timeout + LOCK_GRACE,
-                          blocking_timeout=ctx.settings.delivery_timeout)
+                          blocking_timeout=LOCK_WAIT)
     if not lock.acquire():
         return "busy"  # the holder reads the newest state anyway; the sweeper re-checks
     try:
@@ -197,6 +201,8 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
             state.remote_id = remote or connector.key(key.resource_type, doc, fields)
             if key.resource_type == "Group" and connector.scope.groups:
                 _rescope_members(ctx, connector, key, doc)
+            if key.resource_type == "User" and connector.uses_refs():
+                _rescope_reports(ctx, connector, key)
         state.delivered_seq, state.delivered_version = seq, version
         state.attempts, state.last_error, state.next_attempt_at = 0, None, None
     except Permanent as exc:
@@ -233,6 +239,25 @@ def _rescope_members(ctx: DeliveryContext, connector: Connector, key: ResourceKe
         enqueue(ctx.queue, connector.name, ResourceKey(key.app, "User", user_id),
                 f"dlv-{connector.name}-rescope-{user_id}-{stamp}", timeout=ctx.settings.delivery_timeout,
                 rescope=True)
+
+
+def _rescope_reports(ctx: DeliveryContext, connector: Connector, key: ResourceKey) -> None:
+    """A user's direct reports render its attributes (``ref`` = its userName, its DN): deliver
+    them again, since a rename of their manager records no change of theirs."""
+    if ctx.redis is None:
+        return
+    node = parse_filter(f'{ENTERPRISE}:manager.value eq "{key.resource_id}"')
+    start, stamp = 1, os.urandom(4).hex()
+    while True:
+        total, docs = ctx.store.search(key.app, RESOURCE_TYPES["User"], node, start_index=start, count=500,
+                                       with_groups=False)
+        for doc in docs:
+            enqueue(ctx.queue, connector.name, ResourceKey(key.app, "User", doc["id"]),
+                    f"dlv-{connector.name}-report-{doc['id']}-{stamp}", timeout=ctx.settings.delivery_timeout,
+                    rescope=True)
+        start += 500
+        if start > total:
+            return
 
 
 def _dead(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: ledger.State, seq: int,

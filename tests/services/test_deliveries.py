@@ -143,6 +143,18 @@ def wait_converged(scim, engine, hook, slapd=None, timeout: float = 60) -> None:
     raise AssertionError(why)
 
 
+def wait_idle(stack, timeout: float = 30) -> None:
+    """No delivery queued or running (re-deliveries of reports may follow convergence)."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    queue = Queue("scim-deliveries", connection=stack.redis())
+    deadline = time.monotonic() + timeout
+    while queue.count or StartedJobRegistry(queue=queue).count:
+        assert time.monotonic() < deadline, "deliveries still running"
+        time.sleep(0.2)
+
+
 def entra_sequence(scim) -> None:
     """Users, a manager, groups and memberships, renames, a disable and deletes."""
     boss = create_user(scim, **{ENTERPRISE: {"department": "Ops"}})
@@ -158,6 +170,9 @@ def entra_sequence(scim) -> None:
     renamed = f"{unique('renamed')}@contoso.com"
     assert patch(scim, f"/Users/{staff[1]['id']}", {"op": "Replace", "path": "userName", "value": renamed}
                  ).status_code == 200
+    # The manager's rename reaches the reports' manager fields (login, DN) too.
+    assert patch(scim, f"/Users/{boss['id']}", {"op": "Replace", "path": "userName",
+                                                "value": f"{unique('boss')}@contoso.com"}).status_code == 200
     assert patch(scim, f"/Users/{staff[2]['id']}", {"op": "Replace", "path": "active", "value": "False"}
                  ).status_code == 200
     assert patch(scim, f"/Groups/{team['id']}", {"op": "Remove", "path": "members",
@@ -253,6 +268,7 @@ def test_hand_made_drift_is_reported_by_the_dry_run_and_repaired_by_resync(targe
     with running_stack(stack_dir, extra_env={"SCIM_CONFIG_FILE": str(config)}) as stack, stack.client() as scim:
         entra_sequence(scim)
         wait_converged(scim, engine, hook, slapd)
+        wait_idle(stack)
         users, _ = _directory(scim)
         gone, edited = sorted(users)[:2]
         t = APP_SCHEMA.tables
