@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
+from ldap3.core.exceptions import (
+    LDAPCommunicationError, LDAPException, LDAPMaximumRetriesError, LDAPResponseTimeoutError, LDAPSocketOpenError,
+)
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn, safe_dn
 
@@ -106,9 +108,11 @@ class LdapConnector(Connector):
         """Run one LDAP operation; returns its result code when it is success or in ``ok``."""
         try:
             call(self.conn)
-        except LDAPException as exc:
+        except (LDAPCommunicationError, LDAPResponseTimeoutError, LDAPMaximumRetriesError) as exc:
             self._drop()
             raise Unavailable(f"LDAP {what}: {exc}") from exc
+        except LDAPException as exc:  # refused by ldap3's schema check before sending: bad data
+            raise Rejected(f"LDAP {what}: {exc}") from exc
         result = self._conn.result if self._conn is not None else {}
         code = result.get("result")
         if code == 0 or code in ok:
