@@ -199,10 +199,7 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
                                      lookup)
             state.present = True
             state.remote_id = remote or connector.key(key.resource_type, doc, fields)
-            if key.resource_type == "Group" and connector.scope.groups:
-                _rescope_members(ctx, connector, key, doc)
-            if key.resource_type == "User" and connector.uses_refs():
-                _rescope_reports(ctx, connector, key)
+            _follow_ups(ctx, connector, key, doc, rescope)
         state.delivered_seq, state.delivered_version = seq, version
         state.attempts, state.last_error, state.next_attempt_at = 0, None, None
     except Permanent as exc:
@@ -224,6 +221,21 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     with ctx.store.transaction() as conn:
         ledger.save_state(conn, connector.name, key, state)
     return outcome
+
+
+def _follow_ups(ctx: DeliveryContext, connector: Connector, key: ResourceKey, doc: dict[str, Any],
+                rescope: bool) -> None:
+    """Deliveries a delivered resource makes due for others (never from a re-delivery: no cascades,
+    no ping-pong between two users who manage each other)."""
+    if rescope:
+        return
+    try:
+        if key.resource_type == "Group" and connector.scope.groups:
+            _rescope_members(ctx, connector, key, doc)
+        if key.resource_type == "User" and connector.uses_refs():
+            _rescope_reports(ctx, connector, key)
+    except RedisError as exc:
+        log.warning("could not enqueue follow-up deliveries of %s: %s (resync repairs them)", key, exc)
 
 
 def _rescope_members(ctx: DeliveryContext, connector: Connector, key: ResourceKey, doc: dict[str, Any]) -> None:
