@@ -60,6 +60,13 @@ class Settings:
     """TOML file with a [scimbus] table of these settings and the structured tables."""
     file: Mapping[str, Any] = field(default_factory=dict)
     """The parsed config file (every table but [scimbus]), e.g. file["connectors"]."""
+    # ---- issue 4: downstream deliveries
+    delivery_queue: str = "scim-deliveries"
+    """RQ queue of delivery jobs to the connectors, served by ``scimbus deliverer``."""
+    sweep_interval: float = 2.0
+    """Seconds between two sweeps of the outbox for undelivered or due changes."""
+    delivery_timeout: int = 60
+    """Seconds one delivery may take; a killed deliverer's lock and job are released after about this."""
 
     @property
     def database(self) -> str:

@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
 
     probe.register(sub)
 
+    from services import deliveries_cli  # issue 4: deliverer, sweeper, deliveries, resync
+
+    deliveries_cli.register(sub)
+
     args = parser.parse_args(argv)
     args.func(args)
 

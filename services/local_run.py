@@ -30,6 +30,7 @@ DEPLOY = ROOT / "deploy"
 DEFAULT_PORTS = {
     "SCIM_PORT": "8585", "SCIM_REDIS_PORT": "6389", "SCIM_FRONT_PORT": "8601",
     "SCIM_READER_PORT": "8602", "SCIM_WORKER_METRICS_PORT": "8603",
+    "SCIM_DELIVERER_METRICS_PORT": "8604", "SCIM_SWEEPER_METRICS_PORT": "8605",
 }
 
 
@@ -51,6 +52,7 @@ def build_env(workers: int) -> dict[str, str]:
     env["SCIM_OWN_REDIS"] = "" if env.get("SCIM_REDIS_URL") else "1"
     env.setdefault("SCIM_REDIS_URL", f"redis://127.0.0.1:{env['SCIM_REDIS_PORT']}/0")
     env["SCIM_WORKER_PROCESSES"] = str(workers)
+    env.setdefault("SCIM_DELIVERER_PROCESSES", "1")
     env["SCIM_NGINX_DIR"] = str(var_dir / "nginx")
     env["SCIM_FRONT_UPSTREAM"] = f"127.0.0.1:{env['SCIM_FRONT_PORT']}"
     env["SCIM_READER_UPSTREAM"] = f"127.0.0.1:{env['SCIM_READER_PORT']}"

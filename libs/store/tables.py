@@ -95,3 +95,51 @@ changes = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index(None, "app", "resource_type", "resource_id"),
 )
+
+# ---------------------------------------------------------------- issue 4: downstream deliveries
+# Per connector and resource, what the target holds (migration 0002). A change ``seq`` is
+# handled for a connector once delivered_seq or dead_seq reaches it; the sweeper re-enqueues
+# the rest. The cursor lets the sweeper skip the handled prefix of ``changes``.
+
+delivery_state = Table(
+    "delivery_state", metadata,
+    Column("connector", String(64), primary_key=True),
+    Column("app", String(64), primary_key=True),
+    Column("resource_type", String(32), primary_key=True),
+    Column("resource_id", String(64), primary_key=True),
+    Column("delivered_seq", BigInteger, nullable=False),
+    Column("delivered_version", Integer, nullable=False),
+    # Whether the target holds the resource now (False after a removal).
+    Column("present", Boolean, nullable=False),
+    # The target's name for it: a row key, a DN, the relay's id; renames and deletes need it.
+    Column("remote_id", String(1024)),
+    Column("dead_seq", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("connector", String(64), nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    # Set when an operator re-queued it (scimbus deliveries retry); kept as history.
+    Column("retried_at", DateTime(timezone=True)),
+    Index(None, "connector", "retried_at"),
+)
+
+delivery_cursors = Table(
+    "delivery_cursors", metadata,
+    Column("connector", String(64), primary_key=True),
+    # Every change with seq <= this one is handled for the connector.
+    Column("seq", BigInteger, nullable=False),
+)

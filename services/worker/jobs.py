@@ -24,6 +24,7 @@ from libs.config import Settings
 from libs.metrics.metrics import observe_batch, observe_job
 from libs.scim.errors import InternalError, ScimError, Uniqueness
 from libs.store.directory import DirectoryStore
+from services.worker import fanout
 from services.worker.context import get_context
 from services.worker.writes import OPERATIONS
 
@@ -37,12 +38,14 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     results = apply_batch(jobs)
     observe_batch(len(jobs), time.perf_counter() - started)
+    # After the commit: a delivery job must never see a change that could still roll back.
+    fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
     return {"results": [r.to_payload() for r in results]}
 
 
 def apply_write(payload: dict[str, Any]) -> dict[str, Any]:
     """One write on its own (operators re-running a job by hand)."""
-    return apply_batch([WriteJob.from_payload(payload)])[0].to_payload()
+    return apply_writes({"writes": [payload]})["results"][0]
 
 
 def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:

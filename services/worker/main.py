@@ -56,6 +56,19 @@ class ScimWorker(SimpleWorker):
         return int(job.timeout or defaults.WORKER_TTL) + defaults.ABANDONED_GRACE
 
 
+def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> None:
+    """/metrics, /healthz and /readyz of a pool, from its parent process."""
+    from libs.store.session import create_engine_from_url
+    from services.worker.http import serve_probes
+
+    # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
+    # answers 503, never a probe that times out.
+    probe_redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    engine = create_engine_from_url(settings.database, pool_size=1)
+    serve_probes(port, registry_for_scrape(collectors),
+                 (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
+
+
 def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:
     # Import the job code once in the parent: every forked worker starts warm, instead of
     # its first job paying ~0.5 s of imports while Entra waits.
@@ -63,15 +76,7 @@ def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) ->
 
     redis = Redis.from_url(settings.redis_url)
     if metrics_port:
-        from libs.store.session import create_engine_from_url
-        from services.worker.http import serve_probes
-
-        # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
-        # answers 503, never a probe that times out.
-        probe_redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        engine = create_engine_from_url(settings.database, pool_size=1)
-        serve_probes(metrics_port, registry_for_scrape(),
-                     (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
+        serve_pool_probes(settings, metrics_port)
     pool = WorkerPool([settings.queue_name], connection=redis, num_workers=processes, worker_class=ScimWorker,
                       serializer=OrjsonSerializer)
     pool.start(logging_level=settings.log_level)

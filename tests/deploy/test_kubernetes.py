@@ -101,8 +101,8 @@ def test_every_workload_has_probes_requests_limits_and_meets_the_restricted_pod_
     docs = rendered["example"]
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
     assert {d["metadata"]["name"] for d in workloads} == {
-        "scimbus-gateway", "scimbus-front", "scimbus-reader", "scimbus-worker", "scimbus-redis", "scimbus-postgres",
-        "scimbus-migrate"}
+        "scimbus-gateway", "scimbus-front", "scimbus-reader", "scimbus-worker", "scimbus-deliverer", "scimbus-sweeper",
+        "scimbus-redis", "scimbus-postgres", "scimbus-migrate"}
     for doc in workloads:
         pod = doc["spec"]["template"]["spec"]
         # The example namespace enforces the "restricted" Pod Security Standard.
@@ -133,7 +133,8 @@ def test_front_and_reader_autoscale_and_every_role_has_a_disruption_budget(rende
     for pdb in _by_kind(docs, "PodDisruptionBudget").values():
         labels = pdb["spec"]["selector"]["matchLabels"]
         assert any(labels.items() <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments.values())
-    assert set(_by_kind(docs, "PodDisruptionBudget")) == {f"scimbus-{r}" for r in ("gateway", "front", "reader", "worker")}
+    assert set(_by_kind(docs, "PodDisruptionBudget")) == {
+        f"scimbus-{r}" for r in ("gateway", "front", "reader", "worker", "deliverer")}
 
 
 def _admits(policy: dict, labels: dict) -> bool:
@@ -161,10 +162,11 @@ def test_network_policies_open_only_the_gateway_and_keep_redis_and_postgres_to_o
             assert all("from" in r for r in rules), f"{name} must not be open to everyone"
     redis_rules = [r for p in policies if _admits(p, pods["scimbus-redis"]) for r in p["spec"].get("ingress", [])]
     redis_clients = [n for n, labels in pods.items() if labels.get("scimbus/redis-client") == "true"]
-    assert sorted(redis_clients) == ["scimbus-front", "scimbus-worker"]
+    assert sorted(redis_clients) == ["scimbus-deliverer", "scimbus-front", "scimbus-sweeper", "scimbus-worker"]
     assert {"podSelector": {"matchLabels": {"scimbus/redis-client": "true"}}} in redis_rules[0]["from"]
     db_clients = [n for n, labels in pods.items() if labels.get("scimbus/database-client") == "true"]
-    assert sorted(db_clients) == ["scimbus-migrate", "scimbus-reader", "scimbus-worker"]
+    assert sorted(db_clients) == ["scimbus-deliverer", "scimbus-migrate", "scimbus-reader", "scimbus-sweeper",
+                                  "scimbus-worker"]
 
 
 def test_the_http_route_sends_reads_to_the_reader_and_writes_to_the_front(rendered):

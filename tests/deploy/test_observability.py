@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from libs.metrics.deliveries import DeliveryCollector
 from libs.metrics.queue import QueueDepthCollector
 from tests.support.deploy_checks import (
     ROOT, collector_series_names, dashboard_problems, exported_metric_names, promql_metrics, promtool_problems,
@@ -21,18 +22,13 @@ from tests.support.deploy_checks import (
 DASHBOARDS = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 
-PENDING_DELIVERY_METRICS = {"scim_delivery_lag_seconds", "scim_deliveries_total", "scim_delivery_dead_letters_total"}
-"""Merge note (issue 6): the connector issue's delivery metrics, named here before its code
-landed. A name leaves this set as soon as the code exports it (the test below insists);
-whatever is left at merge must be renamed to what the connectors export."""
-
-
 @pytest.fixture(scope="module")
 def exported(redis_url) -> set[str]:
     from redis import Redis
 
     redis = Redis.from_url(redis_url)
-    names = exported_metric_names() | collector_series_names(QueueDepthCollector(redis, ["scim-writes"]))
+    names = (exported_metric_names() | collector_series_names(QueueDepthCollector(redis, ["scim-writes"]))
+             | collector_series_names(DeliveryCollector(lambda: {"any": (0.0, 0)})))
     redis.close()
     return names
 
@@ -43,17 +39,12 @@ pytestmark = pytest.mark.redis
 def test_the_exported_names_include_every_metric_the_services_define(exported):
     assert {"scim_http_requests_total", "scim_http_request_duration_seconds_bucket", "scim_jobs_total",
             "scim_job_duration_seconds_bucket", "scim_job_failures_total", "scim_queue_depth",
-            "scim_workers_alive"} <= exported
-
-
-def test_pending_delivery_metric_names_are_still_pending(exported):
-    landed = PENDING_DELIVERY_METRICS & exported
-    assert not landed, f"now exported, take them out of PENDING_DELIVERY_METRICS: {sorted(landed)}"
+            "scim_workers_alive", "scim_deliveries_total", "scim_delivery_lag_seconds", "scim_dead_letters"} <= exported
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_dashboard_panel_reads_a_metric_the_code_exports(path, exported):
-    assert dashboard_problems(path, exported, PENDING_DELIVERY_METRICS) == []
+    assert dashboard_problems(path, exported) == []
 
 
 def test_the_dashboard_shows_what_operators_watch():
@@ -74,7 +65,7 @@ def test_a_dashboard_panel_on_a_metric_nobody_exports_is_caught(tmp_path, export
     dashboard = json.loads(DASHBOARDS[0].read_text())
     dashboard["panels"][1]["targets"][0]["expr"] = "sum(rate(scim_http_request_total[5m]))"  # one letter off
     broken.write_text(json.dumps(dashboard))
-    problems = dashboard_problems(broken, exported, PENDING_DELIVERY_METRICS)
+    problems = dashboard_problems(broken, exported)
     assert problems == [f"scimbus.json: panel {dashboard['panels'][1]['title']!r} reads scim_http_request_total, "
                         "which the code does not export"]
     broken.write_text("{not json")
@@ -82,7 +73,7 @@ def test_a_dashboard_panel_on_a_metric_nobody_exports_is_caught(tmp_path, export
 
 
 def test_every_alert_rule_reads_a_metric_the_code_exports(exported):
-    assert rule_problems(ALERTS, exported, PENDING_DELIVERY_METRICS) == []
+    assert rule_problems(ALERTS, exported) == []
 
 
 def test_the_alerts_cover_failures_queue_workers_dead_letters_and_lag():

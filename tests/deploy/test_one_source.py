@@ -14,7 +14,7 @@ from honcho.environ import parse_procfile
 
 from tests.support.deploy_checks import ROOT, render_kustomization
 
-ROLES = ("front", "reader", "worker")
+ROLES = ("front", "reader", "worker", "deliverer", "sweeper")
 
 
 def command_shape(argv: list[str]) -> list[str]:

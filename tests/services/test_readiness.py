@@ -143,13 +143,14 @@ def test_the_container_health_check_fails_when_the_recorded_role_does_not_answer
 
 @pytest.mark.stack
 def test_every_role_of_the_running_stack_is_ready_and_its_container_health_check_passes(stack):
-    for name in ("SCIM_FRONT_PORT", "SCIM_READER_PORT", "SCIM_WORKER_METRICS_PORT"):
+    for name in ("SCIM_FRONT_PORT", "SCIM_READER_PORT", "SCIM_WORKER_METRICS_PORT", "SCIM_DELIVERER_METRICS_PORT",
+                 "SCIM_SWEEPER_METRICS_PORT"):
         port = stack.ports[name]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, name
     result = _health(stack.var_dir)
     assert result.returncode == 0, result.stderr
-    assert sorted(line.split(":")[0] for line in result.stdout.splitlines()) == ["front", "reader", "worker"]
+    assert sorted(line.split(":")[0] for line in result.stdout.splitlines()) == ["deliverer", "front", "reader", "sweeper", "worker"]
     # The public gateway forwards /scim only: probes stay on the services' own ports.
     assert httpx.get(f"http://127.0.0.1:{stack.port}/readyz").status_code == 404
 

@@ -83,7 +83,8 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
 def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
                   extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
     ports = {name: free_port() for name in ("SCIM_PORT", "SCIM_REDIS_PORT", "SCIM_FRONT_PORT", "SCIM_READER_PORT",
-                                            "SCIM_WORKER_METRICS_PORT")}
+                                            "SCIM_WORKER_METRICS_PORT", "SCIM_DELIVERER_METRICS_PORT",
+                                            "SCIM_SWEEPER_METRICS_PORT")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
     env.update({k: str(v) for k, v in ports.items()})
     env.update(SCIM_VAR_DIR=str(tmp), SCIM_TOKEN=TOKEN, SCIM_LISTEN_ADDRESS="127.0.0.1", SCIM_LOG_LEVEL="WARNING",

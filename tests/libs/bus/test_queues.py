@@ -37,7 +37,7 @@ def run_worker_once(redis_conn, queue="test-writes") -> None:
 
 def start_worker_soon(redis_url: str, delay: float = 0.5) -> subprocess.Popen:
     code = (f"import time; time.sleep({delay}); from redis import Redis; from services.worker.main import ScimWorker; "
-            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r})).work(burst=True)")
+            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r})).work(max_idle_time=3)")
     return subprocess.Popen([sys.executable, "-c", code])
 
 

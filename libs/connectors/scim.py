@@ -1,0 +1,148 @@
+"""``scim``: relay every change to another SCIM 2.0 service provider.
+
+::
+
+    [connectors.cloudapp]
+    type = "scim"
+    url = "https://app.example/scim/v2"
+    token = "…"                       # bearer token of the remote endpoint
+    [connectors.cloudapp.users]       # empty: the SCIM document as we hold it; or a mapping
+    [connectors.cloudapp.groups]
+
+The remote assigns its own ids; the delivery ledger keeps ours → theirs (``remote_id``),
+and every relayed resource carries our id as its ``externalId``, so the mapping can be
+rebuilt from the remote alone (resync, or a ledger lost with its database). A create that
+meets an existing resource (409) adopts it by ``externalId`` and replaces it. Group members
+are translated to remote ids the same way. Writes are PUTs of the whole resource: the
+same state relayed twice leaves the remote as once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from libs.connectors.base import Connector, Lookup, Previous
+from libs.connectors.errors import Conflict, Rejected, Timeout, Unavailable
+
+_ENDPOINT = {"User": "Users", "Group": "Groups"}
+_DROP = ("id", "meta", "groups", "members")
+_CHUNK = 50
+
+
+@dataclass
+class ScimConnector(Connector):
+    kind_name = "scim"
+    _client: httpx.Client | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_config(cls, **common) -> ScimConnector:
+        options = common["options"]
+        if not str(options.get("url", "")).startswith(("http://", "https://")):
+            raise ValueError("url must be the remote's SCIM base URL (http:// or https://)")
+        return cls(**common)
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
+            if self.options.get("token"):
+                headers["Authorization"] = f"Bearer {self.options['token']}"
+            self._client = httpx.Client(base_url=str(self.options["url"]).rstrip("/"), headers=headers,
+                                        timeout=float(self.options.get("timeout", 10)),
+                                        verify=self.options.get("verify_tls", True))
+        return self._client
+
+    def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (), **kw) -> httpx.Response:
+        try:
+            response = self.client.request(method, path, **kw)
+        except httpx.TimeoutException as exc:
+            raise Timeout(f"SCIM endpoint did not answer in time: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"SCIM endpoint unreachable: {exc}") from exc
+        if response.status_code < 300 or response.status_code in ok:
+            return response
+        detail = f"SCIM {method} {path} answered {response.status_code}: {response.text[:300]}"
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise Unavailable(detail)
+        if response.status_code == 409:
+            raise Conflict(detail)
+        raise Rejected(detail)
+
+    # ------------------------------------------------------------------ contract
+    def render(self, resource_type: str, doc: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
+        mapping = self.mappings[resource_type]
+        body = mapping.render(doc, lookup) if mapping.fields else {k: v for k, v in doc.items() if k not in _DROP}
+        body["externalId"] = doc["id"]
+        if resource_type == "Group":
+            ids = [m["value"] for m in doc.get("members") or []]
+            users = lookup("User", ids)
+            body["members"] = sorted(i for i in ids if i in users and self.scope.includes("User", users[i]))
+        return body
+
+    def key(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> str:
+        return doc["id"]
+
+    def _find(self, resource_type: str, our_ids: list[str]) -> dict[str, str]:
+        """our id → remote id, by the remote's externalId."""
+        found: dict[str, str] = {}
+        for start in range(0, len(our_ids), _CHUNK):
+            chunk = our_ids[start:start + _CHUNK]
+            flt = " or ".join(f'externalId eq "{i}"' for i in chunk)
+            body = self._call("GET", f"/{_ENDPOINT[resource_type]}",
+                              params={"filter": flt, "count": len(chunk), "attributes": "externalId"}).json()
+            found.update((r["externalId"], r["id"]) for r in body.get("Resources", []) if r.get("externalId"))
+        return found
+
+    def apply(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any], previous: Previous,
+              lookup: Lookup) -> str:
+        endpoint = _ENDPOINT[resource_type]
+        body = dict(fields)
+        if resource_type == "Group":
+            remote = self._find("User", body["members"]) if body["members"] else {}
+            body["members"] = [{"value": remote[i]} for i in body["members"] if i in remote]
+        if previous.remote_id:
+            response = self._call("PUT", f"/{endpoint}/{previous.remote_id}", json=body, ok=(404,))
+            if response.status_code != 404:
+                return previous.remote_id
+        response = self._call("POST", f"/{endpoint}", json=body, ok=(409,))
+        if response.status_code != 409:
+            return response.json()["id"]
+        existing = self._find(resource_type, [doc["id"]]).get(doc["id"])
+        if existing is None:
+            raise Conflict(f"SCIM POST /{endpoint} answered 409 and no resource has externalId {doc['id']!r}: "
+                           f"{response.text[:300]}")
+        self._call("PUT", f"/{endpoint}/{existing}", json=body)
+        return existing
+
+    def remove(self, resource_type: str, resource_id: str, previous: Previous) -> None:
+        remote = previous.remote_id or self._find(resource_type, [resource_id]).get(resource_id)
+        if remote:
+            self._call("DELETE", f"/{_ENDPOINT[resource_type]}/{remote}", ok=(404,))
+
+    def read(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        users: dict[str, str] = {}
+        start = 1
+        while True:
+            page = self._call("GET", f"/{_ENDPOINT[resource_type]}", params={"startIndex": start, "count": 200}).json()
+            for r in page.get("Resources", []):
+                if r.get("externalId"):
+                    out[r["externalId"]] = r
+            start += len(page.get("Resources", []))
+            if not page.get("Resources") or start > page.get("totalResults", 0):
+                break
+        if resource_type == "Group":
+            users = {v["id"]: k for k, v in self.read("User").items()}
+            for r in out.values():
+                r["members"] = sorted(users[m["value"]] for m in r.get("members") or [] if m["value"] in users)
+        return out
+
+    def remove_key(self, resource_type: str, key: str) -> None:
+        self.remove(resource_type, key, Previous(None, True))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -1,0 +1,53 @@
+"""``scimbus deliverer``: a pool of RQ workers on the delivery queue, apart from the writers.
+
+Deliveries wait on targets (an LDAP server, a web hook) and may back off for minutes; on a
+queue and in processes of their own they never hold a write worker, so the SCIM API
+answers at its normal pace whatever a downstream application does. The pool's parent
+serves ``/metrics`` (and the probes): delivery outcomes, plus lag and dead letters read from the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq.serializers import JSONSerializer
+from rq.worker_pool import WorkerPool
+
+from libs.config import Settings
+from libs.metrics.deliveries import DeliveryCollector
+from services.worker.main import ScimWorker, serve_pool_probes
+
+log = logging.getLogger("scimbus.deliverer")
+
+
+class _LazyStatus:
+    """Builds its own engine on the first scrape (never before the pool forks)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.ctx = settings, None
+
+    def __call__(self):
+        from libs.connectors.registry import build_connectors
+        from libs.store.directory import DirectoryStore
+        from libs.store.session import create_engine_from_url
+        from services.worker.fanout import DeliveryContext, status
+
+        if self.ctx is None:
+            self.ctx = DeliveryContext(self.settings, DirectoryStore(create_engine_from_url(self.settings.database,
+                                                                                            pool_size=1)),
+                                       Redis.from_url(self.settings.redis_url), {})
+            # Only names and apps are needed for the figures: connectors without clients.
+            self.ctx.connectors = build_connectors(self.settings)
+        return status(self.ctx)
+
+
+def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:
+    import services.worker.fanout  # noqa: F401  (warm imports for every forked worker)
+
+    redis = Redis.from_url(settings.redis_url)
+    if metrics_port:
+        serve_pool_probes(settings, metrics_port, (DeliveryCollector(_LazyStatus(settings)),))
+    pool = WorkerPool([settings.delivery_queue], connection=redis, num_workers=processes, worker_class=ScimWorker,
+                      serializer=JSONSerializer)
+    pool.start(logging_level=settings.log_level)

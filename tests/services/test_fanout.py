@@ -1,0 +1,163 @@
+"""The delivery loop over a real store and a real SQL target: versions, retries with
+backoff, dead letters with their reason, operator retry, and the sweeper's work list."""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from libs.config import Settings
+from libs.connectors.registry import build_connector
+from libs.scim.schemas import USERS
+from libs.store import deliveries as ledger
+from libs.store.deliveries import ResourceKey
+from libs.store.directory import DirectoryStore
+from services.worker.fanout import DeliveryContext, deliver_now
+from tests.support.targets import APP_SCHEMA, app_engine, create_app_schema, sql_connector_toml
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def setup(engine, tmp_path):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    create_app_schema(url)
+    spec = tomllib.loads(sql_connector_toml("appdb", url, retry="retry = { base = 0.01, cap = 0.02, "
+                                                                 "max_attempts = 3 }"))["connectors"]["appdb"]
+    connector = build_connector("appdb", spec)
+    ctx = DeliveryContext(Settings(), DirectoryStore(engine), None, {"appdb": connector})
+    target = app_engine(url)
+    yield ctx, connector, target
+    target.dispose()
+    connector.close()
+
+
+def _write(store: DirectoryStore, id: str, user_name: str, *, new: bool) -> None:
+    doc = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name, "name": {"givenName": "A", "familyName": "B"}}
+    with store.transaction() as conn:
+        if new:
+            stored = store.insert_resource(conn, "default", USERS, id, doc)
+        else:
+            current = store.load(conn, "default", USERS, id, lock=True)
+            stored = store.update_resource(conn, USERS, current, doc)
+        store.record(conn, [{"app": "default", "job_id": uuid.uuid4().hex, "result": {}, "request_id": None,
+                             "change": {"resource_type": "User", "resource_id": id,
+                                        "op": "create" if new else "replace", "version": stored.version}}])
+
+
+def _logins(target) -> list[str]:
+    return [r.login for r in target.connect().execute(select(APP_SCHEMA.tables["app_users"].c.login))]
+
+
+def test_a_delivery_sends_the_current_state_once_and_a_replay_changes_nothing(setup):
+    ctx, connector, target = setup
+    id = str(uuid.uuid4())
+    key = ResourceKey("default", "User", id)
+    _write(ctx.store, id, "first", new=True)
+    _write(ctx.store, id, "second", new=False)
+    assert deliver_now(ctx, connector, key) == "delivered"
+    assert _logins(target) == ["second"]
+    assert deliver_now(ctx, connector, key) == "skipped"  # the change is handled: a replay is a no-op
+    with ctx.store.engine.connect() as conn:
+        state = ledger.load_state(conn, "appdb", key)
+        assert (state.delivered_version, state.present) == (2, True)
+        assert ledger.pending(conn, "appdb", "default", ("User",)) == []
+
+
+def test_a_refused_row_is_dead_lettered_with_its_reason_and_retried_on_request(setup):
+    ctx, connector, target = setup
+    b = str(uuid.uuid4())
+    with target.begin() as conn:  # the application already has a login "taken" of its own
+        conn.execute(APP_SCHEMA.tables["app_users"].insert().values(scim_id="local", login="taken", enabled=True))
+    _write(ctx.store, b, "Taken", new=True)
+    assert deliver_now(ctx, connector, ResourceKey("default", "User", b)) == "dead"
+    with ctx.store.engine.connect() as conn:
+        dead = ledger.dead(conn, "appdb")
+    assert [d["resource_id"] for d in dead] == [b] and "Rejected" in dead[0]["reason"]
+    with ctx.store.engine.connect() as conn:
+        assert ledger.pending(conn, "appdb", "default", ("User",)) == []  # dead is handled
+    with ctx.store.transaction() as conn:
+        released = ledger.release_dead(conn, "appdb", None)
+    assert released == [ResourceKey("default", "User", b)]
+    with ctx.store.engine.connect() as conn:
+        assert [p.key for p in ledger.pending(conn, "appdb", "default", ("User",))] == released
+        assert ledger.dead_count(conn, "appdb") == 0
+
+
+def test_an_unreachable_target_backs_off_then_dead_letters_after_its_attempts(setup, tmp_path):
+    ctx, connector, target = setup
+    connector.options = {**connector.options, "url": "postgresql://x@127.0.0.1:1/none"}
+    connector._engine = None
+    id = str(uuid.uuid4())
+    key = ResourceKey("default", "User", id)
+    _write(ctx.store, id, "someone", new=True)
+    assert deliver_now(ctx, connector, key) == "retry"
+    with ctx.store.engine.connect() as conn:
+        state = ledger.load_state(conn, "appdb", key)
+    assert state.attempts == 1 and state.next_attempt_at is not None and "Unavailable" in state.last_error
+    assert deliver_now(ctx, connector, key, force=True) == "retry"
+    assert deliver_now(ctx, connector, key, force=True) == "dead"
+    with ctx.store.engine.connect() as conn:
+        assert "gave up after 3 attempts" in ledger.dead(conn, "appdb")[0]["reason"]
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
+    from libs.connectors.base import RetryPolicy
+
+    policy = RetryPolicy(base=1, cap=30)
+    assert [policy.delay(n, 1.0) for n in range(1, 7)] == [1, 2, 4, 8, 16, 30]
+    assert [policy.delay(n, 0.0) for n in range(1, 4)] == [0.5, 1, 2]
+
+
+@pytest.mark.redis
+def test_joining_a_scope_group_delivers_the_user_and_leaving_it_removes_the_user(engine, tmp_path, redis_conn):
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from libs.scim.schemas import GROUPS
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    create_app_schema(url)
+    spec = tomllib.loads(sql_connector_toml("appdb", url))["connectors"]["appdb"]
+    spec["scope"] = {"member_of": ["App users"]}
+    connector = build_connector("appdb", spec)
+    ctx = DeliveryContext(Settings(), DirectoryStore(engine), redis_conn, {"appdb": connector})
+    target = app_engine(url)
+    user_id, group_id = str(uuid.uuid4()), str(uuid.uuid4())
+    _write(ctx.store, user_id, "ada", new=True)
+    user = ResourceKey("default", "User", user_id)
+    assert deliver_now(ctx, connector, user) == "skipped"  # not a member of the scope group
+    assert _logins(target) == []
+
+    def set_members(ids: list[str], new: bool) -> None:
+        with ctx.store.transaction() as conn:
+            if new:
+                group = ctx.store.insert_resource(conn, "default", GROUPS, group_id, {"displayName": "App users"})
+            else:
+                group = ctx.store.load(conn, "default", GROUPS, group_id, lock=True)
+                group = ctx.store.update_resource(conn, GROUPS, group, group.doc, doc_changed=False)
+            ctx.store.remove_members(conn, "default", group, None)
+            ctx.store.add_members(conn, "default", group, ids)
+            ctx.store.record(conn, [{"app": "default", "job_id": uuid.uuid4().hex, "result": {}, "request_id": None,
+                                     "change": {"resource_type": "Group", "resource_id": group_id, "op": "patch",
+                                                "version": group.version}}])
+
+    queue = Queue("scim-deliveries", connection=redis_conn, serializer=JSONSerializer)
+    set_members([user_id], new=True)
+    assert deliver_now(ctx, connector, ResourceKey("default", "Group", group_id)) == "delivered"
+    jobs = [queue.fetch_job(i) for i in queue.job_ids]
+    assert [(j.args[0]["resource_id"], j.args[0]["rescope"]) for j in jobs] == [(user_id, True)]
+    assert deliver_now(ctx, connector, user, rescope=True) == "delivered"
+    assert _logins(target) == ["ada"]
+
+    queue.empty()
+    set_members([], new=False)
+    assert deliver_now(ctx, connector, ResourceKey("default", "Group", group_id)) == "delivered"
+    assert [queue.fetch_job(i).args[0]["resource_id"] for i in queue.job_ids] == [user_id]  # held by the target
+    assert deliver_now(ctx, connector, user, rescope=True) == "removed"
+    assert _logins(target) == []
+    target.dispose()
+    connector.close()
