@@ -19,6 +19,7 @@ SQLAlchemy Core throughout: these statements sit on every request's path.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,6 +40,8 @@ from libs.store.values import flatten
 
 R = resources.c
 _CHUNK = 500
+
+log = logging.getLogger("scimbus.store")
 
 
 def utcnow() -> datetime:
@@ -233,13 +236,18 @@ class DirectoryStore:
             found.update((r.id, (r.pk, r.resource_type)) for r in rows)
         return found
 
-    def add_members(self, conn: Connection, app: str, group: StoredResource, ids: list[str]) -> int:
+    def add_members(self, conn: Connection, app: str, group: StoredResource, ids: list[str], *,
+                    ignore_unknown: bool = False) -> int:
+        """Add members by id; an id naming no resource is ``InvalidValue``, or skipped with
+        ``ignore_unknown`` (``SCIM_UNKNOWN_MEMBERS=ignore``)."""
         if not ids:
             return 0
         found = self.resolve_members(conn, app, ids)
         missing = [i for i in ids if i not in found]
-        if missing:
+        if missing and not ignore_unknown:
             raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
+        if missing:
+            log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
         if group.id in found:
             raise InvalidValue("members: a group cannot be a member of itself.")
         rows = [{"group_pk": group.pk, "member_pk": pk} for pk, _ in found.values()]

@@ -1,7 +1,9 @@
 """Discovery documents (RFC 7644 §4): ServiceProviderConfig, Schemas, ResourceTypes.
 
 Built from ``libs.scim.schemas`` and the settings, so they advertise exactly what the
-service does: PATCH yes; bulk, sort, ETag and password change not yet.
+service does: PATCH, Bulk (with its limits), filters (with the page cap), sort and ETags;
+no password change (``password`` is write-only, stored as an argon2id hash, and a bearer
+token names no user, so there is no ``/Me`` to change one's own).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
         "schemas": [SERVICE_PROVIDER_CONFIG],
         "documentationUri": DOCS_URL,
         "patch": {"supported": True},
-        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {"supported": True, "maxOperations": settings.bulk_max_operations,
+                 "maxPayloadSize": settings.bulk_max_payload_bytes},
         "filter": {"supported": True, "maxResults": settings.max_results},
         "changePassword": {"supported": False},
         "sort": {"supported": True},
