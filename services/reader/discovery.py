@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from libs.config import Settings
-from libs.scim.schemas import ALL_SCHEMAS, RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG
+from libs.scim.extensions import all_schemas
+from libs.scim.schemas import RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG
 
 DOCS_URL = "https://github.com/scimbus/scimbus#readme"
 
@@ -39,7 +40,7 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:
-    return [s.to_document(base_url) for s in ALL_SCHEMAS]
+    return [s.to_document(base_url) for s in all_schemas()]
 
 
 def resource_types(base_url: str) -> list[dict[str, Any]]:
