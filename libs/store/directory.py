@@ -343,3 +343,21 @@ class DirectoryStore:
                 select(resources).where(cond).order_by(*order).offset(start_index - 1).limit(count)
             ).all()
             return total, self._documents(conn, schema, rows, with_members, with_groups)
+
+    def search_after(self, app: str, schema: ResourceSchema, node: Filter | None, *, after_pk: int, count: int,
+                     with_members: bool = True, with_groups: bool = True
+                     ) -> tuple[int, list[dict[str, Any]], int | None]:
+        """A keyset page for cursor paging (RFC 9865): up to ``count`` resources after ``after_pk``
+        in key order, the total, and the key to continue after (None on the last page)."""
+        where = [R.app == app, R.resource_type == schema.name]
+        if node is not None:
+            where.append(filter_clause(node, schema))
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(resources).where(and_(*where))).scalar_one()
+            rows = conn.execute(
+                select(resources).where(and_(*where, R.pk > after_pk)).order_by(R.pk).limit(count + 1)
+            ).all()
+            more = len(rows) > count
+            rows = rows[:count]
+            next_pk = rows[-1].pk if more and rows else None
+            return total, self._documents(conn, schema, rows, with_members, with_groups), next_pk

@@ -27,6 +27,11 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
         "filter": {"supported": True, "maxResults": settings.max_results},
         "changePassword": {"supported": False},
         "sort": {"supported": True},
+        "pagination": {  # RFC 9865 §5
+            "cursor": True, "index": True, "defaultPaginationMethod": "index",
+            "defaultPageSize": settings.max_results, "maxPageSize": settings.max_results,
+            "cursorTimeout": settings.cursor_ttl,
+        },
         "etag": {"supported": True},
         "authenticationSchemes": [{
             "type": "oauthbearertoken",

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from libs.bus.messages import WriteJob, WriteResult
 from libs.config import Settings
 from libs.scim import passwords
-from libs.scim.errors import NotFound, PreconditionFailed
+from libs.scim.errors import Mutability, NotFound, PreconditionFailed
 from libs.scim.patch import apply_patch, parse_patch_request
 from libs.scim.render import etag
 from libs.scim.schemas import GROUPS, RESOURCE_TYPES, USERS, ResourceSchema
@@ -39,6 +39,20 @@ def _load(store: DirectoryStore, conn: Connection, job: WriteJob, schema: Resour
         raise NotFound(f"{schema.name} {job.resource_id!r} not found.")
     _check_precondition(job, current)
     return current
+
+
+def _check_immutable(schema: ResourceSchema, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """RFC 7643 §2.2 ``immutable``: set once, never changed (a configured extension may declare one)."""
+    for urn in schema.schema_urns:
+        is_core = urn == schema.core.urn
+        old_part = old if is_core else old.get(urn) or {}
+        new_part = new if is_core else new.get(urn) or {}
+        for attribute in schema.top_level(urn).values():
+            if attribute.mutability != "immutable" or attribute.name == "members":
+                continue
+            before = old_part.get(attribute.name)
+            if before is not None and new_part.get(attribute.name) != before:
+                raise Mutability(f"{attribute.name} is immutable: it keeps the value it was given first.")
 
 
 def _ignore_unknown(settings: Settings) -> bool:
@@ -74,6 +88,7 @@ def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Se
     current = _load(store, conn, job, schema)
     doc = validate_resource(job.body, schema, max_value_length=settings.max_value_length)
     passwords.seal(doc, current.doc, keep_if_absent=True)
+    _check_immutable(schema, current.doc, doc)
     member_ids = _member_ids(doc)
     store.check_unique(conn, job.app, schema, doc, exclude_pk=current.pk)
     stored = store.update_resource(conn, schema, current, doc)
@@ -91,6 +106,7 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
                          load_members=lambda: store.members_of(conn, [current.pk])[current.pk])
     if result.changed:
         passwords.seal(result.resource, current.doc, keep_if_absent=False)
+        _check_immutable(schema, current.doc, result.resource)
     members_changed = False
     if result.members is not None:
         changes = result.members
