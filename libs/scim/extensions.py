@@ -50,6 +50,8 @@ def parse_attribute(raw: Any, where: str, *, nested: bool = False) -> Attribute:
                                 ("uniqueness", raw.get("uniqueness", "none"), UNIQUENESS)):
         if value not in allowed:
             raise SchemaConfigError(f"{where}: {key} must be one of {', '.join(allowed)}")
+    if raw.get("mutability") == "writeOnly" and raw.get("returned", "never") != "never":
+        raise SchemaConfigError(f"{where}: a writeOnly attribute is returned never (RFC 7643 §2.2)")
     for key in ("multi_valued", "required", "case_exact"):
         if not isinstance(raw.get(key, False), bool):
             raise SchemaConfigError(f"{where}: {key} must be true or false")
@@ -66,7 +68,8 @@ def parse_attribute(raw: Any, where: str, *, nested: bool = False) -> Attribute:
     return Attribute(
         name=name, type=kind, multi_valued=raw.get("multi_valued", False), required=raw.get("required", False),
         case_exact=raw.get("case_exact", False), mutability=raw.get("mutability", "readWrite"),
-        returned=raw.get("returned", "default"), uniqueness="none", description=str(raw.get("description", "")),
+        returned=raw.get("returned", "never" if raw.get("mutability") == "writeOnly" else "default"),
+        uniqueness="none", description=str(raw.get("description", "")),
         canonical_values=tuple(str(v) for v in raw.get("canonical_values", [])),
         reference_types=tuple(str(v) for v in raw.get("reference_types", [])),
         sub_attributes=tuple(parse_attribute(s, where, nested=True) for s in subs),

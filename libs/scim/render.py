@@ -34,6 +34,10 @@ def with_location(doc: dict[str, Any], base_url: str, schema: ResourceSchema) ->
         meta["location"] = f"{base_url}/{schema.endpoint}/{doc['id']}"
     for name in schema.never_returned:
         doc.pop(name, None)
+    for ext in schema.extensions:
+        hidden = {a.name for a in ext.attributes if a.returned == "never"}
+        if hidden and isinstance(doc.get(ext.urn), dict):
+            doc[ext.urn] = {k: v for k, v in doc[ext.urn].items() if k not in hidden}
     for key in ("members", "groups"):
         for ref in doc.get(key) or ():
             if isinstance(ref, dict) and "value" in ref:

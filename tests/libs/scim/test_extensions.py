@@ -63,3 +63,19 @@ def test_a_bad_table_is_refused_with_a_message_naming_it(table, message):
     with pytest.raises(extensions.SchemaConfigError, match=message):
         extensions.install({"schemas": [table]})
     assert USERS.schema_urns == (USERS.core.urn, ENTERPRISE_USER)
+
+
+def test_a_write_only_extension_attribute_is_never_returned():
+    from libs.scim.render import with_location
+
+    extensions.install({"schemas": [{**ACME_TABLE, "attributes": [{"name": "pin", "mutability": "writeOnly"},
+                                                                   {"name": "site"}]}]})
+    try:
+        assert USERS.resolve(f"{ACME}:pin").attribute.returned == "never"
+        doc = with_location({"id": "1", "meta": {}, ACME: {"pin": "1234", "site": "north"}}, "http://h/scim", USERS)
+        assert doc[ACME] == {"site": "north"}
+        with pytest.raises(extensions.SchemaConfigError, match="returned never"):
+            extensions.install({"schemas": [{**ACME_TABLE, "attributes": [
+                {"name": "pin", "mutability": "writeOnly", "returned": "default"}]}]})
+    finally:
+        extensions.install({})
