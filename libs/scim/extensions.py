@@ -27,6 +27,16 @@ _ATTRIBUTE_KEYS = {"name", "type", "multi_valued", "required", "case_exact", "mu
                    "uniqueness", "description", "canonical_values", "reference_types", "sub_attributes"}
 
 
+def _default_name(urn: str) -> str:
+    """``urn:…:extension:acme:2.0:User`` → ``AcmeUser`` (the RFC's ``EnterpriseUser`` pattern)."""
+    parts = urn.split(":")
+    lowered = [p.lower() for p in parts]
+    if "extension" in lowered and lowered.index("extension") + 1 < len(parts) - 1:
+        vendor = parts[lowered.index("extension") + 1]
+        return vendor[:1].upper() + vendor[1:] + parts[-1]
+    return parts[-1]
+
+
 _BUILT_IN = {name: r.extensions for name, r in schemas.RESOURCE_TYPES.items()}
 
 
@@ -106,7 +116,7 @@ def parse_schemas(tables: Any) -> dict[str, list[SchemaDoc]]:
         names = [a.name.lower() for a in attributes]
         if len(set(names)) != len(names):
             raise SchemaConfigError(f"{where}: two attributes share a name")
-        name = table.get("name") or urn.rsplit(":", 1)[-1]
+        name = table.get("name") or _default_name(urn)
         out[resource_type].append(SchemaDoc(urn, str(name), str(table.get("description", name)), attributes))
     return out
 

@@ -5,7 +5,9 @@ way ``make run`` starts one. The stack answers group PATCH with 200 and ignores 
 member ids (``SCIM_GROUP_PATCH_STATUS=200``, ``SCIM_UNKNOWN_MEMBERS=ignore``): both suites
 expect the generic RFC 7644 behaviour, while the defaults follow Entra's advice (204, and
 a member id must name a resource), which ``test_entra_flows`` checks. The stack also
-declares an extension schema in its config file, so the suites exercise one too.
+declares an extension schema in its config file, so the suites exercise one too (no
+dateTime sub-attribute: scim2-tester 0.5.2 fills those with text its own model refuses,
+before any request is sent; ``tests/libs/scim/test_extensions.py`` covers them).
 """
 
 from __future__ import annotations

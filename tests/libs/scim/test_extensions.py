@@ -79,3 +79,8 @@ def test_a_write_only_extension_attribute_is_never_returned():
                 {"name": "pin", "mutability": "writeOnly", "returned": "default"}]}]})
     finally:
         extensions.install({})
+
+
+def test_an_unnamed_extension_is_named_like_the_enterprise_one():
+    table = {k: v for k, v in ACME_TABLE.items() if k != "name"}
+    assert extensions.parse_schemas([table])["User"][0].name == "AcmeUser"
