@@ -19,6 +19,7 @@ from typing import Any
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.queues import Bus
 from libs.config import Settings
+from libs.scim import passwords
 from libs.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError, from_body
 from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, with_location
@@ -123,16 +124,17 @@ def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, st
     item.resource_id = resource_id
     data = _substitute(op.get("data"), ids)
     if method in ("POST", "PUT"):
-        data = validate_resource(data, schema, max_value_length=settings.max_value_length)
+        data = passwords.hash_in_resource(validate_resource(data, schema, max_value_length=settings.max_value_length))
     elif method == "PATCH":
         parse_patch_request(data, max_operations=settings.max_operations)
+        data = passwords.hash_in_patch(data, schema)
     else:
         data = None
     version = op.get("version")
     return WriteJob(job_id=uuid.uuid4().hex, op=_METHODS[method], app=app,  # type: ignore[arg-type]
                     resource_type=schema.name, resource_id=resource_id, body=data,
                     if_match=version if isinstance(version, str) else None, request_id=request_id,
-                    meta={"answer": False})
+                    meta={"answer": False, "password_hashed": True})
 
 
 def run(bus: Bus, planned: list[_Planned], fail_on_errors: int | None, timeout: float) -> None:

@@ -15,6 +15,7 @@ from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
 from libs.config import Settings
 from libs.scim.errors import MethodNotAllowed, NotFound, NotImplementedOperation, from_body
+from libs.scim import passwords
 from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
@@ -88,18 +89,18 @@ def create(endpoint: str, app: str | None = None) -> Response:
         return _bulk(app)
     schema = _schema(endpoint)
     settings = _settings()
-    body = validate_resource(json_body(settings.max_body_bytes), schema,
-                             max_value_length=settings.max_value_length)
-    return _run(app, schema, "create", str(uuid.uuid4()), body)
+    body = passwords.hash_in_resource(validate_resource(json_body(settings.max_body_bytes), schema,
+                                                        max_value_length=settings.max_value_length))
+    return _run(app, schema, "create", str(uuid.uuid4()), body, meta={"password_hashed": True})
 
 
 @bp.put("/<endpoint>/<resource_id>")
 def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
     settings = _settings()
-    body = validate_resource(json_body(settings.max_body_bytes), schema,
-                             max_value_length=settings.max_value_length)
-    return _run(app, schema, "replace", resource_id, body)
+    body = passwords.hash_in_resource(validate_resource(json_body(settings.max_body_bytes), schema,
+                                                        max_value_length=settings.max_value_length))
+    return _run(app, schema, "replace", resource_id, body, meta={"password_hashed": True})
 
 
 @bp.patch("/<endpoint>/<resource_id>")
@@ -114,7 +115,8 @@ def patch(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     answer = schema.name != "Group" or settings.group_patch_status == 200 or bool(attributes or excluded)
     members = not any(k.lower() == "members" and s is None for k, s in excluded) and \
         (not attributes or any(k.lower() == "members" for k, _ in attributes))
-    return _run(app, schema, "patch", resource_id, body, meta={"answer": answer, "members": members})
+    return _run(app, schema, "patch", resource_id, passwords.hash_in_patch(body, schema),
+                meta={"answer": answer, "members": members, "password_hashed": True})
 
 
 @bp.delete("/<endpoint>/<resource_id>")

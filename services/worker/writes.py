@@ -55,6 +55,11 @@ def _check_immutable(schema: ResourceSchema, old: dict[str, Any], new: dict[str,
                 raise Mutability(f"{attribute.name} is immutable: it keeps the value it was given first.")
 
 
+def _hashed(job: WriteJob) -> bool:
+    """The front hashed the password before enqueueing (older jobs: the worker hashes)."""
+    return bool(job.meta.get("password_hashed"))
+
+
 def _ignore_unknown(settings: Settings) -> bool:
     return settings.unknown_members == "ignore"
 
@@ -75,7 +80,7 @@ def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, sto
 def create(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
     schema = RESOURCE_TYPES[job.resource_type]
     doc = validate_resource(job.body, schema, max_value_length=settings.max_value_length)
-    passwords.seal(doc, None, keep_if_absent=False)
+    passwords.seal(doc, None, keep_if_absent=False, hashed=_hashed(job))
     member_ids = _member_ids(doc)
     store.check_unique(conn, job.app, schema, doc)
     stored = store.insert_resource(conn, job.app, schema, job.resource_id, doc)
@@ -87,7 +92,7 @@ def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Se
     schema = RESOURCE_TYPES[job.resource_type]
     current = _load(store, conn, job, schema)
     doc = validate_resource(job.body, schema, max_value_length=settings.max_value_length)
-    passwords.seal(doc, current.doc, keep_if_absent=True)
+    passwords.seal(doc, current.doc, keep_if_absent=True, hashed=_hashed(job))
     _check_immutable(schema, current.doc, doc)
     member_ids = _member_ids(doc)
     store.check_unique(conn, job.app, schema, doc, exclude_pk=current.pk)
@@ -105,7 +110,7 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
     result = apply_patch(current.doc, operations, schema,
                          load_members=lambda: store.members_of(conn, [current.pk])[current.pk])
     if result.changed:
-        passwords.seal(result.resource, current.doc, keep_if_absent=False)
+        passwords.seal(result.resource, current.doc, keep_if_absent=False, hashed=_hashed(job))
         _check_immutable(schema, current.doc, result.resource)
     members_changed = False
     if result.members is not None:

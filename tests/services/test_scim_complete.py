@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from libs.scim import passwords
@@ -151,6 +153,26 @@ def test_the_stored_password_hash_verifies_only_the_clear_text(stack):
         # A PUT without password keeps it (a client can never read it back to resend).
         scim.put(f"/Users/{user['id']}", json=entra_user(user["userName"]))
         assert passwords.check(stored_password(stack, user["id"]), "S3cret-horse-battery")
+        assert patch(scim, f"/Users/{user['id']}", {"op": "replace", "path": "password",
+                                                    "value": "by-path-1"}).status_code == 200
+        assert passwords.check(stored_password(stack, user["id"]), "by-path-1")
+        assert patch(scim, f"/Users/{user['id']}", {"op": "replace", "value": {"PASSWORD": "path-less-2"}},
+                     ).status_code == 200
+        assert passwords.check(stored_password(stack, user["id"]), "path-less-2")
+
+
+def test_the_clear_text_password_never_reaches_the_queue(stack):
+    clear = "queue-must-not-see-" + unique("pw")
+    with stack.client() as scim:
+        user = create_user(scim, password=clear + "-post")
+        scim.put(f"/Users/{user['id']}", json=entra_user(user["userName"], password=clear + "-put"))
+        patch(scim, f"/Users/{user['id']}", {"op": "replace", "path": "password", "value": clear + "-patch"})
+        bulk(scim, {"method": "POST", "path": "/Users", "bulkId": "p", "data": entra_user(password=clear + "-bulk")})
+    redis = stack.redis()
+    jobs = [zlib.decompress(redis.hget(key, "data")) for key in redis.scan_iter("rq:job:*")
+            if redis.type(key) == b"hash" and redis.hget(key, "data")]  # RQ stores job data zlib-compressed
+    assert any(b"$argon2id$" in data for data in jobs), "no job with a hashed password left to inspect"
+    assert not any(clear.encode() in data for data in jobs)
 
 
 # ---------------------------------------------------------------- PATCH answers
