@@ -58,6 +58,20 @@ class Settings:
     """PROMETHEUS_MULTIPROC_DIR of this service's processes (empty: single-process metrics)."""
     config_file: str = ""
     """TOML file with a [scimbus] table of these settings and the structured tables."""
+    # --- issue 3: complete SCIM 2.0 ---
+    group_patch_status: int = 204
+    """Answer of a group PATCH that names no attributes: 204 (Entra's advice) or 200 with the group."""
+    unknown_members: str = "reject"
+    """A member id that names no resource: 'reject' (400 invalidValue) or 'ignore' (skipped, logged)."""
+    bulk_max_operations: int = 1000
+    """Most operations in one POST /Bulk (advertised in /ServiceProviderConfig; 413 above)."""
+    bulk_max_payload_bytes: int = 1024 * 1024
+    """Largest POST /Bulk body (advertised in /ServiceProviderConfig; 413 above)."""
+    cursor_secret: str = ""
+    """Key that signs RFC 9865 paging cursors; default: derived from the bearer token(s)."""
+    cursor_ttl: int = 600
+    """Seconds a paging cursor stays valid."""
+    # --- end issue 3 ---
     file: Mapping[str, Any] = field(default_factory=dict)
     """The parsed config file (every table but [scimbus]), e.g. file["connectors"]."""
     # ---- issue 4: downstream deliveries
@@ -130,6 +144,14 @@ def _validate(s: Settings) -> None:
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"SCIM_REDIS_URL={s.redis_url!r} is not a redis:// URL")
+    # issue 3
+    if s.group_patch_status not in (200, 204):
+        raise SettingsError("SCIM_GROUP_PATCH_STATUS must be 200 or 204")
+    if s.unknown_members not in ("reject", "ignore"):
+        raise SettingsError("SCIM_UNKNOWN_MEMBERS must be 'reject' or 'ignore'")
+    for name in ("bulk_max_operations", "bulk_max_payload_bytes", "cursor_ttl"):
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:

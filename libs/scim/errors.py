@@ -99,6 +99,27 @@ class InvalidVersion(ScimError):
     default_detail = "The specified SCIM protocol version is not supported."
 
 
+class InvalidCursor(ScimError):
+    """The paging cursor is not one this service issued for this query (RFC 9865 §2.1)."""
+
+    scim_type = "invalidCursor"
+    default_detail = "The cursor is invalid: send it empty for the first page, then nextCursor."
+
+
+class ExpiredCursor(ScimError):
+    """The paging cursor is older than ``cursorTimeout`` (RFC 9865 §2.1)."""
+
+    scim_type = "expiredCursor"
+    default_detail = "The cursor has expired: start again with an empty cursor."
+
+
+class InvalidCount(ScimError):
+    """``count`` is not a positive page size (RFC 9865 §2.1)."""
+
+    scim_type = "invalidCount"
+    default_detail = "count must be a positive integer."
+
+
 class Sensitive(ScimError):
     """Sensitive information in the request URI (§3.12, §7.5.2)."""
 

@@ -27,9 +27,22 @@ def etag(version: int) -> str:
 
 
 def with_location(doc: dict[str, Any], base_url: str, schema: ResourceSchema) -> dict[str, Any]:
+    """The document as a client may see it: ``meta.location``, ``$ref`` of members and groups,
+    and no attribute that is ``returned: never`` (a stored password hash stays in the store)."""
     meta = doc.get("meta")
     if isinstance(meta, dict) and "id" in doc:
         meta["location"] = f"{base_url}/{schema.endpoint}/{doc['id']}"
+    for name in schema.never_returned:
+        doc.pop(name, None)
+    for ext in schema.extensions:
+        hidden = {a.name for a in ext.attributes if a.returned == "never"}
+        if hidden and isinstance(doc.get(ext.urn), dict):
+            doc[ext.urn] = {k: v for k, v in doc[ext.urn].items() if k not in hidden}
+    for key in ("members", "groups"):
+        for ref in doc.get(key) or ():
+            if isinstance(ref, dict) and "value" in ref:
+                endpoint = "Users" if ref.get("type") == "User" else "Groups"
+                ref["$ref"] = f"{base_url}/{endpoint}/{ref['value']}"
     return doc
 
 
@@ -65,7 +78,12 @@ def _ci_get(d: dict[str, Any], key: str) -> str | None:
 
 def project(doc: dict[str, Any], attributes: list[tuple[str, str | None]],
             excluded: list[tuple[str, str | None]]) -> dict[str, Any]:
-    """Apply attributes/excludedAttributes to a full document (returns a new dict)."""
+    """Apply attributes/excludedAttributes to a full document (returns a new dict).
+
+    Sub-attributes that are ``returned: request`` (``members.display``) appear only when
+    ``attributes`` names them."""
+    if not attributes:
+        doc = _drop_request_only(doc)
     if attributes:
         out: dict[str, Any] = {k: v for k, v in doc.items() if k in ALWAYS}
         for key, sub in attributes:
@@ -123,6 +141,15 @@ def project(doc: dict[str, Any], attributes: list[tuple[str, str | None]],
                 out[real] = [{k: v for k, v in e.items() if k.lower() != sub.lower()} for e in out[real]]
         return out
     return doc
+
+
+def _drop_request_only(doc: dict[str, Any]) -> dict[str, Any]:
+    members = doc.get("members")
+    if not members:
+        return doc
+    out = dict(doc)
+    out["members"] = [{k: v for k, v in m.items() if k != "display"} for m in members]
+    return out
 
 
 def list_response(resources: list[dict[str, Any]], total: int, start_index: int) -> dict[str, Any]:

@@ -145,7 +145,7 @@ GROUP_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(name="members", type="complex", multi_valued=True, sub_attributes=(
         _s("value", case_exact=True, mutability="immutable"),
         _s("$ref", type="reference", mutability="immutable", reference_types=("User", "Group")),
-        _s("display", mutability="readOnly"),
+        _s("display", mutability="readOnly", returned="request"),
         _s("type", mutability="immutable", canonical_values=("User", "Group")),
     )),
 )
@@ -204,6 +204,11 @@ class ResourceSchema:
     @cached_property
     def _core_names(self) -> dict[str, Attribute]:
         return {a.name.lower(): a for a in (*COMMON_ATTRIBUTES, *self.core.attributes)}
+
+    @cached_property
+    def never_returned(self) -> tuple[str, ...]:
+        """Core attributes a response never carries (RFC 7643 §2.2 ``returned: never``)."""
+        return tuple(a.name for a in self.core.attributes if a.returned == "never")
 
     @property
     def schema_urns(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ SQLAlchemy Core throughout: these statements sit on every request's path.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,6 +40,8 @@ from libs.store.values import flatten
 
 R = resources.c
 _CHUNK = 500
+
+log = logging.getLogger("scimbus.store")
 
 
 def utcnow() -> datetime:
@@ -244,13 +247,18 @@ class DirectoryStore:
             found.update((r.id, (r.pk, r.resource_type)) for r in rows)
         return found
 
-    def add_members(self, conn: Connection, app: str, group: StoredResource, ids: list[str]) -> int:
+    def add_members(self, conn: Connection, app: str, group: StoredResource, ids: list[str], *,
+                    ignore_unknown: bool = False) -> int:
+        """Add members by id; an id naming no resource is ``InvalidValue``, or skipped with
+        ``ignore_unknown`` (``SCIM_UNKNOWN_MEMBERS=ignore``)."""
         if not ids:
             return 0
         found = self.resolve_members(conn, app, ids)
         missing = [i for i in ids if i not in found]
-        if missing:
+        if missing and not ignore_unknown:
             raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
+        if missing:
+            log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
         if group.id in found:
             raise InvalidValue("members: a group cannot be a member of itself.")
         rows = [{"group_pk": group.pk, "member_pk": pk} for pk, _ in found.values()]
@@ -349,3 +357,21 @@ class DirectoryStore:
             else:
                 total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
             return total, self._documents(conn, schema, rows, with_members, with_groups)
+
+    def search_after(self, app: str, schema: ResourceSchema, node: Filter | None, *, after_pk: int, count: int,
+                     with_members: bool = True, with_groups: bool = True
+                     ) -> tuple[int, list[dict[str, Any]], int | None]:
+        """A keyset page for cursor paging (RFC 9865): up to ``count`` resources after ``after_pk``
+        in key order, the total, and the key to continue after (None on the last page)."""
+        where = [R.app == app, R.resource_type == schema.name]
+        if node is not None:
+            where.append(filter_clause(node, schema))
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(resources).where(and_(*where))).scalar_one()
+            rows = conn.execute(
+                select(resources).where(and_(*where, R.pk > after_pk)).order_by(R.pk).limit(count + 1)
+            ).all()
+            more = len(rows) > count
+            rows = rows[:count]
+            next_pk = rows[-1].pk if more and rows else None
+            return total, self._documents(conn, schema, rows, with_members, with_groups), next_pk

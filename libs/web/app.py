@@ -10,6 +10,7 @@ from flask import Blueprint, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from libs.config import Settings
+from libs.scim import extensions
 from libs.web import auth, errors, instrument
 from libs.web.request import register_app_routes
 
@@ -25,6 +26,7 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     # The gateway sets X-Forwarded-*: locations must name the host and scheme Entra used.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
     app.extensions["scim.settings"] = settings
+    extensions.install(settings.file)  # issue 3: extension schemas declared in the config file
     collectors = attach(app)
     errors.init_app(app)
     auth.init_app(app, settings.tokens)

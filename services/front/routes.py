@@ -15,13 +15,15 @@ from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
 from libs.config import Settings
 from libs.scim.errors import MethodNotAllowed, NotFound, NotImplementedOperation, from_body
+from libs.scim import passwords
 from libs.scim.patch import parse_patch_request
-from libs.scim.render import etag, with_location
+from libs.scim.render import etag, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
 from libs.scim.validate import validate_resource
 from libs.web.errors import render_error
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
+from services.front import bulk
 
 bp = Blueprint("writes", __name__)
 
@@ -34,7 +36,14 @@ def _bus() -> Bus:
     return current_app.extensions["scim.bus"]
 
 
+_READ_ONLY_ENDPOINTS = ("serviceproviderconfig", "schemas", "resourcetypes")
+
+
 def _schema(endpoint: str) -> ResourceSchema:
+    if endpoint.lower() in _READ_ONLY_ENDPOINTS:
+        raise MethodNotAllowed(f"/{endpoint} is read-only: use GET.")
+    if endpoint.lower() == "me":
+        raise NotImplementedOperation("/Me is not supported: a bearer token names no SCIM user.")
     schema = BY_ENDPOINT.get(endpoint.lower())
     if schema is None:
         raise NotFound(f"No resource endpoint /{endpoint[:100]}.")
@@ -45,12 +54,19 @@ def _request_id() -> str:
     return request.headers.get("X-Request-Id") or uuid.uuid4().hex
 
 
-def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, body=None) -> Response:
+def _selection(schema: ResourceSchema) -> tuple[list, list]:
+    return (parse_attribute_list(request.args.get("attributes"), schema),
+            parse_attribute_list(request.args.get("excludedAttributes"), schema))
+
+
+def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, body=None,
+         meta: dict | None = None) -> Response:
     settings = _settings()
+    attributes, excluded = _selection(schema)
     job = WriteJob(
         job_id=uuid.uuid4().hex, op=op, app=resolve_app(app, settings.default_app, settings.app_names),
         resource_type=schema.name, resource_id=resource_id, body=body,
-        if_match=request.headers.get("If-Match"), request_id=_request_id(),
+        if_match=request.headers.get("If-Match"), request_id=_request_id(), meta=meta or {},
     )
     result = _bus().apply(job, settings.write_timeout)
     if result.status >= 400:
@@ -63,27 +79,28 @@ def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, bod
         body = with_location(body, base_url(app), schema)
         if op == "create":
             headers["Location"] = body["meta"]["location"]
+        body = project(body, attributes, excluded)
     return scim_response(body, result.status, headers)
 
 
 @bp.post("/<endpoint>")
 def create(endpoint: str, app: str | None = None) -> Response:
     if endpoint.lower() == "bulk":
-        raise NotImplementedOperation("Bulk operations are not supported yet (see /ServiceProviderConfig).")
+        return _bulk(app)
     schema = _schema(endpoint)
     settings = _settings()
-    body = validate_resource(json_body(settings.max_body_bytes), schema,
-                             max_value_length=settings.max_value_length)
-    return _run(app, schema, "create", str(uuid.uuid4()), body)
+    body = passwords.hash_in_resource(validate_resource(json_body(settings.max_body_bytes), schema,
+                                                        max_value_length=settings.max_value_length))
+    return _run(app, schema, "create", str(uuid.uuid4()), body, meta={"password_hashed": True})
 
 
 @bp.put("/<endpoint>/<resource_id>")
 def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
     settings = _settings()
-    body = validate_resource(json_body(settings.max_body_bytes), schema,
-                             max_value_length=settings.max_value_length)
-    return _run(app, schema, "replace", resource_id, body)
+    body = passwords.hash_in_resource(validate_resource(json_body(settings.max_body_bytes), schema,
+                                                        max_value_length=settings.max_value_length))
+    return _run(app, schema, "replace", resource_id, body, meta={"password_hashed": True})
 
 
 @bp.patch("/<endpoint>/<resource_id>")
@@ -92,7 +109,14 @@ def patch(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     settings = _settings()
     body = json_body(settings.max_body_bytes)
     parse_patch_request(body, max_operations=settings.max_operations)  # reject bad syntax before the queue
-    return _run(app, schema, "patch", resource_id, body)
+    attributes, excluded = _selection(schema)
+    # Groups answer 204 (Entra's advice: never a member list) unless the client names attributes
+    # or the administrator chose 200; the member list is loaded only when the answer shows it.
+    answer = schema.name != "Group" or settings.group_patch_status == 200 or bool(attributes or excluded)
+    members = not any(k.lower() == "members" and s is None for k, s in excluded) and \
+        (not attributes or any(k.lower() == "members" for k, _ in attributes))
+    return _run(app, schema, "patch", resource_id, passwords.hash_in_patch(body, schema),
+                meta={"answer": answer, "members": members, "password_hashed": True})
 
 
 @bp.delete("/<endpoint>/<resource_id>")
@@ -102,4 +126,15 @@ def delete(endpoint: str, resource_id: str, app: str | None = None) -> Response:
 
 @bp.route("/<endpoint>", methods=["PUT", "PATCH", "DELETE"])
 def collection_method_not_allowed(endpoint: str, app: str | None = None) -> Response:
+    _schema(endpoint)  # /Me → 501, a discovery endpoint → 405 read-only, an unknown one → 404
     raise MethodNotAllowed(f"{request.method} needs a resource id: /{endpoint[:100]}/<id>.")
+
+
+def _bulk(app: str | None) -> Response:
+    """Bulk operations (RFC 7644 §3.7); see ``services.front.bulk``."""
+    settings = _settings()
+    operations, fail_on_errors = bulk.parse_request(json_body(settings.bulk_max_payload_bytes), settings)
+    app_key = resolve_app(app, settings.default_app, settings.app_names)
+    planned = bulk.plan(operations, settings, app_key, _request_id())
+    bulk.run(_bus(), planned, fail_on_errors, settings.write_timeout)
+    return scim_response(bulk.response(planned, base_url(app)), 200)

@@ -12,6 +12,7 @@ from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
 from libs.web.app import build_app
 from services.reader import routes
+from services.reader.cursors import CursorCodec
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
@@ -20,6 +21,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     def attach(app: Flask) -> tuple:
         # The engine's pool connects on first use, in the gunicorn worker that serves it.
         app.extensions["scim.store"] = DirectoryStore(create_engine_from_url(settings.database))
+        app.extensions["scim.cursors"] = CursorCodec(settings)
         return ()
 
     def readiness(app: Flask) -> tuple:

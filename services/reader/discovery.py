@@ -1,7 +1,9 @@
 """Discovery documents (RFC 7644 §4): ServiceProviderConfig, Schemas, ResourceTypes.
 
 Built from ``libs.scim.schemas`` and the settings, so they advertise exactly what the
-service does: PATCH yes; bulk, sort, ETag and password change not yet.
+service does: PATCH, Bulk (with its limits), filters (with the page cap), sort and ETags;
+no password change (``password`` is write-only, stored as an argon2id hash, and a bearer
+token names no user, so there is no ``/Me`` to change one's own).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from libs.config import Settings
-from libs.scim.schemas import ALL_SCHEMAS, RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG
+from libs.scim.extensions import all_schemas
+from libs.scim.schemas import RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG
 
 DOCS_URL = "https://github.com/scimbus/scimbus#readme"
 
@@ -19,10 +22,16 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
         "schemas": [SERVICE_PROVIDER_CONFIG],
         "documentationUri": DOCS_URL,
         "patch": {"supported": True},
-        "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+        "bulk": {"supported": True, "maxOperations": settings.bulk_max_operations,
+                 "maxPayloadSize": settings.bulk_max_payload_bytes},
         "filter": {"supported": True, "maxResults": settings.max_results},
         "changePassword": {"supported": False},
         "sort": {"supported": True},
+        "pagination": {  # RFC 9865 §5
+            "cursor": True, "index": True, "defaultPaginationMethod": "index",
+            "defaultPageSize": settings.max_results, "maxPageSize": settings.max_results,
+            "cursorTimeout": settings.cursor_ttl,
+        },
         "etag": {"supported": True},
         "authenticationSchemes": [{
             "type": "oauthbearertoken",
@@ -36,7 +45,7 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:
-    return [s.to_document(base_url) for s in ALL_SCHEMAS]
+    return [s.to_document(base_url) for s in all_schemas()]
 
 
 def resource_types(base_url: str) -> list[dict[str, Any]]:

@@ -12,14 +12,16 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from libs.config import Settings
-from libs.scim.errors import InvalidSyntax, InvalidValue, NotFound
+from libs.scim.errors import InvalidCount, InvalidCursor, InvalidFilter, InvalidSyntax, InvalidValue, MethodNotAllowed, \
+    NotFound, NotImplementedOperation
 from libs.scim.filter import parse_filter
 from libs.scim.render import list_response, parse_attribute_list, project, with_location
-from libs.scim.schemas import BY_ENDPOINT, SEARCH_REQUEST, ResourceSchema
+from libs.scim.schemas import BY_ENDPOINT, RESOURCE_TYPES, SEARCH_REQUEST, ResourceSchema
 from libs.store.directory import DirectoryStore
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
 from services.reader import discovery
+from services.reader.cursors import CursorCodec
 
 bp = Blueprint("reads", __name__)
 
@@ -33,6 +35,10 @@ def _store() -> DirectoryStore:
 
 
 def _schema(endpoint: str) -> ResourceSchema:
+    if endpoint.lower() == "me":
+        raise NotImplementedOperation("/Me is not supported: a bearer token names no SCIM user.")
+    if endpoint.lower() == "bulk":
+        raise MethodNotAllowed("/Bulk takes POST only.")
     schema = BY_ENDPOINT.get(endpoint.lower())
     if schema is None:
         raise NotFound(f"No resource endpoint /{endpoint[:100]}.")
@@ -60,10 +66,12 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
     node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
-    start_index = max(1, _int_param(params, "startIndex", 1))
-    count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     attributes = parse_attribute_list(_joined(params.get("attributes")), schema)
     excluded = parse_attribute_list(_joined(params.get("excludedAttributes")), schema)
+    if "cursor" in params:
+        return _cursor_page(app_key, schema, node, params, attributes, excluded, url=base_url(app))
+    start_index = max(1, _int_param(params, "startIndex", 1))
+    count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     sort_order = str(params.get("sortOrder") or "ascending").lower()
     if sort_order not in ("ascending", "descending"):
         raise InvalidValue("sortOrder must be 'ascending' or 'descending'.")
@@ -75,6 +83,37 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
     url = base_url(app)
     resources = [project(with_location(d, url, schema), attributes, excluded) for d in docs]
     return scim_response(list_response(resources, total, start_index))
+
+
+def _cursor_page(app_key: str, schema: ResourceSchema, node, params: dict[str, Any], attributes: list,
+                 excluded: list, *, url: str) -> Response:
+    """One page of cursor paging (RFC 9865), in creation (key) order."""
+    settings = _settings()
+    if params.get("startIndex") not in (None, ""):
+        raise InvalidValue("Use either cursor or startIndex paging, not both.")
+    if params.get("sortBy"):
+        raise InvalidValue("Cursor pages come in creation order; sortBy needs startIndex paging.")
+    cursor = params.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise InvalidCursor()
+    try:
+        count = int(params.get("count") or settings.max_results)
+    except (TypeError, ValueError):
+        raise InvalidCount(f"count must be an integer from 1 to {settings.max_results}.") from None
+    if count < 1:
+        raise InvalidCount(f"count must be an integer from 1 to {settings.max_results}.")
+    count = min(count, settings.max_results)
+    codec: CursorCodec = current_app.extensions["scim.cursors"]
+    digest = codec.query_digest(app_key, schema.name, params.get("filter"))
+    after_pk = codec.open(cursor, digest) if cursor else 0
+    total, docs, next_pk = _store().search_after(
+        app_key, schema, node, after_pk=after_pk, count=count,
+        with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded))
+    body = list_response([project(with_location(d, url, schema), attributes, excluded) for d in docs], total, 1)
+    del body["startIndex"]
+    if next_pk is not None:
+        body["nextCursor"] = codec.issue(next_pk, digest)
+    return scim_response(body)
 
 
 def _joined(value: Any) -> str | None:
@@ -122,12 +161,64 @@ def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Res
     return scim_response(doc, 200, {"ETag": version})
 
 
-@bp.post("/<endpoint>/.search")
-def search(endpoint: str, app: str | None = None) -> Response:
+def _search_request() -> dict[str, Any]:
     body = json_body(_settings().max_body_bytes)
     if not isinstance(body, dict) or SEARCH_REQUEST not in (body.get("schemas") or []):
         raise InvalidSyntax(f"A search request needs schemas [{SEARCH_REQUEST!r}].")
-    return _query(app, _schema(endpoint), body)
+    return body
+
+
+@bp.post("/<endpoint>/.search")
+def search(endpoint: str, app: str | None = None) -> Response:
+    return _query(app, _schema(endpoint), _search_request())
+
+
+@bp.post("/.search")
+def search_all(app: str | None = None) -> Response:
+    """``POST /.search`` at the root (RFC 7644 §3.4.3): every resource type, users first.
+
+    A filter or attribute that one type does not define matches nothing of that type, as
+    RFC 7644 §3.4.2.2 says of an unknown attribute; one page spans the types in order.
+    """
+    params = _search_request()
+    settings = _settings()
+    app_key = resolve_app(app, settings.default_app, settings.app_names)
+    node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
+    start_index = max(1, _int_param(params, "startIndex", 1))
+    count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
+    url = base_url(app)
+    total, resources, skip = 0, [], start_index - 1
+    for schema in RESOURCE_TYPES.values():
+        attributes = _lenient_attributes(params.get("attributes"), schema)
+        excluded = _lenient_attributes(params.get("excludedAttributes"), schema)
+        if params.get("attributes") and not attributes:
+            attributes = [("id", None)]
+        try:
+            found, _ = _store().search(app_key, schema, node, count=0)
+        except (InvalidFilter, InvalidValue):
+            continue
+        total += found
+        if skip >= found:
+            skip -= found
+            continue
+        want = count - len(resources)
+        if want > 0:
+            _, docs = _store().search(
+                app_key, schema, node, start_index=skip + 1, count=want,
+                with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded))
+            resources += [project(with_location(d, url, schema), attributes, excluded) for d in docs]
+        skip = 0
+    return scim_response(list_response(resources, total, start_index))
+
+
+def _lenient_attributes(raw: Any, schema: ResourceSchema) -> list:
+    out = []
+    for item in (_joined(raw) or "").split(","):
+        try:
+            out += parse_attribute_list(item, schema)
+        except InvalidValue:
+            continue
+    return out
 
 
 

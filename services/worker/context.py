@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from libs.config import Settings, load_settings
+from libs.scim import extensions
 from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
 
@@ -28,6 +29,7 @@ def get_context() -> WorkerContext:
     global _context, _pid
     if _context is None or _pid != os.getpid():
         settings = load_settings()
+        extensions.install(settings.file)
         _context = WorkerContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2)))
         _pid = os.getpid()
     return _context

@@ -13,7 +13,8 @@ from sqlalchemy import Connection
 
 from libs.bus.messages import WriteJob, WriteResult
 from libs.config import Settings
-from libs.scim.errors import NotFound, PreconditionFailed
+from libs.scim import passwords
+from libs.scim.errors import Mutability, NotFound, PreconditionFailed
 from libs.scim.patch import apply_patch, parse_patch_request
 from libs.scim.render import etag
 from libs.scim.schemas import GROUPS, RESOURCE_TYPES, USERS, ResourceSchema
@@ -40,9 +41,34 @@ def _load(store: DirectoryStore, conn: Connection, job: WriteJob, schema: Resour
     return current
 
 
+def _check_immutable(schema: ResourceSchema, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """RFC 7643 §2.2 ``immutable``: set once, never changed (a configured extension may declare one)."""
+    for urn in schema.schema_urns:
+        is_core = urn == schema.core.urn
+        old_part = old if is_core else old.get(urn) or {}
+        new_part = new if is_core else new.get(urn) or {}
+        for attribute in schema.top_level(urn).values():
+            if attribute.mutability != "immutable" or attribute.name == "members":
+                continue
+            before = old_part.get(attribute.name)
+            if before is not None and new_part.get(attribute.name) != before:
+                raise Mutability(f"{attribute.name} is immutable: it keeps the value it was given first.")
+
+
+def _hashed(job: WriteJob) -> bool:
+    """The front hashed the password before enqueueing (older jobs: the worker hashes)."""
+    return bool(job.meta.get("password_hashed"))
+
+
+def _ignore_unknown(settings: Settings) -> bool:
+    return settings.unknown_members == "ignore"
+
+
 def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, stored: StoredResource,
-            status: int, *, new: bool = False) -> WriteResult:
+            status: int, *, new: bool = False, members: bool = True) -> WriteResult:
     if new and schema is USERS:  # a user created a moment ago belongs to no group yet
+        return WriteResult(status, stored.document(), stored.version)
+    if schema is GROUPS and not members:
         return WriteResult(status, stored.document(), stored.version)
     if schema is GROUPS:
         members = store.members_of(conn, [stored.pk])[stored.pk]
@@ -54,10 +80,11 @@ def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, sto
 def create(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
     schema = RESOURCE_TYPES[job.resource_type]
     doc = validate_resource(job.body, schema, max_value_length=settings.max_value_length)
+    passwords.seal(doc, None, keep_if_absent=False, hashed=_hashed(job))
     member_ids = _member_ids(doc)
     store.check_unique(conn, job.app, schema, doc)
     stored = store.insert_resource(conn, job.app, schema, job.resource_id, doc)
-    store.add_members(conn, job.app, stored, member_ids)
+    store.add_members(conn, job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
     return _answer(store, conn, schema, stored, 201, new=True)
 
 
@@ -65,12 +92,14 @@ def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Se
     schema = RESOURCE_TYPES[job.resource_type]
     current = _load(store, conn, job, schema)
     doc = validate_resource(job.body, schema, max_value_length=settings.max_value_length)
+    passwords.seal(doc, current.doc, keep_if_absent=True, hashed=_hashed(job))
+    _check_immutable(schema, current.doc, doc)
     member_ids = _member_ids(doc)
     store.check_unique(conn, job.app, schema, doc, exclude_pk=current.pk)
     stored = store.update_resource(conn, schema, current, doc)
     if schema is GROUPS:
         store.remove_members(conn, job.app, stored, None)
-        store.add_members(conn, job.app, stored, member_ids)
+        store.add_members(conn, job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
     return _answer(store, conn, schema, stored, 200)
 
 
@@ -80,6 +109,9 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
     operations = parse_patch_request(job.body)
     result = apply_patch(current.doc, operations, schema,
                          load_members=lambda: store.members_of(conn, [current.pk])[current.pk])
+    if result.changed:
+        passwords.seal(result.resource, current.doc, keep_if_absent=False, hashed=_hashed(job))
+        _check_immutable(schema, current.doc, result.resource)
     members_changed = False
     if result.members is not None:
         changes = result.members
@@ -88,16 +120,17 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
         if changes.remove:
             members_changed |= store.remove_members(conn, job.app, current, changes.remove) > 0
         if changes.add:
-            members_changed |= store.add_members(conn, job.app, current, [m["value"] for m in changes.add]) > 0
+            members_changed |= store.add_members(conn, job.app, current, [m["value"] for m in changes.add],
+                                                 ignore_unknown=_ignore_unknown(settings)) > 0
     stored = current
     if result.changed:
         store.check_unique(conn, job.app, schema, result.resource, exclude_pk=current.pk)
     if result.changed or members_changed:
         stored = store.update_resource(conn, schema, current, result.resource, doc_changed=result.changed)
-    if schema is GROUPS:
+    if schema is GROUPS and not job.meta.get("answer"):
         # Entra: "groups: 204 recommended, do not return the member list".
         return WriteResult(204, None, stored.version)
-    return _answer(store, conn, schema, stored, 200)
+    return _answer(store, conn, schema, stored, 200, members=job.meta.get("members", True))
 
 
 def delete(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:

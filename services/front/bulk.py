@@ -1,0 +1,193 @@
+"""``POST /Bulk`` (RFC 7644 §3.7): many writes in one request, applied in order.
+
+The front assigns the id of every resource the request creates before anything is
+enqueued, so a ``bulkId:<x>`` reference (a member, a manager, a path) is replaced by the
+id it stands for, forward references included. Each operation is validated here like a
+single write and becomes one ``WriteJob``; the jobs go through ``Bus.apply_in_order`` to
+the same worker code as single writes, so each sees the ones before it.
+
+``failOnErrors=n`` stops after the n-th error: jobs are submitted in runs of at most the
+number of errors still allowed, so no job after the n-th error is ever enqueued.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from libs.bus.messages import WriteJob, WriteResult
+from libs.bus.queues import Bus
+from libs.config import Settings
+from libs.scim import passwords
+from libs.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError, from_body
+from libs.scim.patch import parse_patch_request
+from libs.scim.render import etag, with_location
+from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
+from libs.scim.validate import validate_resource
+
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+
+_METHODS = {"POST": "create", "PUT": "replace", "PATCH": "patch", "DELETE": "delete"}
+
+
+@dataclass
+class _Planned:
+    """One operation of the request: its answer so far, and its job unless it already failed."""
+
+    method: str
+    bulk_id: str | None
+    schema: ResourceSchema | None
+    resource_id: str | None
+    job: WriteJob | None = None
+    error: ScimError | None = None
+    result: WriteResult | None = None
+
+
+def _substitute(value: Any, ids: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        if value.startswith("bulkId:"):
+            key = value[len("bulkId:"):]
+            if key not in ids:
+                raise InvalidValue(f"{value[:100]!r} names no POST operation of this request.")
+            return ids[key]
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, ids) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, ids) for k, v in value.items()}
+    return value
+
+
+def _parse_path(path: Any, ids: dict[str, str]) -> tuple[ResourceSchema, str | None]:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidSyntax("Each operation needs a path such as /Users or /Users/<id>.")
+    parts = path.strip("/").split("/")
+    if len(parts) > 2 or not parts[0]:
+        raise InvalidSyntax(f"Unsupported bulk path {path[:200]!r}.")
+    schema = BY_ENDPOINT.get(parts[0].lower())
+    if schema is None:
+        raise InvalidValue(f"No resource endpoint {parts[0][:100]!r}.")
+    return schema, _substitute(parts[1], ids) if len(parts) == 2 else None
+
+
+def parse_request(body: Any, settings: Settings) -> tuple[list[dict[str, Any]], int | None]:
+    """The operations and ``failOnErrors`` of a BulkRequest; 400/413 for the request as a whole."""
+    if not isinstance(body, dict) or BULK_REQUEST not in (body.get("schemas") or []):
+        raise InvalidSyntax(f"A bulk request needs schemas [{BULK_REQUEST!r}].")
+    operations = body.get("Operations")
+    if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
+        raise InvalidSyntax("Operations must be an array of objects.")
+    if len(operations) > settings.bulk_max_operations:
+        raise PayloadTooLarge(f"The request has {len(operations)} operations; the maximum is "
+                              f"{settings.bulk_max_operations} (see /ServiceProviderConfig).")
+    fail_on_errors = body.get("failOnErrors")
+    if fail_on_errors is not None and (not isinstance(fail_on_errors, int) or isinstance(fail_on_errors, bool)
+                                       or fail_on_errors < 1):
+        raise InvalidValue("failOnErrors must be a positive integer.")
+    return operations, fail_on_errors
+
+
+def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request_id: str) -> list[_Planned]:
+    ids: dict[str, str] = {}
+    for op in operations:
+        if str(op.get("method", "")).upper() == "POST" and isinstance(op.get("bulkId"), str) and op["bulkId"]:
+            ids.setdefault(op["bulkId"], str(uuid.uuid4()))
+    planned: list[_Planned] = []
+    for op in operations:
+        method = str(op.get("method", "")).upper()
+        bulk_id = op.get("bulkId") if isinstance(op.get("bulkId"), str) else None
+        item = _Planned(method, bulk_id, None, None)
+        planned.append(item)
+        try:
+            item.job = _job(op, method, bulk_id, ids, settings, app, request_id, item)
+        except ScimError as exc:
+            item.error = exc
+    return planned
+
+
+def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, str], settings: Settings,
+         app: str, request_id: str, item: _Planned) -> WriteJob:
+    if method not in _METHODS:
+        raise InvalidSyntax(f"method must be POST, PUT, PATCH or DELETE, not {str(op.get('method'))[:20]!r}.")
+    schema, resource_id = _parse_path(op.get("path"), ids)
+    item.schema = schema
+    if method == "POST":
+        if resource_id is not None:
+            raise InvalidSyntax("POST operations take a collection path such as /Users.")
+        if not bulk_id:
+            raise InvalidSyntax("POST operations need a bulkId (RFC 7644 §3.7).")
+        resource_id = ids[bulk_id]
+    elif resource_id is None:
+        raise InvalidSyntax(f"{method} operations need a resource path such as /Users/<id>.")
+    item.resource_id = resource_id
+    data = _substitute(op.get("data"), ids)
+    if method in ("POST", "PUT"):
+        data = passwords.hash_in_resource(validate_resource(data, schema, max_value_length=settings.max_value_length))
+    elif method == "PATCH":
+        parse_patch_request(data, max_operations=settings.max_operations)
+        data = passwords.hash_in_patch(data, schema)
+    else:
+        data = None
+    version = op.get("version")
+    return WriteJob(job_id=uuid.uuid4().hex, op=_METHODS[method], app=app,  # type: ignore[arg-type]
+                    resource_type=schema.name, resource_id=resource_id, body=data,
+                    if_match=version if isinstance(version, str) else None, request_id=request_id,
+                    meta={"answer": False, "password_hashed": True})
+
+
+def run(bus: Bus, planned: list[_Planned], fail_on_errors: int | None, timeout: float) -> None:
+    """Apply the planned jobs in order, stopping at the ``failOnErrors``-th error."""
+    limit = fail_on_errors if fail_on_errors is not None else len(planned) + 1
+    errors = 0
+    pending: list[_Planned] = []
+
+    def flush() -> None:
+        nonlocal errors
+        if pending:
+            for item, result in zip(pending, bus.apply_in_order([p.job for p in pending], timeout)):  # type: ignore[misc]
+                item.result = result
+                errors += result.status >= 400
+            pending.clear()
+
+    for item in planned:
+        if item.error is not None:
+            flush()
+            if errors >= limit:
+                return
+            errors += 1
+        else:
+            pending.append(item)
+            if len(pending) >= limit - errors:  # these alone could reach the limit: learn their outcome
+                flush()
+        if errors >= limit:
+            return
+    flush()
+
+
+def response(planned: list[_Planned], base_url: str) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    for item in planned:
+        result = item.result
+        if item.error is None and result is None:
+            break  # not applied: failOnErrors stopped the request before it
+        entry: dict[str, Any] = {"method": item.method}
+        if item.bulk_id:
+            entry["bulkId"] = item.bulk_id
+        if item.error is not None:
+            entry["status"] = str(item.error.status)
+            entry["response"] = item.error.to_body()
+        else:
+            assert result is not None
+            entry["status"] = str(result.status)
+            if result.status >= 400:
+                entry["response"] = from_body(result.body or {"status": result.status}).to_body()
+            elif item.schema is not None and item.resource_id is not None:
+                entry["location"] = f"{base_url}/{item.schema.endpoint}/{item.resource_id}"
+                if result.version is not None and item.method != "DELETE":
+                    entry["version"] = etag(result.version)
+                if result.body is not None and item.method == "POST":
+                    entry["response"] = with_location(result.body, base_url, item.schema)
+        out.append(entry)
+    return {"schemas": [BULK_RESPONSE], "Operations": out}
