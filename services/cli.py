@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
     p.set_defaults(func=cmd_run)
 
+    from services import security_cli  # issue 5: tokens, audit
+    security_cli.register(sub)
+
     args = parser.parse_args(argv)
     args.func(args)
 

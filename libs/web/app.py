@@ -3,21 +3,20 @@ metrics and the ``/scim`` + ``/scim/<app>`` routes."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from flask import Blueprint, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from libs.config import Settings
-from libs.web import auth, errors, instrument
+from libs.web import auth, errors, instrument, logs
 from libs.web.request import register_app_routes
 
 
 def build_app(import_name: str, settings: Settings, *, service: str, blueprint: Blueprint,
               attach: Callable[[Flask], tuple] = lambda app: ()) -> Flask:
     """A SCIM service app; ``attach`` adds its clients and returns extra metric collectors."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # The gateway sets X-Forwarded-*: locations must name the host and scheme Entra used.
@@ -25,7 +24,8 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     app.extensions["scim.settings"] = settings
     collectors = attach(app)
     errors.init_app(app)
-    auth.init_app(app, settings.tokens)
+    auth.init_app(app, settings)
     instrument.init_app(app, service, collectors)
+    logs.init_app(app)
     register_app_routes(app, blueprint, f"{service}_app_scoped")
     return app

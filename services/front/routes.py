@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
@@ -45,12 +45,18 @@ def _request_id() -> str:
     return request.headers.get("X-Request-Id") or uuid.uuid4().hex
 
 
+def _audit_meta() -> dict[str, str | None]:
+    """Who asked, for the audit row the worker writes (issue 5): never the secret itself."""
+    principal = g.get("scim_principal")
+    return {"token_name": principal.name if principal else None, "client_ip": request.remote_addr}
+
+
 def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, body=None) -> Response:
     settings = _settings()
     job = WriteJob(
         job_id=uuid.uuid4().hex, op=op, app=resolve_app(app, settings.default_app, settings.app_names),
         resource_type=schema.name, resource_id=resource_id, body=body,
-        if_match=request.headers.get("If-Match"), request_id=_request_id(),
+        if_match=request.headers.get("If-Match"), request_id=_request_id(), meta=_audit_meta(),
     )
     result = _bus().apply(job, settings.write_timeout)
     if result.status >= 400:

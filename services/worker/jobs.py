@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from libs.bus.messages import WriteJob, WriteResult
 from libs.metrics.metrics import observe_job
 from libs.scim.errors import ScimError
+from libs.security.audit import audit_fields, record_rejection
 from services.worker.context import get_context
 from services.worker.writes import OPERATIONS
 
@@ -54,11 +55,12 @@ def _apply(job: WriteJob) -> WriteResult:
                 change = None
                 if result.status < 400:
                     change = {"resource_type": job.resource_type, "resource_id": job.resource_id,
-                              "op": job.op, "version": result.version or 0}
+                              "op": job.op, "version": result.version or 0, **audit_fields(job)}
                 store.record(conn, app=job.app, job_id=job.job_id, result=result.to_payload(), change=change,
                              request_id=job.request_id)
                 return result
         except ScimError as exc:
+            record_rejection(store, job, exc)
             return WriteResult(exc.status, exc.to_body())
         except IntegrityError:
             if attempt == _INTEGRITY_ATTEMPTS:

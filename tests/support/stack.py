@@ -34,6 +34,19 @@ class Stack:
     ports: dict[str, int]
     token: str
     log_path: Path
+    env: dict[str, str] | None = None
+
+    def scimbus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run an operator command (``scimbus tokens …``) against this stack's database."""
+        return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=60, check=check)
+
+    def create_token(self, name: str, app: str | None = None, scopes: str = "read,write", *extra: str) -> dict:
+        """A new credential made with ``scimbus tokens create``: its JSON (with the secret)."""
+        import json
+
+        args = ["tokens", "create", name, "--scopes", scopes, *extra] + (["--app", app] if app else [])
+        return json.loads(self.scimbus(*args).stdout)
 
     @property
     def url(self) -> str:
@@ -90,7 +103,7 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path)
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, env)
     try:
         wait_for_port(stack.port, timeout=90, proc=proc)
         _wait_ready(stack)
