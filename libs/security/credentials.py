@@ -192,7 +192,8 @@ class CredentialCache:
 
     def client(self, client_id: str) -> Credential | None:
         """The active OAuth client with this id (the credential's id), else None."""
-        for cred in self._load().values():
-            if cred.kind == "client" and cred.id == client_id and not cred.expired(utcnow()):
-                return cred
+        for table in (self._load(), self._load(min(self.refresh, MISS_REFRESH))):
+            for cred in table.values():
+                if cred.kind == "client" and cred.id == client_id and not cred.expired(utcnow()):
+                    return cred
         return None

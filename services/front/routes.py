@@ -19,6 +19,7 @@ from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
 from libs.scim.validate import validate_resource
+from libs.security.limits import check_json, check_members
 from libs.web.errors import render_error
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
@@ -43,6 +44,13 @@ def _schema(endpoint: str) -> ResourceSchema:
 
 def _request_id() -> str:
     return request.headers.get("X-Request-Id") or uuid.uuid4().hex
+
+
+def _body(settings: Settings, *, patch: bool = False):
+    """The JSON body within the shape limits of issue 5 (depth, array sizes, members)."""
+    body = check_json(json_body(settings.max_body_bytes), settings)
+    check_members(body, settings, patch=patch)
+    return body
 
 
 def _audit_meta() -> dict[str, str | None]:
@@ -78,8 +86,7 @@ def create(endpoint: str, app: str | None = None) -> Response:
         raise NotImplementedOperation("Bulk operations are not supported yet (see /ServiceProviderConfig).")
     schema = _schema(endpoint)
     settings = _settings()
-    body = validate_resource(json_body(settings.max_body_bytes), schema,
-                             max_value_length=settings.max_value_length)
+    body = validate_resource(_body(settings), schema, max_value_length=settings.max_value_length)
     return _run(app, schema, "create", str(uuid.uuid4()), body)
 
 
@@ -87,8 +94,7 @@ def create(endpoint: str, app: str | None = None) -> Response:
 def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
     settings = _settings()
-    body = validate_resource(json_body(settings.max_body_bytes), schema,
-                             max_value_length=settings.max_value_length)
+    body = validate_resource(_body(settings), schema, max_value_length=settings.max_value_length)
     return _run(app, schema, "replace", resource_id, body)
 
 
@@ -96,7 +102,7 @@ def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response
 def patch(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
     settings = _settings()
-    body = json_body(settings.max_body_bytes)
+    body = _body(settings, patch=True)
     parse_patch_request(body, max_operations=settings.max_operations)  # reject bad syntax before the queue
     return _run(app, schema, "patch", resource_id, body)
 

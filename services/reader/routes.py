@@ -17,6 +17,7 @@ from libs.scim.filter import parse_filter
 from libs.scim.render import list_response, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, SEARCH_REQUEST, ResourceSchema
 from libs.store.directory import DirectoryStore
+from libs.security.limits import check_filter, check_json
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
 from services.reader import discovery
@@ -59,6 +60,7 @@ def _wants(name: str, attributes: list, excluded: list) -> bool:
 def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> Response:
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
+    check_filter(params.get("filter"), settings)  # issue 5: SCIM_MAX_FILTER_LENGTH
     node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
     start_index = max(1, _int_param(params, "startIndex", 1))
     count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
@@ -124,7 +126,7 @@ def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Res
 
 @bp.post("/<endpoint>/.search")
 def search(endpoint: str, app: str | None = None) -> Response:
-    body = json_body(_settings().max_body_bytes)
+    body = check_json(json_body(_settings().max_body_bytes), _settings())
     if not isinstance(body, dict) or SEARCH_REQUEST not in (body.get("schemas") or []):
         raise InvalidSyntax(f"A search request needs schemas [{SEARCH_REQUEST!r}].")
     return _query(app, _schema(endpoint), body)

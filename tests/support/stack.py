@@ -35,6 +35,7 @@ class Stack:
     token: str
     log_path: Path
     env: dict[str, str] | None = None
+    scheme: str = "http"
 
     def scimbus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run an operator command (``scimbus tokens …``) against this stack's database."""
@@ -50,11 +51,13 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/scim"
+        return f"{self.scheme}://127.0.0.1:{self.port}/scim"
 
     def client(self, token: str | None = None, **kw) -> httpx.Client:
         headers = {"Content-Type": "application/scim+json"}
         headers["Authorization"] = f"Bearer {token or self.token}"
+        if self.scheme == "https":  # the local run's self-signed certificate (SCIM_TLS=1)
+            kw.setdefault("verify", _ssl_context(self.var_dir / "tls" / "cert.pem"))
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
 
     def redis(self):
@@ -70,6 +73,12 @@ class Stack:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def _ssl_context(cafile: Path):
+    import ssl
+
+    return ssl.create_default_context(cafile=str(cafile))
 
 
 def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
@@ -103,7 +112,8 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, env)
+    scheme = "https" if env.get("SCIM_TLS") == "1" or env.get("SCIM_TLS_CERT") else "http"
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, env, scheme)
     try:
         wait_for_port(stack.port, timeout=90, proc=proc)
         _wait_ready(stack)

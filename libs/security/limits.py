@@ -1,0 +1,71 @@
+"""Size limits on what a client sends, checked before any work is queued or queried.
+
+The body size is capped by the gateway and by ``json_body``; these bound the shape of a
+body that got through (nesting depth, array length, group members named in one request)
+and the length of a filter. Each limit is a setting and answers a SCIM error, so no request
+can make a worker or the reader run away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libs.config import Settings
+from libs.scim.errors import InvalidFilter, InvalidSyntax, PayloadTooLarge
+
+
+def check_json(doc: Any, settings: Settings) -> Any:
+    """``doc`` itself, if no object/array nests deeper than allowed and no array is too long."""
+    max_depth, max_items = settings.max_json_depth, settings.max_array_items
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:  # iterative: a deep document must not exhaust Python's stack either
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            if len(node) > max_items:
+                raise PayloadTooLarge(f"An array of the body has more than {max_items} elements.")
+            children = node
+        else:
+            continue
+        if depth > max_depth:
+            raise InvalidSyntax(f"The body nests objects and arrays deeper than {max_depth} levels.")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return doc
+
+
+def _count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 1 if value is not None else 0
+
+
+def count_members(body: Any, patch: bool) -> int:
+    """Group members a resource body or a PatchOp request names."""
+    if not isinstance(body, dict):
+        return 0
+    if not patch:
+        return _count(body.get("members"))
+    total = 0
+    for op in body.get("Operations") or []:
+        if not isinstance(op, dict):
+            continue
+        path = op.get("path")
+        value = op.get("value")
+        if isinstance(path, str) and path.strip().lower().startswith("members"):
+            total += _count(value)
+        elif path is None and isinstance(value, dict):
+            total += sum(_count(v) for k, v in value.items() if isinstance(k, str) and k.lower() == "members")
+    return total
+
+
+def check_members(body: Any, settings: Settings, *, patch: bool = False) -> None:
+    if count_members(body, patch) > settings.max_members:
+        raise PayloadTooLarge(f"One request may name at most {settings.max_members} group members.")
+
+
+def check_filter(text: Any, settings: Settings) -> None:
+    if text is None or text == "":
+        return
+    if not isinstance(text, str):
+        raise InvalidFilter("The filter must be a string.")
+    if len(text) > settings.max_filter_length:
+        raise InvalidFilter(f"The filter is longer than {settings.max_filter_length} characters.")
