@@ -109,6 +109,19 @@ def cmd_audit(args: argparse.Namespace) -> None:
                   f"request={entry.request_id}")
 
 
+def _friendly(func):
+    """A database that is down or not migrated is a one-line message, not a traceback."""
+    def run(args: argparse.Namespace) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            func(args)
+        except SQLAlchemyError as exc:
+            sys.exit(f"scimbus: the database cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                     "is it running and migrated (scimbus migrate)?")
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     tokens = sub.add_parser("tokens", help="create, list and revoke bearer tokens and OAuth clients")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -119,16 +132,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expires-days", type=float, default=0, help="days until it expires (default: never)")
     p.add_argument("--client", action="store_true", help="an OAuth client (client id + secret) instead of a token")
     p.add_argument("--public-key", help="PEM public key of an OAuth client signing RFC 7523 assertions")
-    p.set_defaults(func=cmd_tokens_create)
+    p.set_defaults(func=_friendly(cmd_tokens_create))
     p = tsub.add_parser("list", help="every credential, without secrets")
     p.add_argument("--app")
-    p.set_defaults(func=cmd_tokens_list)
+    p.set_defaults(func=_friendly(cmd_tokens_list))
     p = tsub.add_parser("revoke", help="revoke a credential by name (effective within seconds)")
     p.add_argument("name")
     p.add_argument("--app")
-    p.set_defaults(func=cmd_tokens_revoke)
+    p.set_defaults(func=_friendly(cmd_tokens_revoke))
     tsub.add_parser("rotate-signing-key", help="sign new OAuth access tokens with a new key").set_defaults(
-        func=cmd_tokens_rotate_key)
+        func=_friendly(cmd_tokens_rotate_key))
 
     p = sub.add_parser("audit", help="the audit log of writes (or --purge past the retention)")
     p.add_argument("--app")
@@ -140,4 +153,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--purge", action="store_true", help="delete rows older than SCIM_AUDIT_RETENTION_DAYS")
-    p.set_defaults(func=cmd_audit)
+    p.set_defaults(func=_friendly(cmd_audit))

@@ -51,8 +51,8 @@ def test_a_missing_or_wrong_token_is_401_on_every_endpoint(stack):
 
 def test_two_tokens_work_during_a_rotation_and_the_revoked_one_stops_without_a_restart(stack):
     name = unique("rot")
-    old = stack.create_token(f"{name}-old")["token"]
-    new = stack.create_token(f"{name}-new")["token"]
+    old = json.loads(stack.scimbus("tokens", "create", f"{name}-old").stdout)["token"]
+    new = json.loads(stack.scimbus("tokens", "create", f"{name}-new", "--scopes", "read,write").stdout)["token"]
     assert old.startswith("scimbus_") and old != new
     assert _status(stack, old) == 200 and _status(stack, new) == 200  # both valid during the overlap
     stack.scimbus("tokens", "revoke", f"{name}-old")
@@ -86,7 +86,7 @@ def test_a_read_only_token_reads_and_gets_403_on_writes(stack):
 
 
 def test_an_expired_token_is_401(stack):
-    token = stack.create_token(unique("short"), None, "read,write", "--expires-days", "0.00002")["token"]  # 1.7 s
+    token = stack.create_token(unique("short"), expires_days=0.00002)["token"]  # 1.7 s
     _wait_until(lambda: _status(stack, token) == 401, timeout=10)
 
 
@@ -162,7 +162,7 @@ def _oauth(stack, **form) -> httpx.Response:
 
 
 def test_an_oauth_client_gets_a_short_lived_signed_token_for_its_app_only(stack):
-    client = stack.create_token(unique("oauth"), "acme", "read,write", "--client")
+    client = stack.create_token(unique("oauth"), "acme", client=True)
     response = _oauth(stack, grant_type="client_credentials", client_id=client["client_id"],
                       client_secret=client["client_secret"])
     assert response.status_code == 200, response.text
@@ -183,7 +183,7 @@ def test_an_oauth_client_gets_a_short_lived_signed_token_for_its_app_only(stack)
 
 
 def test_the_token_endpoint_refuses_wrong_secrets_grants_and_scopes(stack):
-    client = stack.create_token(unique("oauth"), None, "read", "--client")
+    client = stack.create_token(unique("oauth"), None, "read", client=True)
     wrong = _oauth(stack, grant_type="client_credentials", client_id=client["client_id"], client_secret="nope")
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
     grant = _oauth(stack, grant_type="password", client_id=client["client_id"], client_secret=client["client_secret"])
@@ -205,7 +205,9 @@ def test_a_client_assertion_signed_with_the_clients_key_is_accepted_once(stack, 
     pem = tmp_path / "client.pub.pem"
     pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    client = stack.create_token(unique("assert"), None, "read,write", "--public-key", str(pem))
+    created = stack.scimbus("tokens", "create", unique("assert"), "--public-key", str(pem)).stdout
+    client = json.loads(created)
+    assert client["kind"] == "client" and client["client_secret"]
     endpoint = stack.url.removesuffix("/scim") + "/oauth/token"
     now = int(time.time())
     claims = {"iss": client["client_id"], "sub": client["client_id"], "aud": endpoint, "iat": now,
