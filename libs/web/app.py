@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from libs.config import Settings
 from libs.web import auth, errors, instrument, logs
+from libs.security import limits
 from libs.web.request import register_app_routes
 
 
@@ -25,6 +26,7 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     collectors = attach(app)
     errors.init_app(app)
     auth.init_app(app, settings)
+    limits.init_app(app)  # issue 5: NUL characters in URLs
     instrument.init_app(app, service, collectors)
     logs.init_app(app)
     register_app_routes(app, blueprint, f"{service}_app_scoped")

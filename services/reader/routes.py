@@ -69,8 +69,11 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
     sort_order = str(params.get("sortOrder") or "ascending").lower()
     if sort_order not in ("ascending", "descending"):
         raise InvalidValue("sortOrder must be 'ascending' or 'descending'.")
+    sort_by = params.get("sortBy") or None
+    if sort_by is not None and not isinstance(sort_by, str):  # found by schemathesis: a 500
+        raise InvalidValue("sortBy must be an attribute name.")
     total, docs = _store().search(
-        app_key, schema, node, start_index=start_index, count=count, sort_by=params.get("sortBy") or None,
+        app_key, schema, node, start_index=start_index, count=count, sort_by=sort_by,
         descending=sort_order == "descending",
         with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded),
     )
@@ -82,7 +85,7 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
 def _joined(value: Any) -> str | None:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
-    return value
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 @bp.get("/<endpoint>")
@@ -127,7 +130,8 @@ def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Res
 @bp.post("/<endpoint>/.search")
 def search(endpoint: str, app: str | None = None) -> Response:
     body = check_json(json_body(_settings().max_body_bytes), _settings())
-    if not isinstance(body, dict) or SEARCH_REQUEST not in (body.get("schemas") or []):
+    schemas = body.get("schemas") if isinstance(body, dict) else None
+    if not isinstance(schemas, list) or SEARCH_REQUEST not in schemas:
         raise InvalidSyntax(f"A search request needs schemas [{SEARCH_REQUEST!r}].")
     return _query(app, _schema(endpoint), body)
 
