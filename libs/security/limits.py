@@ -8,6 +8,7 @@ can make a worker or the reader run away.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from libs.config import Settings
@@ -16,6 +17,7 @@ from flask import Flask, request
 from libs.scim.errors import InvalidFilter, InvalidSyntax, InvalidValue, PayloadTooLarge
 
 NUL = "\x00"
+_ESCAPED_NUL = re.compile(r"\\u0000", re.I)
 
 
 def check_json(doc: Any, settings: Settings) -> Any:
@@ -82,6 +84,8 @@ def check_filter(text: Any, settings: Settings) -> None:
         raise InvalidFilter("The filter must be a string.")
     if len(text) > settings.max_filter_length:
         raise InvalidFilter(f"The filter is longer than {settings.max_filter_length} characters.")
+    if NUL in text or _ESCAPED_NUL.search(text):  # raw, or as the JSON escape a quoted value decodes
+        raise InvalidFilter("A filter cannot contain the NUL character (U+0000).")
 
 
 def init_app(app: Flask) -> None:

@@ -62,7 +62,8 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
     app_key = resolve_app(app, settings.default_app, settings.app_names)
     check_filter(params.get("filter"), settings)  # issue 5: SCIM_MAX_FILTER_LENGTH
     node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
-    start_index = max(1, _int_param(params, "startIndex", 1))
+    # Clamped: an OFFSET past 2**31 finds nothing anyway, and past 2**63 overflows the driver.
+    start_index = min(max(1, _int_param(params, "startIndex", 1)), 2**31)
     count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     attributes = parse_attribute_list(_joined(params.get("attributes")), schema)
     excluded = parse_attribute_list(_joined(params.get("excludedAttributes")), schema)
