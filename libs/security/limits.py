@@ -60,7 +60,10 @@ def count_members(body: Any, patch: bool) -> int:
     if not patch:
         return _count(body.get("members"))
     total = 0
-    for op in body.get("Operations") or []:
+    operations = body.get("Operations")
+    if not isinstance(operations, list):  # parse_patch_request answers that one (found by schemathesis)
+        return 0
+    for op in operations:
         if not isinstance(op, dict):
             continue
         path = op.get("path")

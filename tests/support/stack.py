@@ -39,8 +39,13 @@ class Stack:
 
     def scimbus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run an operator command (``scimbus tokens …``) against this stack's database."""
-        return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, env=self.env,
+        from libs.security.credentials import MISS_REFRESH
+
+        done = subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=60, check=check)
+        if args[:2] == ("tokens", "create"):
+            time.sleep(MISS_REFRESH + 0.05)  # see create_token
+        return done
 
     def create_token(self, name: str, app: str | None = None, scopes: str = "read,write", *,
                      client: bool = False, public_key: str | None = None, expires_days: float = 0) -> dict:
@@ -49,7 +54,7 @@ class Stack:
         from datetime import timedelta
 
         from libs.config import load_settings
-        from libs.security.credentials import CredentialAdmin, parse_scopes
+        from libs.security.credentials import MISS_REFRESH, CredentialAdmin, parse_scopes
         from libs.store.session import create_engine_from_url
 
         settings = load_settings(self.env)
@@ -61,6 +66,9 @@ class Stack:
                 expires_in=timedelta(days=expires_days) if expires_days else None)
         finally:
             engine.dispose()
+        # Every service re-reads its credentials on a miss at most every MISS_REFRESH seconds: a
+        # copy loaded just before this insert could otherwise refuse the token for that long.
+        time.sleep(MISS_REFRESH + 0.05)
         if cred.kind == "client":
             return {"client_id": cred.id, "client_secret": secret}
         return {"token": secret}

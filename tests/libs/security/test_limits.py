@@ -49,6 +49,8 @@ def test_members_are_counted_in_bodies_and_patch_requests():
                           {"op": "replace", "value": {"members": [{"value": "d"}]}},
                           {"op": "replace", "path": "displayName", "value": "x"}]}
     assert count_members(ops, patch=True) == 4
+    for odd in ({"Operations": 5}, {"Operations": {"op": "add"}}, {"Operations": None}, [], "x"):
+        assert count_members(odd, patch=True) == 0
 
 
 def test_filters_over_the_length_or_with_nul_are_invalid():
