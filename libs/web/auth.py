@@ -20,6 +20,8 @@ from datetime import timedelta
 
 from flask import Flask, g, request
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from libs.config import Settings
 from libs.scim.errors import Forbidden, Unauthorized
@@ -96,7 +98,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["scim.auth"] = authenticator
     limiter = None
     if settings.rate_limit > 0:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        # No retries: with Redis down the limiter lets requests through at once (see ratelimit.py).
+        redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1,
+                               retry=Retry(NoBackoff(), 0))
         limiter = RateLimiter(redis, settings.rate_limit, settings.rate_window)
 
     @app.before_request
