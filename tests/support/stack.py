@@ -36,6 +36,7 @@ class Stack:
     log_path: Path
     env: dict[str, str] | None = None
     scheme: str = "http"
+    client_cert: tuple[str, str] | None = None
 
     def scimbus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run an operator command (``scimbus tokens …``) against this stack's database."""
@@ -81,7 +82,7 @@ class Stack:
         headers = {"Content-Type": "application/scim+json"}
         headers["Authorization"] = f"Bearer {token or self.token}"
         if self.scheme == "https":  # the local run's self-signed certificate (SCIM_TLS=1)
-            kw.setdefault("verify", _ssl_context(self.var_dir / "tls" / "cert.pem"))
+            kw.setdefault("verify", _ssl_context(self.var_dir / "tls" / "cert.pem", self.client_cert))
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
 
     def redis(self):
@@ -99,10 +100,13 @@ class Stack:
         return self.log_path.read_text(errors="replace")
 
 
-def _ssl_context(cafile: Path):
+def _ssl_context(cafile: Path, client_cert: tuple[str, str] | None = None):
     import ssl
 
-    return ssl.create_default_context(cafile=str(cafile))
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    if client_cert:  # mTLS (SCIM_TLS_CLIENT_CA)
+        ctx.load_cert_chain(*client_cert)
+    return ctx
 
 
 def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
@@ -121,7 +125,8 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
 
 @contextlib.contextmanager
 def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
-                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+                  extra_env: dict[str, str] | None = None,
+                  client_cert: tuple[str, str] | None = None) -> Iterator[Stack]:
     ports = {name: free_port() for name in ("SCIM_PORT", "SCIM_REDIS_PORT", "SCIM_FRONT_PORT", "SCIM_READER_PORT",
                                             "SCIM_WORKER_METRICS_PORT")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
@@ -137,7 +142,8 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     scheme = "https" if env.get("SCIM_TLS") == "1" or env.get("SCIM_TLS_CERT") else "http"
-    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, env, scheme)
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, env, scheme,
+                  client_cert)
     try:
         wait_for_port(stack.port, timeout=90, proc=proc)
         _wait_ready(stack)
