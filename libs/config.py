@@ -82,6 +82,47 @@ class Settings:
     delivery_timeout: int = 60
     """Seconds one delivery may take; a killed deliverer's lock and job are released after about this."""
 
+    # ---- Issue 5: security and tenancy -------------------------------------------------
+    token_refresh: float = 2.0
+    """Seconds a service trusts its cached copy of the credentials table (revocation delay)."""
+    access_token_ttl: int = 600
+    """Lifetime in seconds of the OAuth access tokens issued at /oauth/token."""
+    signing_key_days: int = 30
+    """Age in days after which the OAuth signing key is replaced (the old one stays published)."""
+    entra_tenant_id: str = ""
+    """Entra tenant whose own provisioning JWTs are accepted as bearer tokens (empty: off)."""
+    entra_jwks: str = ""
+    """Entra's signing keys: a JWKS file path or https URL (fetched and cached for an hour)."""
+    entra_app: str = ""
+    """SCIM app that an Entra-issued JWT may use (default: default_app)."""
+    jwt_leeway: int = 60
+    """Clock skew in seconds allowed on the exp, nbf and iat of a JWT."""
+    rate_limit: int = 0
+    """Requests per token per rate_window, shared by every process (0: off; Entra quarantines
+    apps that refuse too much)."""
+    rate_window: int = 60
+    """Seconds of one rate-limit window."""
+    max_json_depth: int = 32
+    """Deepest nesting of objects and arrays in a request body: 400 below it."""
+    max_array_items: int = 10000
+    """Most elements in one JSON array of a request body."""
+    max_members: int = 5000
+    """Most group members named in one request (POST, PUT or one PATCH request)."""
+    max_filter_length: int = 10000
+    """Longest filter expression (query or .search) accepted."""
+    audit_retention_days: int = 365
+    """Days `scimbus audit --purge` keeps audit rows (changes, rejected writes)."""
+    tls: int = 0
+    """1: the gateway serves HTTPS (self-signed pair under var_dir/tls unless tls_cert is set)."""
+    tls_cert: str = ""
+    """PEM certificate (chain) of the gateway; setting it turns TLS on."""
+    tls_key: str = ""
+    """PEM private key of tls_cert."""
+    tls_client_ca: str = ""
+    """PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."""
+    log_format: str = "json"
+    """Application log lines: "json" (one object per line, with the request id) or "text"."""
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
@@ -136,7 +177,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 
 def _validate(s: Settings) -> None:
-    positive = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results")
+    positive = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results",
+                # issue 5
+                "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
+                "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days")
     for name in positive:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")

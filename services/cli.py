@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
 
     deliveries_cli.register(sub)
 
+    from services import security_cli  # issue 5: tokens, audit
+
+    security_cli.register(sub)
+
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -21,6 +21,9 @@ control_socket_disable = True  # two gunicorns (front, reader) on one host would
 errorlog = "-"
 loglevel = os.environ.get("SCIM_LOG_LEVEL", "info").lower()
 proc_name = os.environ.get("SCIM_ROLE", "scimbus")
+# Issue 5: a filter up to SCIM_MAX_FILTER_LENGTH must reach the app (400 above it), not
+# gunicorn's HTML 414; the gateway caps the request line (large_client_header_buffers 64k).
+limit_request_line = 0
 
 
 def child_exit(server, worker):

@@ -74,6 +74,9 @@ def prepare(env: dict[str, str]) -> str:
 
     upgrade(settings.database)
     nginx_dir = Path(env["SCIM_NGINX_DIR"])
+    from libs.security import tls  # issue 5: HTTPS at the gateway when SCIM_TLS / SCIM_TLS_CERT
+
+    env["SCIM_SCHEME"] = tls.configure_gateway(env, settings, nginx_dir)
     (nginx_dir / "scimbus.conf").write_text(
         render_template((DEPLOY / "nginx/templates/scimbus.conf.template").read_text(), env))
     (nginx_dir / "nginx.conf").write_text(render_template((DEPLOY / "nginx/local.conf.template").read_text(), env))
@@ -95,7 +98,7 @@ def run(workers: int = 2) -> int:
         return 2
     env = build_env(workers)
     token = prepare(env)
-    url = f"http://127.0.0.1:{env['SCIM_PORT']}/scim"
+    url = f"{env['SCIM_SCHEME']}://127.0.0.1:{env['SCIM_PORT']}/scim"
     print(f"scimbus: serving {url}\nscimbus: bearer token (Entra's Secret Token): {token}", flush=True)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     procfile = parse_procfile((DEPLOY / "Procfile").read_text())

@@ -17,6 +17,7 @@ case-insensitive.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Union
@@ -244,6 +245,9 @@ class _Parser:
             return None
         if _NUMBER.fullmatch(word):
             number = float(word)
+            # Issue 5 (fuzzing): 1e999 is inf and 10**5000 overflows every SQL integer type.
+            if not math.isfinite(number) or abs(number) >= 2**63:
+                raise self.error(f"The number {word[:40]!r} is out of range.")
             return int(word) if number.is_integer() and not any(c in word for c in ".eE") else number
         if lowered in ("and", "or", "not"):
             raise self.error(f"Expected a value but found the keyword {word!r}.")

@@ -35,7 +35,7 @@ from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.query import filter_clause, sort_clause
 from libs.store.session import writer_lock
-from libs.store.tables import applied_writes, changes, members, resource_values, resources
+from libs.store.tables import applied_writes, changes, members, rejected_writes, resource_values, resources
 from libs.store.values import flatten
 
 R = resources.c
@@ -108,6 +108,7 @@ _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
 _INSERT_APPLIED = insert(applied_writes)
 _INSERT_CHANGE = insert(changes)
+_INSERT_REJECTED = insert(rejected_writes)
 _SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
                                       R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
@@ -159,11 +160,14 @@ class DirectoryStore:
         rows = conn.execute(_SELECT_APPLIED, {"job_ids": job_ids})
         return {r.job_id: orjson.loads(r.result) for r in rows}
 
-    def record(self, conn: Connection, entries: list[dict[str, Any]]) -> None:
-        """Idempotency records and change rows of several writes, two statements in all.
+    def record(self, conn: Connection, entries: list[dict[str, Any]], rejections: list[dict[str, Any]] = ()) -> None:
+        """Idempotency records and change rows of several writes, and the audit rows of the
+        writes refused, in at most three statements.
 
         Each entry: app, job_id, request_id, result (payload), change (dict or None).
         """
+        if rejections:
+            conn.execute(_INSERT_REJECTED, list(rejections))
         if not entries:
             return
         now = utcnow()

@@ -93,7 +93,57 @@ changes = Table(
     Column("job_id", String(64), nullable=False),
     Column("request_id", String(128)),
     Column("at", DateTime(timezone=True), nullable=False),
+    # Issue 5 (migration 0003): who wrote it, from where, and how it ended.
+    Column("token_name", String(128)),
+    Column("client_ip", String(64)),
+    Column("outcome", String(64), nullable=False, server_default="ok"),
     Index(None, "app", "resource_type", "resource_id"),
+    Index(None, "at"),
+)
+
+# ---- Issue 5: security (migration 0003) ------------------------------------------------
+
+rejected_writes = Table(
+    "rejected_writes", metadata,
+    # Audit of the writes a worker refused (404, 409, 412 …): never part of the outbox.
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("app", String(64), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("op", String(16), nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("request_id", String(128)),
+    Column("token_name", String(128)),
+    Column("client_ip", String(64)),
+    Column("outcome", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index(None, "at"),
+)
+
+credentials = Table(
+    "credentials", metadata,
+    # Bearer tokens and OAuth clients of each SCIM app: only a SHA-256 of each secret is kept.
+    Column("id", String(64), primary_key=True),
+    Column("app", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # "token" | "client"
+    Column("secret_hash", String(64), nullable=False),
+    Column("public_key", Text),  # PEM of an OAuth client that signs RFC 7523 client assertions
+    Column("scopes", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    UniqueConstraint("app", "name"),
+    UniqueConstraint("secret_hash"),
+)
+
+signing_keys = Table(
+    "signing_keys", metadata,
+    # Keys that sign the OAuth access tokens scimbus issues; published (public half) as JWKS.
+    Column("kid", String(64), primary_key=True),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),
 )
 
 # ---------------------------------------------------------------- issue 4: downstream deliveries

@@ -3,7 +3,6 @@ metrics and the ``/scim`` + ``/scim/<app>`` routes."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from flask import Blueprint, Flask
@@ -11,7 +10,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from libs.config import Settings
 from libs.scim import extensions
-from libs.web import auth, errors, instrument
+from libs.security import limits
+from libs.web import auth, errors, instrument, logs
 from libs.web.request import register_app_routes
 
 
@@ -20,7 +20,7 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
               readiness: Callable[[Flask], tuple] = lambda app: ()) -> Flask:
     """A SCIM service app; ``attach`` adds its clients and returns extra metric collectors,
     ``readiness`` returns the checks of its ``/readyz`` (see ``libs.health``)."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # The gateway sets X-Forwarded-*: locations must name the host and scheme Entra used.
@@ -29,7 +29,9 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     extensions.install(settings.file)  # issue 3: extension schemas declared in the config file
     collectors = attach(app)
     errors.init_app(app)
-    auth.init_app(app, settings.tokens)
+    auth.init_app(app, settings)
+    limits.init_app(app)  # NUL characters in URLs
     instrument.init_app(app, service, collectors, readiness(app))
+    logs.init_app(app)
     register_app_routes(app, blueprint, f"{service}_app_scoped")
     return app

@@ -12,7 +12,7 @@ from libs.config import Settings, load_settings
 from libs.health import workers_problem
 from libs.metrics.queue import QueueDepthCollector
 from libs.web.app import build_app
-from services.front import routes
+from services.front import oauth, routes
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
@@ -23,6 +23,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         redis = Redis.from_url(settings.redis_url, socket_timeout=settings.write_timeout + 5,
                                socket_connect_timeout=5, health_check_interval=30)
         app.extensions["scim.bus"] = Bus(redis, settings.queue_name, job_timeout=settings.job_timeout)
+        app.register_blueprint(oauth.bp)  # issue 5: /oauth/token, /oauth/jwks
         return (QueueDepthCollector(redis, [settings.queue_name]),)
 
     def readiness(app: Flask) -> tuple:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
@@ -20,6 +20,7 @@ from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
 from libs.scim.validate import validate_resource
+from libs.security.limits import check_json, check_members
 from libs.web.errors import render_error
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
@@ -59,6 +60,19 @@ def _selection(schema: ResourceSchema) -> tuple[list, list]:
             parse_attribute_list(request.args.get("excludedAttributes"), schema))
 
 
+def _body(settings: Settings, *, patch: bool = False):
+    """The JSON body within the shape limits (depth, array sizes, members)."""
+    body = check_json(json_body(settings.max_body_bytes), settings)
+    check_members(body, settings, patch=patch)
+    return body
+
+
+def _audit_meta() -> dict[str, str | None]:
+    """Who asked, for the audit row the worker writes: never the secret itself."""
+    principal = g.get("scim_principal")
+    return {"token_name": principal.name if principal else None, "client_ip": request.remote_addr}
+
+
 def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, body=None,
          meta: dict | None = None) -> Response:
     settings = _settings()
@@ -66,7 +80,7 @@ def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, bod
     job = WriteJob(
         job_id=uuid.uuid4().hex, op=op, app=resolve_app(app, settings.default_app, settings.app_names),
         resource_type=schema.name, resource_id=resource_id, body=body,
-        if_match=request.headers.get("If-Match"), request_id=_request_id(), meta=meta or {},
+        if_match=request.headers.get("If-Match"), request_id=_request_id(), meta={**_audit_meta(), **(meta or {})},
     )
     result = _bus().apply(job, settings.write_timeout)
     if result.status >= 400:
@@ -89,7 +103,7 @@ def create(endpoint: str, app: str | None = None) -> Response:
         return _bulk(app)
     schema = _schema(endpoint)
     settings = _settings()
-    body = passwords.hash_in_resource(validate_resource(json_body(settings.max_body_bytes), schema,
+    body = passwords.hash_in_resource(validate_resource(_body(settings), schema,
                                                         max_value_length=settings.max_value_length))
     return _run(app, schema, "create", str(uuid.uuid4()), body, meta={"password_hashed": True})
 
@@ -98,7 +112,7 @@ def create(endpoint: str, app: str | None = None) -> Response:
 def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
     settings = _settings()
-    body = passwords.hash_in_resource(validate_resource(json_body(settings.max_body_bytes), schema,
+    body = passwords.hash_in_resource(validate_resource(_body(settings), schema,
                                                         max_value_length=settings.max_value_length))
     return _run(app, schema, "replace", resource_id, body, meta={"password_hashed": True})
 
@@ -107,7 +121,7 @@ def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response
 def patch(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
     settings = _settings()
-    body = json_body(settings.max_body_bytes)
+    body = _body(settings, patch=True)
     parse_patch_request(body, max_operations=settings.max_operations)  # reject bad syntax before the queue
     attributes, excluded = _selection(schema)
     # Groups answer 204 (Entra's advice: never a member list) unless the client names attributes
@@ -133,7 +147,8 @@ def collection_method_not_allowed(endpoint: str, app: str | None = None) -> Resp
 def _bulk(app: str | None) -> Response:
     """Bulk operations (RFC 7644 §3.7); see ``services.front.bulk``."""
     settings = _settings()
-    operations, fail_on_errors = bulk.parse_request(json_body(settings.bulk_max_payload_bytes), settings)
+    operations, fail_on_errors = bulk.parse_request(check_json(json_body(settings.bulk_max_payload_bytes), settings),
+                                                    settings)
     app_key = resolve_app(app, settings.default_app, settings.app_names)
     planned = bulk.plan(operations, settings, app_key, _request_id())
     bulk.run(_bus(), planned, fail_on_errors, settings.write_timeout)

@@ -18,6 +18,7 @@ from libs.scim.filter import parse_filter
 from libs.scim.render import list_response, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, RESOURCE_TYPES, SEARCH_REQUEST, ResourceSchema
 from libs.store.directory import DirectoryStore
+from libs.security.limits import check_filter, check_json
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
 from services.reader import discovery
@@ -65,18 +66,23 @@ def _wants(name: str, attributes: list, excluded: list) -> bool:
 def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> Response:
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
+    check_filter(params.get("filter"), settings)  # issue 5: SCIM_MAX_FILTER_LENGTH
     node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
     attributes = parse_attribute_list(_joined(params.get("attributes")), schema)
     excluded = parse_attribute_list(_joined(params.get("excludedAttributes")), schema)
     if "cursor" in params:
         return _cursor_page(app_key, schema, node, params, attributes, excluded, url=base_url(app))
-    start_index = max(1, _int_param(params, "startIndex", 1))
+    # Clamped: an OFFSET past 2**31 finds nothing anyway, and past 2**63 overflows the driver.
+    start_index = min(max(1, _int_param(params, "startIndex", 1)), 2**31)
     count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     sort_order = str(params.get("sortOrder") or "ascending").lower()
     if sort_order not in ("ascending", "descending"):
         raise InvalidValue("sortOrder must be 'ascending' or 'descending'.")
+    sort_by = params.get("sortBy") or None
+    if sort_by is not None and not isinstance(sort_by, str):  # found by schemathesis: a 500
+        raise InvalidValue("sortBy must be an attribute name.")
     total, docs = _store().search(
-        app_key, schema, node, start_index=start_index, count=count, sort_by=params.get("sortBy") or None,
+        app_key, schema, node, start_index=start_index, count=count, sort_by=sort_by,
         descending=sort_order == "descending",
         with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded),
     )
@@ -119,7 +125,7 @@ def _cursor_page(app_key: str, schema: ResourceSchema, node, params: dict[str, A
 def _joined(value: Any) -> str | None:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
-    return value
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 @bp.get("/<endpoint>")
@@ -162,8 +168,9 @@ def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Res
 
 
 def _search_request() -> dict[str, Any]:
-    body = json_body(_settings().max_body_bytes)
-    if not isinstance(body, dict) or SEARCH_REQUEST not in (body.get("schemas") or []):
+    body = check_json(json_body(_settings().max_body_bytes), _settings())
+    schemas = body.get("schemas") if isinstance(body, dict) else None
+    if not isinstance(schemas, list) or SEARCH_REQUEST not in schemas:
         raise InvalidSyntax(f"A search request needs schemas [{SEARCH_REQUEST!r}].")
     return body
 

@@ -23,6 +23,7 @@ from libs.bus.messages import WriteJob, WriteResult
 from libs.config import Settings
 from libs.metrics.metrics import observe_batch, observe_job
 from libs.scim.errors import InternalError, ScimError, Uniqueness
+from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
 from services.worker import fanout
 from services.worker.context import get_context
@@ -53,6 +54,7 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     store = ctx.store
     results: list[WriteResult] = []
     records: list[dict[str, Any]] = []
+    rejections: list[dict[str, Any]] = []
     with store.transaction() as conn:
         done = store.applied_results(conn, [job.job_id for job in jobs])
         for job in jobs:
@@ -67,10 +69,12 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
             results.append(result)
             if result.status < 400:
                 records.append(_record(job, result))
+            else:
+                rejections.append(rejection_row(job, result.body or {}))
         # Written with the changes, in the same transaction: a batch that committed is
-        # answered from these records if it ever runs again. Errors are not recorded: they
-        # changed nothing, and a re-run answers them afresh.
-        store.record(conn, records)
+        # answered from these records if it ever runs again. Refusals are audited but not
+        # recorded as answers: they changed nothing, and a re-run answers them afresh.
+        store.record(conn, records, rejections)
     return results
 
 
@@ -78,7 +82,7 @@ def _record(job: WriteJob, result: WriteResult) -> dict[str, Any]:
     return {
         "app": job.app, "job_id": job.job_id, "request_id": job.request_id, "result": result.to_payload(),
         "change": {"resource_type": job.resource_type, "resource_id": job.resource_id, "op": job.op,
-                   "version": result.version or 0},
+                   "version": result.version or 0, **audit_fields(job)},
     }
 
 

@@ -41,3 +41,16 @@ def scim(stack):
 
 def unique(prefix: str = "u") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def acme_token(stack):
+    """A read/write token of the second SCIM app, ``acme`` (issue 5: tokens are per app)."""
+    return stack.create_token(unique("acme"), app="acme")["token"]
+
+
+@pytest.fixture
+def acme(stack, acme_token):
+    """A client holding acme's token; paths are relative to /scim, like ``scim``'s."""
+    with stack.client(acme_token) as client:
+        yield client

@@ -542,28 +542,29 @@ def test_missing_or_wrong_token_is_401_with_www_authenticate(stack, method):
 # --------------------------------------------------------------------------- several SCIM apps
 
 
-def test_each_scim_app_keeps_its_own_users_and_names(scim):
+def test_each_scim_app_keeps_its_own_users_and_names(scim, acme):
     user = create_user(scim)
     acme_body = entra_user(user["userName"], externalId=user["externalId"])
-    created = scim.post("/acme/Users", json=acme_body)
+    created = acme.post("/acme/Users", json=acme_body)
     assert created.status_code == 201, created.text  # the same userName and externalId, another app
     acme_user = created.json()
     assert created.headers["Location"].endswith(f"/scim/acme/Users/{acme_user['id']}")
-    assert_scim_error(scim.get(f"/acme/Users/{user['id']}"), 404)
+    assert_scim_error(acme.get(f"/acme/Users/{user['id']}"), 404)
     assert_scim_error(scim.get(f"/Users/{acme_user['id']}"), 404)
-    assert_scim_error(scim.delete(f"/acme/Users/{user['id']}"), 404)
-    assert [r["id"] for r in query(scim, "/acme/Users", f'userName eq "{user["userName"]}"')["Resources"]] == [
+    assert_scim_error(acme.delete(f"/acme/Users/{user['id']}"), 404)
+    assert [r["id"] for r in query(acme, "/acme/Users", f'userName eq "{user["userName"]}"')["Resources"]] == [
         acme_user["id"]]
 
 
-def test_a_group_cannot_take_a_member_from_another_app(scim):
+def test_a_group_cannot_take_a_member_from_another_app(scim, acme):
     user = create_user(scim)
-    group = scim.post("/acme/Groups", json={"schemas": [GROUP], "displayName": unique("acme-group")}).json()
-    response = patch(scim, f"/acme/Groups/{group['id']}", {"op": "add", "path": "members",
+    group = acme.post("/acme/Groups", json={"schemas": [GROUP], "displayName": unique("acme-group")}).json()
+    response = patch(acme, f"/acme/Groups/{group['id']}", {"op": "add", "path": "members",
                                                            "value": [{"value": user["id"]}]})
     assert_scim_error(response, 400, "invalidValue")
 
 
-def test_an_app_that_is_not_configured_is_404(scim):
-    assert_scim_error(scim.get("/nosuchapp/Users"), 404)
-    assert_scim_error(scim.post("/nosuchapp/Users", json=entra_user()), 404)
+def test_an_app_that_is_not_configured_is_refused(scim):
+    # No credential belongs to an app that does not exist: 401 before anything is looked up.
+    assert_scim_error(scim.get("/nosuchapp/Users"), 401)
+    assert_scim_error(scim.post("/nosuchapp/Users", json=entra_user()), 401)

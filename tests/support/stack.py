@@ -35,14 +35,55 @@ class Stack:
     token: str
     log_path: Path
     redis_url: str
+    env: dict[str, str] | None = None
+    scheme: str = "http"
+    client_cert: tuple[str, str] | None = None
+
+    def scimbus(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run an operator command (``scimbus tokens …``) against this stack's database."""
+        from libs.security.credentials import MISS_REFRESH
+
+        done = subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=60, check=check)
+        if args[:2] == ("tokens", "create"):
+            time.sleep(MISS_REFRESH + 0.05)  # see create_token
+        return done
+
+    def create_token(self, name: str, app: str | None = None, scopes: str = "read,write", *,
+                     client: bool = False, public_key: str | None = None, expires_days: float = 0) -> dict:
+        """A new credential, made in-process as ``scimbus tokens create`` makes it (without a
+        second interpreter start per token): a dict with ``token`` or ``client_id``/``client_secret``."""
+        from datetime import timedelta
+
+        from libs.config import load_settings
+        from libs.security.credentials import MISS_REFRESH, CredentialAdmin, parse_scopes
+        from libs.store.session import create_engine_from_url
+
+        settings = load_settings(self.env)
+        engine = create_engine_from_url(settings.database)
+        try:
+            cred, secret = CredentialAdmin(engine).create(
+                app or settings.default_app, name, scopes=parse_scopes(scopes),
+                kind="client" if client or public_key else "token", public_key=public_key,
+                expires_in=timedelta(days=expires_days) if expires_days else None)
+        finally:
+            engine.dispose()
+        # Every service re-reads its credentials on a miss at most every MISS_REFRESH seconds: a
+        # copy loaded just before this insert could otherwise refuse the token for that long.
+        time.sleep(MISS_REFRESH + 0.05)
+        if cred.kind == "client":
+            return {"client_id": cred.id, "client_secret": secret}
+        return {"token": secret}
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/scim"
+        return f"{self.scheme}://127.0.0.1:{self.port}/scim"
 
     def client(self, token: str | None = None, **kw) -> httpx.Client:
         headers = {"Content-Type": "application/scim+json"}
         headers["Authorization"] = f"Bearer {token or self.token}"
+        if self.scheme == "https":  # the local run's self-signed certificate (SCIM_TLS=1)
+            kw.setdefault("verify", _ssl_context(self.var_dir / "tls" / "cert.pem", self.client_cert))
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
 
     def redis(self):
@@ -65,6 +106,15 @@ class Stack:
         return self.log_path.read_text(errors="replace")
 
 
+def _ssl_context(cafile: Path, client_cert: tuple[str, str] | None = None):
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    if client_cert:  # mTLS (SCIM_TLS_CLIENT_CA)
+        ctx.load_cert_chain(*client_cert)
+    return ctx
+
+
 def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     last = None
@@ -81,7 +131,8 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
 
 @contextlib.contextmanager
 def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
-                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+                  extra_env: dict[str, str] | None = None,
+                  client_cert: tuple[str, str] | None = None) -> Iterator[Stack]:
     ports = {name: free_port() for name in ("SCIM_PORT", "SCIM_REDIS_PORT", "SCIM_FRONT_PORT", "SCIM_READER_PORT",
                                             "SCIM_WORKER_METRICS_PORT", "SCIM_DELIVERER_METRICS_PORT",
                                             "SCIM_SWEEPER_METRICS_PORT")}
@@ -98,7 +149,9 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     redis_url = env.get("SCIM_REDIS_URL") or f"redis://127.0.0.1:{ports['SCIM_REDIS_PORT']}/0"
-    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, redis_url)
+    scheme = "https" if env.get("SCIM_TLS") == "1" or env.get("SCIM_TLS_CERT") else "http"
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, redis_url, env,
+                  scheme, client_cert)
     try:
         wait_for_port(stack.port, timeout=90, proc=proc)
         _wait_ready(stack)

@@ -1,0 +1,206 @@
+"""JWT bearer tokens: the OAuth access tokens scimbus issues, and Entra's own.
+
+scimbus signs its access tokens (RS256) with a key kept in ``signing_keys``: the newest
+key signs, and it is replaced once it is ``signing_key_days`` old. A replaced key stays in
+the published JWKS for one token lifetime, so tokens it signed stay valid until they expire
+(rotation without downtime). The audience names the SCIM app (``scimbus:<app>``): a token of
+one app is not valid for another.
+
+Entra ID, when ``entra_tenant_id`` is set, may instead send a JWT it issued itself: issuer
+of that tenant, audience 8adf8e6e-67b2-4cf2-a259-e3dc5476c621 (the Entra provisioning
+service), signature checked against a configured JWKS (file, or URL fetched and cached).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from libs.config import Settings
+from libs.security.credentials import SCOPES, utcnow
+from libs.store.tables import signing_keys as K
+
+log = logging.getLogger("scimbus.auth")
+
+ISSUER = "scimbus"
+ALGORITHM = "RS256"
+ENTRA_AUDIENCE = "8adf8e6e-67b2-4cf2-a259-e3dc5476c621"
+"""The application id of Entra's provisioning service: the audience of the tokens it issues."""
+ENTRA_JWKS_TTL = 3600
+"""Seconds a fetched Entra JWKS is used before it is fetched again."""
+
+
+class InvalidToken(ValueError):
+    """A JWT that is malformed, wrongly signed, expired or meant for someone else."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    app: str
+    name: str
+    scopes: frozenset[str]
+
+
+def audience(app: str) -> str:
+    return f"scimbus:{app}"
+
+
+def looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2
+
+
+def unverified_issuer(token: str) -> str | None:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    issuer = claims.get("iss")
+    return issuer if isinstance(issuer, str) else None
+
+
+def new_private_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def public_jwk(kid: str, private_pem: str) -> dict[str, Any]:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": kid, "use": "sig", "alg": ALGORITHM}
+
+
+class SigningKeys:
+    """The signing keys in the database, cached for ``refresh`` seconds."""
+
+    def __init__(self, engine: Engine, *, max_age: timedelta, token_ttl: int, refresh: float) -> None:
+        self.engine, self.max_age, self.token_ttl, self.refresh = engine, max_age, token_ttl, refresh
+        self._rows: list[Any] | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def _published(self) -> list[Any]:
+        if self._rows is not None and time.monotonic() - self._loaded_at < self.refresh:
+            return self._rows
+        with self._lock:
+            horizon = utcnow() - timedelta(seconds=self.token_ttl)
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(K).where(or_(K.c.retired_at.is_(None), K.c.retired_at > horizon))
+                                    .order_by(K.c.created_at.desc())).all()
+            self._rows, self._loaded_at = rows, time.monotonic()
+            return rows
+
+    def rotate(self) -> str:
+        """Start signing with a new key; the old ones stay published one token lifetime."""
+        kid, now = uuid.uuid4().hex, utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(update(K).where(K.c.retired_at.is_(None)).values(retired_at=now))
+            conn.execute(insert(K), {"kid": kid, "private_pem": new_private_pem(), "created_at": now})
+        self._rows = None
+        return kid
+
+    def current(self) -> tuple[str, str]:
+        """(kid, private PEM) of the key that signs now, rotating a key that got too old."""
+        active = [r for r in self._published() if r.retired_at is None]
+        if active:
+            created = active[0].created_at
+            created = created if created.tzinfo else created.replace(tzinfo=utcnow().tzinfo)
+            if utcnow() - created < self.max_age:
+                return active[0].kid, active[0].private_pem
+        try:
+            self.rotate()
+        except IntegrityError:  # another process rotated at the same moment: either key will do
+            self._rows = None
+        active = [r for r in self._published() if r.retired_at is None]
+        return active[0].kid, active[0].private_pem
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [public_jwk(r.kid, r.private_pem) for r in self._published()]}
+
+    def public_key(self, kid: str) -> Any:
+        for row in self._published():
+            if row.kid == kid:
+                return serialization.load_pem_private_key(row.private_pem.encode(), password=None).public_key()
+        self._rows = None  # a key made by another process a moment ago: look once more
+        for row in self._published():
+            if row.kid == kid:
+                return serialization.load_pem_private_key(row.private_pem.encode(), password=None).public_key()
+        return None
+
+
+def issue_access_token(keys: SigningKeys, *, app: str, name: str, client_id: str, scopes: frozenset[str],
+                       ttl: int) -> str:
+    kid, pem = keys.current()
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": audience(app), "sub": name, "client_id": client_id,
+              "scope": " ".join(sorted(scopes)), "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, pem, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def verify_access_token(keys: SigningKeys, token: str, app: str, leeway: int) -> TokenClaims:
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = keys.public_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("the token's signing key is unknown")
+        claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=audience(app), issuer=ISSUER,
+                            leeway=leeway, options={"require": ["exp", "iat", "aud", "iss", "sub"]})
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    scopes = frozenset(str(claims.get("scope", "")).split()) & SCOPES
+    return TokenClaims(app, f"oauth:{claims['sub']}", scopes)
+
+
+class EntraVerifier:
+    """Checks the JWTs Entra issues for its provisioning service to one tenant."""
+
+    def __init__(self, tenant_id: str, jwks_source: str, app: str, leeway: int) -> None:
+        self.tenant_id, self.source, self.app, self.leeway = tenant_id, jwks_source, app, leeway
+        self.issuers = (f"https://sts.windows.net/{tenant_id}/", f"https://login.microsoftonline.com/{tenant_id}/v2.0")
+        self._client = jwt.PyJWKClient(jwks_source, lifespan=ENTRA_JWKS_TTL) if jwks_source.startswith(
+            ("https://", "http://")) else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EntraVerifier | None:
+        if not settings.entra_tenant_id:
+            return None
+        if not settings.entra_jwks:
+            raise ValueError("SCIM_ENTRA_JWKS must name Entra's JWKS (file or URL) when SCIM_ENTRA_TENANT_ID is set")
+        return cls(settings.entra_tenant_id, settings.entra_jwks, settings.entra_app or settings.default_app,
+                   settings.jwt_leeway)
+
+    def _key(self, token: str) -> Any:
+        if self._client is not None:
+            return self._client.get_signing_key_from_jwt(token).key
+        kid = jwt.get_unverified_header(token).get("kid")
+        keys = jwt.PyJWKSet.from_json(Path(self.source).read_text())
+        for key in keys.keys:
+            if key.key_id == kid:
+                return key.key
+        raise InvalidToken("the token's signing key is not in the configured Entra JWKS")
+
+    def verify(self, token: str, app: str) -> TokenClaims:
+        if app != self.app:
+            raise InvalidToken(f"Entra tokens are accepted for the app {self.app!r} only")
+        try:
+            claims = jwt.decode(token, self._key(token), algorithms=["RS256"], audience=ENTRA_AUDIENCE,
+                                issuer=self.issuers, leeway=self.leeway,
+                                options={"require": ["exp", "nbf", "iss", "aud"]})
+        except (jwt.PyJWTError, OSError) as exc:
+            raise InvalidToken(str(exc)) from exc
+        if claims.get("tid", self.tenant_id) != self.tenant_id:
+            raise InvalidToken("the token was issued for another tenant")
+        return TokenClaims(app, "entra", SCOPES)

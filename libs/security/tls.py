@@ -1,0 +1,99 @@
+"""TLS at the gateway: the nginx directives, and a self-signed pair for the local run.
+
+TLS 1.2 and 1.3 only. For TLS 1.2 the cipher suites are the ones Entra's provisioning
+service lists as its minimum bar (ECDHE with AES-GCM or AES-CBC-SHA2); TLS 1.3 suites are
+all AEAD and left to OpenSSL. With ``tls_client_ca`` set, clients (the provisioning
+agent's host) must present a certificate that CA signed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+from libs.config import Settings
+
+ENTRA_CIPHERS = ":".join((
+    "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384",
+    "ECDHE-RSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384",
+))
+"""OpenSSL names of the TLS 1.2 suites Entra lists (TLS_ECDHE_{RSA,ECDSA}_WITH_AES_*)."""
+
+
+def enabled(settings: Settings) -> bool:
+    return bool(settings.tls or settings.tls_cert)
+
+
+def pair(settings: Settings) -> tuple[Path, Path]:
+    """The certificate and key the gateway serves: configured, else a self-signed pair under var/tls."""
+    if settings.tls_cert:
+        if not settings.tls_key:
+            raise ValueError("SCIM_TLS_KEY must name the private key of SCIM_TLS_CERT")
+        return Path(settings.tls_cert).resolve(), Path(settings.tls_key).resolve()
+    folder = (settings.var_dir / "tls").resolve()
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    if not (cert.exists() and key.exists()):
+        write_self_signed(cert, key)
+    return cert, key
+
+
+def write_self_signed(cert_path: Path, key_path: Path, days: int = 397) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scimbus local")])
+    now = dt.datetime.now(dt.timezone.utc)
+    sans = [x509.DNSName("localhost"), x509.DNSName(socket.gethostname()),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def nginx_directives(cert: Path, key: Path, client_ca: str = "") -> str:
+    lines = [
+        "# Written by scimbus (libs/security/tls.py): TLS 1.2+ with Entra's cipher suites.",
+        f"ssl_certificate {cert};",
+        f"ssl_certificate_key {key};",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        f"ssl_ciphers {ENTRA_CIPHERS};",
+        "ssl_prefer_server_ciphers on;",
+        "ssl_session_cache shared:scimbus_tls:1m;",
+        "ssl_session_tickets off;",
+    ]
+    if client_ca:
+        lines += [f"ssl_client_certificate {Path(client_ca).resolve()};", "ssl_verify_client on;",
+                  "ssl_verify_depth 3;"]
+    return "\n".join(lines) + "\n"
+
+
+def configure_gateway(env: dict[str, str], settings: Settings, nginx_dir: Path) -> str:
+    """Set the template's TLS variables (and write its include); returns the URL scheme."""
+    folder = nginx_dir / "tls"
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "ssl.conf"
+    env["SCIM_GATEWAY_TLS_INCLUDE"] = str(folder / "*.conf")
+    if not enabled(settings):
+        conf.unlink(missing_ok=True)
+        return "http"
+    cert, key = pair(settings)
+    conf.write_text(nginx_directives(cert, key, settings.tls_client_ca))
+    env["SCIM_GATEWAY_LISTEN"] = env["SCIM_GATEWAY_LISTEN"] + " ssl"
+    return "https"
