@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, delete, false, select, union_all
+from sqlalchemy import Engine, delete, exists, false, func, or_, select, union_all
 
 from libs.bus.messages import WriteJob
 from libs.scim.errors import ScimError
 from libs.security.credentials import utcnow
-from libs.store.tables import changes, rejected_writes
+from libs.store.tables import changes, delivery_cursors, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
 
@@ -98,9 +98,17 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
 
 
 def purge(engine: Engine, retention_days: int) -> int:
-    """Delete audit rows older than the retention; returns how many went."""
+    """Delete audit rows older than the retention; returns how many went.
+
+    ``changes`` is also the outbox: a change some connector has not handled yet (past the
+    slowest delivery cursor) stays, however old, so a purge never loses a delivery.
+    """
     horizon = utcnow() - timedelta(days=retention_days)
+    handled = select(func.min(delivery_cursors.c.seq)).scalar_subquery()
     with engine.begin() as conn:
-        gone = conn.execute(delete(changes).where(changes.c.at < horizon)).rowcount
+        gone = conn.execute(delete(changes).where(
+            changes.c.at < horizon,
+            or_(~exists().select_from(delivery_cursors), changes.c.seq <= handled),
+        )).rowcount
         gone += conn.execute(delete(rejected_writes).where(rejected_writes.c.at < horizon)).rowcount
     return gone
