@@ -24,11 +24,12 @@ soak:
 	@deploy/setup.sh test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-BENCH_ARGS ?= --postgres
+BENCH_ARGS ?= --postgres --json bench/results/latest.json
 DRAIN_ARGS ?= --postgres --writes 20000
 
 bench:
 	@deploy/setup.sh test
+	@mkdir -p bench/results
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.drain $(DRAIN_ARGS)
 
