@@ -42,14 +42,23 @@ def cmd_reader(args: argparse.Namespace) -> None:
     _gunicorn("reader", "services.reader.wsgi", args)
 
 
-def cmd_worker(args: argparse.Namespace) -> None:
-    _prepare_metrics("worker")
-    from services import probe
-    from services.worker.main import run_pool
+def run_pool_role(role: str, module: str, args: argparse.Namespace) -> None:
+    """A pool role (worker, deliverer): fresh metrics files, its readiness URL recorded for
+    ``scimbus health``, then ``module.run_pool``. The module is imported only after the
+    metrics folder is set, since importing it defines the metrics."""
+    import importlib
 
+    from services import probe
+
+    _prepare_metrics(role)
     if args.metrics_port:
-        probe.record("worker", f"http://127.0.0.1:{args.metrics_port}/readyz")
-    run_pool(load_settings(), processes=args.processes, metrics_port=args.metrics_port)
+        probe.record(role, f"http://127.0.0.1:{args.metrics_port}/readyz")
+    importlib.import_module(module).run_pool(load_settings(), processes=args.processes,
+                                             metrics_port=args.metrics_port)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    run_pool_role("worker", "services.worker.main", args)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -11,25 +11,17 @@ from libs.config import load_settings
 
 
 def cmd_deliverer(args: argparse.Namespace) -> None:
-    from services.cli import _prepare_metrics
+    from services.cli import run_pool_role
 
-    _prepare_metrics("deliverer")
-    if args.metrics_port:
-        from services import probe
-
-        probe.record("deliverer", f"http://127.0.0.1:{args.metrics_port}/readyz")
-    from services.worker.deliverer import run_pool
-
-    run_pool(load_settings(), processes=args.processes, metrics_port=args.metrics_port)
+    run_pool_role("deliverer", "services.worker.deliverer", args)
 
 
 def cmd_sweeper(args: argparse.Namespace) -> None:
-    import logging
-
+    from libs.web import logs
     from services.worker.fanout import run_sweeper
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(settings)  # the same JSON (or plain) lines as every other role
     if args.metrics_port:
         from services import probe
         from services.worker.main import serve_pool_probes

@@ -16,7 +16,6 @@ from typing import Any, Iterator
 from sqlalchemy import Engine, delete, exists, false, func, or_, select, union_all
 
 from libs.bus.messages import WriteJob
-from libs.scim.errors import ScimError
 from libs.security.credentials import utcnow
 from libs.store.tables import changes, delivery_cursors, rejected_writes
 
@@ -31,9 +30,6 @@ def audit_fields(job: WriteJob) -> dict[str, Any]:
 def _clip(value: Any, size: int) -> str | None:
     return str(value)[:size] if value is not None else None
 
-
-def outcome_of(error: ScimError) -> str:
-    return f"{error.status} {error.scim_type}" if error.scim_type else str(error.status)
 
 
 def rejection_row(job: WriteJob, error: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Deliver committed changes to the downstream connectors: fan out, deliver, sweep.
 
-- ``enqueue_after_commit`` (called by ``jobs.apply_write`` once a write committed) puts one
+- ``enqueue_after_commit`` (called by ``jobs.apply_writes`` once a batch committed) puts one
   delivery job per interested connector on the delivery queue, a queue of its own served
   by the ``scimbus deliverer`` processes: a slow or dead target never delays a SCIM answer
   or another connector's queue position for long, and the write path never waits on it.

@@ -44,10 +44,6 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
     return {"results": [r.to_payload() for r in results]}
 
 
-def apply_write(payload: dict[str, Any]) -> dict[str, Any]:
-    """One write on its own (operators re-running a job by hand)."""
-    return apply_writes({"writes": [payload]})["results"][0]
-
 
 def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     ctx = get_context()
