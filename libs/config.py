@@ -37,6 +37,9 @@ class Settings:
     """Bearer token(s) SCIM clients send, comma-separated for rotation; default: var_dir/token."""
     write_timeout: float = 30.0
     """Seconds the front waits for a worker to apply a write before answering 503."""
+    write_linger_ms: float = 3.0
+    """While writes arrive concurrently, how long the front holds a batch open for more of
+    them (group commit: fewer, larger bus jobs); a lone write never waits. 0: never."""
     job_timeout: int = 10
     """Seconds a worker may spend on one write job before RQ stops it."""
     max_body_bytes: int = 4 * 1024 * 1024
@@ -185,6 +188,8 @@ def _validate(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
+    if not 0 <= s.write_linger_ms <= 100:
+        raise SettingsError(f"SCIM_WRITE_LINGER_MS must be between 0 and 100, not {s.write_linger_ms!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -84,6 +84,22 @@ def _name_of(schema: ResourceSchema, doc: dict[str, Any]) -> str:
     return doc["userName"] if schema is USERS else doc["displayName"]
 
 
+def name_key(schema: ResourceSchema, doc: dict[str, Any]) -> str:
+    """What the case-insensitive uniqueness of userName / group displayName compares."""
+    return _name_of(schema, doc).lower()
+
+
+def clash(schema: ResourceSchema, doc: dict[str, Any], name_keys: set[str],
+          external_ids: set[str | None]) -> Uniqueness | None:
+    """The 409 of ``doc`` when its name or externalId is among those already in use."""
+    name = _name_of(schema, doc)
+    if name_key(schema, doc) in name_keys:
+        return Uniqueness(f"{'userName' if schema is USERS else 'displayName'} {name!r} is already in use.")
+    if doc.get("externalId") is not None and doc["externalId"] in external_ids:
+        return Uniqueness(f"externalId {doc['externalId']!r} is already in use.")
+    return None
+
+
 def _row_values(schema: ResourceSchema, doc: dict[str, Any]) -> dict[str, Any]:
     name = _name_of(schema, doc)
     return {
@@ -119,7 +135,14 @@ _SELECT_CLASH = (
            R.pk != bindparam("exclude_pk"))
     .limit(1)
 )
-_INSERT_RESOURCE = insert(resources).returning(R.pk)
+_SELECT_TAKEN = (
+    select(R.name_key, R.external_id)
+    .where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+           or_(R.name_key.in_(bindparam("name_keys", expanding=True)),
+               R.external_id.in_(bindparam("external_ids", expanding=True))))
+)
+# One multi-row INSERT for a batch's creates; the pks come back in the order of the rows.
+_INSERT_RESOURCES = insert(resources).returning(R.pk, sort_by_parameter_order=True)
 _UPDATE_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
     version=bindparam("version"), last_modified=bindparam("last_modified"), **{c: bindparam(c) for c in _ROW})
 _TOUCH_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
@@ -193,23 +216,43 @@ class DirectoryStore:
             "app": app, "resource_type": schema.name, "name_key": name.lower(),
             "external_id": doc.get("externalId"), "exclude_pk": -1 if exclude_pk is None else exclude_pk,
         }).first()
-        if row is None:
-            return
-        attr = "userName" if schema is USERS else "displayName"
-        if row.name_key == name.lower():
-            raise Uniqueness(f"{attr} {name!r} is already in use.")
-        raise Uniqueness(f"externalId {doc['externalId']!r} is already in use.")
+        if row is not None:
+            raise clash(schema, doc, {row.name_key}, {row.external_id})  # type: ignore[misc]
+
+    def taken(self, conn: Connection, app: str, schema: ResourceSchema,
+              docs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+        """The name keys and externalIds of ``docs`` already in use, in one query: the
+        uniqueness check of a batch of creates (``check_unique`` is the one-resource form)."""
+        rows = conn.execute(_SELECT_TAKEN, {
+            "app": app, "resource_type": schema.name,
+            "name_keys": list({name_key(schema, d) for d in docs}),
+            "external_ids": list({d["externalId"] for d in docs if d.get("externalId") is not None}),
+        })
+        names: set[str] = set()
+        external_ids: set[str] = set()
+        for r in rows:
+            names.add(r.name_key)
+            if r.external_id is not None:
+                external_ids.add(r.external_id)
+        return names, external_ids
 
     # ------------------------------------------------------------------ writes
     def insert_resource(self, conn: Connection, app: str, schema: ResourceSchema, id: str,
                         doc: dict[str, Any]) -> StoredResource:
+        return self.insert_resources(conn, app, schema, [(id, doc)])[0]
+
+    def insert_resources(self, conn: Connection, app: str, schema: ResourceSchema,
+                         items: list[tuple[str, dict[str, Any]]]) -> list[StoredResource]:
+        """New resources and their value index rows: two statements for any number of them."""
         now = utcnow()
-        pk = conn.execute(_INSERT_RESOURCE, {
-            "app": app, "resource_type": schema.name, "id": id, "version": 1, "created": now,
-            "last_modified": now, **_row_values(schema, doc),
-        }).scalar_one()
-        self._write_values(conn, pk, schema, doc, replace=False)
-        return StoredResource(pk, id, schema.name, 1, now, now, doc)
+        pks = conn.execute(_INSERT_RESOURCES, [
+            {"app": app, "resource_type": schema.name, "id": id, "version": 1, "created": now,
+             "last_modified": now, **_row_values(schema, doc)}
+            for id, doc in items
+        ]).scalars().all()
+        stored = [StoredResource(pk, id, schema.name, 1, now, now, doc) for pk, (id, doc) in zip(pks, items)]
+        self._insert_values(conn, schema, stored)
+        return stored
 
     def update_resource(self, conn: Connection, schema: ResourceSchema, current: StoredResource,
                         doc: dict[str, Any], *, doc_changed: bool = True) -> StoredResource:
@@ -219,11 +262,14 @@ class DirectoryStore:
         if doc_changed:
             params.update(_row_values(schema, doc))
             conn.execute(_UPDATE_RESOURCE, params)
-            self._write_values(conn, current.pk, schema, doc, replace=True)
+            conn.execute(_DELETE_VALUES, {"pk_": current.pk})
         else:
             conn.execute(_TOUCH_RESOURCE, params)
-        return StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
-                              current.created, now, doc)
+        stored = StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
+                                current.created, now, doc)
+        if doc_changed:
+            self._insert_values(conn, schema, [stored])
+        return stored
 
     def delete_resource(self, conn: Connection, current: StoredResource) -> None:
         # Values and memberships (as group or as member) go with it: ON DELETE CASCADE,
@@ -232,13 +278,10 @@ class DirectoryStore:
         conn.execute(_DELETE_MEMBERSHIPS, {"pk_": current.pk})
         conn.execute(_DELETE_RESOURCE, {"pk_": current.pk})
 
-    def _write_values(self, conn: Connection, pk: int, schema: ResourceSchema, doc: dict[str, Any],
-                      *, replace: bool) -> None:
-        if replace:
-            conn.execute(_DELETE_VALUES, {"pk_": pk})
-        rows = flatten(doc, schema)
+    def _insert_values(self, conn: Connection, schema: ResourceSchema, stored: list[StoredResource]) -> None:
+        rows = [{"resource_pk": s.pk, **r} for s in stored for r in flatten(s.doc, schema)]
         if rows:
-            conn.execute(_INSERT_VALUES, [{"resource_pk": pk, **r} for r in rows])
+            conn.execute(_INSERT_VALUES, rows)
 
     # ------------------------------------------------------------------ membership
     def resolve_members(self, conn: Connection, app: str, values: Iterable[str]) -> dict[str, tuple[int, str]]:

@@ -22,7 +22,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         # redis-py connects lazily: nothing is opened until the first request needs the bus.
         redis = Redis.from_url(settings.redis_url, socket_timeout=settings.write_timeout + 5,
                                socket_connect_timeout=5, health_check_interval=30)
-        app.extensions["scim.bus"] = Bus(redis, settings.queue_name, job_timeout=settings.job_timeout)
+        app.extensions["scim.bus"] = Bus(redis, settings.queue_name, job_timeout=settings.job_timeout,
+                                          linger=settings.write_linger_ms / 1000)
         app.register_blueprint(oauth.bp)  # issue 5: /oauth/token, /oauth/jwks
         return (QueueDepthCollector(redis, [settings.queue_name]),)
 

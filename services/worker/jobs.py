@@ -27,7 +27,7 @@ from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
 from services.worker import fanout
 from services.worker.context import get_context
-from services.worker.writes import OPERATIONS
+from services.worker import writes
 
 log = logging.getLogger("scimbus.worker")
 
@@ -53,25 +53,60 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     rejections: list[dict[str, Any]] = []
     with store.transaction() as conn:
         done = store.applied_results(conn, [job.job_id for job in jobs])
-        for job in jobs:
-            if job.job_id in done:
-                log.info("write %s already applied; answering its recorded result", job.job_id)
-                results.append(WriteResult.from_payload(done[job.job_id]))
+        for run in _runs(jobs, done):
+            if run[0].job_id in done:
+                log.info("write %s already applied; answering its recorded result", run[0].job_id)
+                results.append(WriteResult.from_payload(done[run[0].job_id]))
                 continue
             started = time.perf_counter()
-            result = _apply_one(store, conn, job, ctx.settings)
-            outcome = "ok" if result.status < 400 else str(result.status)
-            observe_job(job.op, job.resource_type, outcome, time.perf_counter() - started)
-            results.append(result)
-            if result.status < 400:
-                records.append(_record(job, result))
-            else:
-                rejections.append(rejection_row(job, result.body or {}))
+            outcomes = (_apply_creates(store, conn, run, ctx.settings) if len(run) > 1
+                        else [_apply_one(store, conn, run[0], ctx.settings)])
+            each = (time.perf_counter() - started) / len(run)
+            for job, result in zip(run, outcomes):
+                observe_job(job.op, job.resource_type, "ok" if result.status < 400 else str(result.status), each)
+                results.append(result)
+                if result.status < 400:
+                    records.append(_record(job, result))
+                else:
+                    rejections.append(rejection_row(job, result.body or {}))
         # Written with the changes, in the same transaction: a batch that committed is
         # answered from these records if it ever runs again. Refusals are audited but not
         # recorded as answers: they changed nothing, and a re-run answers them afresh.
         store.record(conn, records, rejections)
     return results
+
+
+def _runs(jobs: list[WriteJob], done: dict[str, Any]) -> list[list[WriteJob]]:
+    """The batch in order, cut into runs: consecutive creates of one app and resource type
+    that touch nothing else go together (``create_many``); every other write runs alone."""
+    runs: list[list[WriteJob]] = []
+    for job in jobs:
+        last = runs[-1] if runs else None
+        if (last is not None and job.job_id not in done and last[-1].job_id not in done
+                and writes.can_create_together(job) and writes.can_create_together(last[-1])
+                and (job.app, job.resource_type) == (last[-1].app, last[-1].resource_type)):
+            last.append(job)
+        else:
+            runs.append([job])
+    return runs
+
+
+def _apply_creates(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
+                   settings: Settings) -> list[WriteResult]:
+    savepoint = conn.begin_nested()
+    try:
+        results = writes.create_many(store, conn, jobs, settings)
+        savepoint.commit()
+        return results
+    except IntegrityError:
+        savepoint.rollback()  # a concurrent writer took a name first: one by one, each its own answer
+        log.info("a run of %d creates lost a uniqueness race; applying them one by one", len(jobs))
+    except DBAPIError:
+        raise
+    except Exception:
+        savepoint.rollback()
+        log.exception("a run of %d creates failed; applying them one by one", len(jobs))
+    return [_apply_one(store, conn, job, settings) for job in jobs]
 
 
 def _record(job: WriteJob, result: WriteResult) -> dict[str, Any]:
@@ -83,7 +118,7 @@ def _record(job: WriteJob, result: WriteResult) -> dict[str, Any]:
 
 
 def _apply_one(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
-    operation = OPERATIONS[job.op]
+    operation = writes.OPERATIONS[job.op]
     for attempt in range(1, _INTEGRITY_ATTEMPTS + 1):
         savepoint = conn.begin_nested()
         try:

@@ -120,3 +120,58 @@ def test_the_same_batch_id_cannot_be_enqueued_twice(redis_conn):
     b.submit_batch("batch-4", [job()])
     b.submit_batch("batch-4", [job()])
     assert redis_conn.llen("rq:queue:test-writes") == 1
+
+
+class RecordingBus:
+    """Stands in for the bus behind a Coalescer: records each batch, answers when let go."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.let_go = threading.Event()
+        self.let_go.set()
+
+    def submit_batch(self, batch_id: str, jobs: list[WriteJob]) -> None:
+        self.sizes.append(len(jobs))
+
+    def await_batch(self, batch_id: str, count: int, timeout: float):
+        self.let_go.wait(timeout)
+        from libs.bus.messages import WriteResult
+        return [WriteResult(201, {"n": i}) for i in range(count)]
+
+
+def test_a_lone_write_goes_out_at_once_even_with_a_linger(monkeypatch):
+    from libs.bus import queues
+
+    slept: list[float] = []
+    monkeypatch.setattr(queues.time, "sleep", slept.append)
+    recording = RecordingBus()
+    coalescer = queues.Coalescer(recording, max_batch=64, in_flight=2, linger=0.5)
+    for _ in range(5):
+        assert coalescer.apply(job(), timeout=5).status == 201
+    assert recording.sizes == [1] * 5 and slept == []
+
+
+def test_under_concurrent_writes_a_batch_lingers_for_the_writes_arriving_just_after():
+    from libs.bus.queues import Coalescer
+
+    recording = RecordingBus()
+    coalescer = Coalescer(recording, max_batch=64, in_flight=1, linger=0.5)
+
+    def write_soon(delay: float = 0.0) -> threading.Thread:
+        t = threading.Thread(target=lambda: (time.sleep(delay), coalescer.apply(job(), timeout=10)))
+        t.start()
+        return t
+
+    recording.let_go.clear()
+    first = write_soon()                        # holds the only slot until let go
+    time.sleep(0.2)
+    waiting = [write_soon(), write_soon()]      # both join the next batch
+    time.sleep(0.2)
+    recording.let_go.set()
+    for t in [first, *waiting]:
+        t.join(5)
+    assert recording.sizes == [1, 2]
+    lone, neighbour = write_soon(), write_soon(0.1)  # the last batch had 2: this one lingers
+    for t in (lone, neighbour):
+        t.join(5)
+    assert recording.sizes == [1, 2, 2]
