@@ -122,9 +122,13 @@ def _stored(row: Any) -> StoredResource:
 _ROW = ("name", "name_key", "external_id", "display_name", "active", "doc")
 _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
-_INSERT_APPLIED = insert(applied_writes)
-_INSERT_CHANGE = insert(changes)
-_INSERT_REJECTED = insert(rejected_writes)
+# Every multi-row INSERT carries a RETURNING: SQLAlchemy then sends the rows as one
+# multi-VALUES statement ("insertmanyvalues"). Without it, psycopg runs executemany in
+# pipeline mode, whose loop polls a socket that is always writable: on busy cores the worker
+# burned more CPU waiting for PostgreSQL than PostgreSQL spent on the rows.
+_INSERT_APPLIED = insert(applied_writes).returning(applied_writes.c.job_id)
+_INSERT_CHANGE = insert(changes).returning(changes.c.seq)
+_INSERT_REJECTED = insert(rejected_writes).returning(rejected_writes.c.seq)
 _SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
                                       R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
@@ -151,7 +155,7 @@ _DELETE_VALUES = delete(resource_values).where(resource_values.c.resource_pk == 
 _DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam("pk_"),
                                                 members.c.member_pk == bindparam("pk_")))
 _DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
-_INSERT_VALUES = insert(resource_values)
+_INSERT_VALUES = insert(resource_values).returning(resource_values.c.resource_pk)
 
 
 class DirectoryStore:
@@ -311,8 +315,8 @@ class DirectoryStore:
         rows = [{"group_pk": group.pk, "member_pk": pk} for pk, _ in found.values()]
         added = 0
         for start in range(0, len(rows), _CHUNK):
-            stmt = self._insert(conn, members).on_conflict_do_nothing()
-            added += conn.execute(stmt, rows[start:start + _CHUNK]).rowcount or 0
+            stmt = self._insert(conn, members).on_conflict_do_nothing().returning(members.c.member_pk)
+            added += len(conn.execute(stmt, rows[start:start + _CHUNK]).all())  # the rows not there before
         return added
 
     def remove_members(self, conn: Connection, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 from rq import Queue, Retry
+from rq.job import JobStatus
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
@@ -97,14 +98,35 @@ def _interested(settings: Settings) -> dict[str, tuple[str, frozenset[str]]]:
 
 def enqueue(queue: Queue, connector: str, key: ResourceKey, job_id: str, *, timeout: int = 60,
             rescope: bool = False) -> None:
-    try:
-        queue.enqueue(DELIVER_FUNCTION, {"connector": connector, "app": key.app, "rescope": rescope,
-                                         "resource_type": key.resource_type, "resource_id": key.resource_id},
-                      job_id=job_id, unique=True, result_ttl=0, failure_ttl=3600, ttl=24 * 3600,
-                      job_timeout=timeout, retry=Retry(max=3, interval=[1, 5, 15]),
-                      description=f"deliver {key.resource_type} {key.resource_id} to {connector}")
-    except DuplicateJobError:
-        pass
+    """Queue one delivery under ``job_id``, unless a job of that id is still queued, running
+    or waiting for a retry (it will do the same work)."""
+    for _ in range(2):
+        try:
+            queue.enqueue(DELIVER_FUNCTION, {"connector": connector, "app": key.app, "rescope": rescope,
+                                             "resource_type": key.resource_type, "resource_id": key.resource_id},
+                          job_id=job_id, unique=True, result_ttl=0, failure_ttl=3600, ttl=24 * 3600,
+                          job_timeout=timeout, retry=Retry(max=3, interval=[1, 5, 15]),
+                          description=f"deliver {key.resource_type} {key.resource_id} to {connector}")
+            return
+        except DuplicateJobError:
+            if not _clear_if_ended(queue, job_id):
+                return
+
+
+_ENDED = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED})
+
+
+def _clear_if_ended(queue: Queue, job_id: str) -> bool:
+    """Remove a job of this id that ended without a success still on record: a delivery whose
+    deliverers were killed past its retries sits in the failed registry for an hour, and
+    its id — the sweeper's id for the same pending change — must not block the change that long."""
+    job = queue.fetch_job(job_id)
+    if job is None:
+        return True
+    if job.get_status(refresh=False) not in _ENDED:
+        return False
+    job.delete()
+    return True
 
 
 def enqueue_after_commit(settings: Settings, redis: Redis, app: str, resource_type: str, resource_id: str,

@@ -161,3 +161,23 @@ def test_joining_a_scope_group_delivers_the_user_and_leaving_it_removes_the_user
     assert _logins(target) == []
     target.dispose()
     connector.close()
+
+
+@pytest.mark.redis
+def test_a_delivery_job_that_died_past_its_retries_does_not_block_the_next_one_of_its_id(redis_conn):
+    from rq import Queue
+    from rq.job import JobStatus
+    from rq.serializers import JSONSerializer
+
+    from services.worker.fanout import enqueue
+
+    queue = Queue(f"deliveries-{uuid.uuid4().hex[:6]}", connection=redis_conn, serializer=JSONSerializer)
+    key, job_id = ResourceKey("default", "User", str(uuid.uuid4())), f"dlv-hook-sweep-{uuid.uuid4().hex}"
+    enqueue(queue, "hook", key, job_id)
+    enqueue(queue, "hook", key, job_id)  # still queued: the same job does the work
+    assert queue.count == 1
+    job = queue.dequeue_any([queue], None, connection=redis_conn, serializer=JSONSerializer)[0]
+    job.set_status(JobStatus.FAILED)  # as RQ leaves a job abandoned by killed workers past its retries
+    enqueue(queue, "hook", key, job_id)
+    assert queue.job_ids == [job_id]
+    assert queue.fetch_job(job_id).get_status() == JobStatus.QUEUED
