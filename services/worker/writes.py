@@ -55,6 +55,14 @@ def _check_immutable(schema: ResourceSchema, old: dict[str, Any], new: dict[str,
                 raise Mutability(f"{attribute.name} is immutable: it keeps the value it was given first.")
 
 
+def _check_unique_if_renamed(store: DirectoryStore, conn: Connection, app: str, schema: ResourceSchema,
+                             current: StoredResource, doc: dict[str, Any]) -> None:
+    """A write that keeps the name and externalId cannot break their uniqueness: most of
+    Entra's PATCHes (manager, active, department …) skip the query."""
+    if name_key(schema, doc) != name_key(schema, current.doc) or doc.get("externalId") != current.doc.get("externalId"):
+        store.check_unique(conn, app, schema, doc, exclude_pk=current.pk)
+
+
 def _hashed(job: WriteJob) -> bool:
     """The front hashed the password before enqueueing (older jobs: the worker hashes)."""
     return bool(job.meta.get("password_hashed"))
@@ -141,7 +149,7 @@ def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Se
     passwords.seal(doc, current.doc, keep_if_absent=True, hashed=_hashed(job))
     _check_immutable(schema, current.doc, doc)
     member_ids = _member_ids(doc)
-    store.check_unique(conn, job.app, schema, doc, exclude_pk=current.pk)
+    _check_unique_if_renamed(store, conn, job.app, schema, current, doc)
     stored = store.update_resource(conn, schema, current, doc)
     if schema is GROUPS:
         store.remove_members(conn, job.app, stored, None)
@@ -170,7 +178,7 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
                                                  ignore_unknown=_ignore_unknown(settings)) > 0
     stored = current
     if result.changed:
-        store.check_unique(conn, job.app, schema, result.resource, exclude_pk=current.pk)
+        _check_unique_if_renamed(store, conn, job.app, schema, current, result.resource)
     if result.changed or members_changed:
         stored = store.update_resource(conn, schema, current, result.resource, doc_changed=result.changed)
     if schema is GROUPS and not job.meta.get("answer"):

@@ -164,3 +164,31 @@ def test_a_create_that_loses_a_race_inside_a_batch_fails_alone(worker_store, mon
                            write("create", "User", ids[1], user(f"{ids[1]}@contoso.com"))])
     assert [r.status for r in results] == [201, 409, 201]
     assert [r.body["id"] for r in (results[0], results[2])] == ids
+
+
+def test_a_patch_that_keeps_name_and_external_id_skips_the_uniqueness_query_and_one_that_takes_another_is_409(
+        worker_store):
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    assert [r.status for r in apply_batch([
+        write("create", "User", mine, user(f"{mine}@contoso.com", externalId=f"ext-{mine}")),
+        write("create", "User", theirs, user(f"{theirs}@contoso.com", externalId=f"ext-{theirs}"))])] == [201, 201]
+
+    def patch(op: dict) -> WriteJob:
+        return write("patch", "User", mine, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                              "Operations": [op]})
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *rest):
+        seen.append(statement)
+
+    event.listen(worker_store, "before_cursor_execute", record)
+    try:
+        (kept,) = apply_batch([patch({"op": "replace", "path": "active", "value": False})])
+        clash_queries = [s for s in seen if "name_key" in s.partition("WHERE")[2]]
+        (taken,) = apply_batch([patch({"op": "replace", "path": "externalId", "value": f"ext-{theirs}"})])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", record)
+    assert kept.status == 200 and kept.body["active"] is False
+    assert clash_queries == []
+    assert taken.status == 409 and taken.body["scimType"] == "uniqueness"
