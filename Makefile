@@ -3,12 +3,13 @@ SHELL := /bin/bash
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast bench soak lint clean k8s-sync
+.PHONY: help run test test-fast bench bench-full soak lint clean k8s-sync
 
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
 	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates (BENCH_ARGS=\"--url …\" for a running one)"
+	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
 	@echo "make soak   - the long fault runs kept out of make test"
 	@echo "make k8s-sync - copy the gateway template and alert rules into k8s/base (kustomize reads only its folder)"
 
@@ -26,11 +27,19 @@ soak:
 
 BENCH_ARGS ?= --postgres --json bench/results/latest.json
 DRAIN_ARGS ?= --postgres --writes 20000
+# issue 7's sizes: 100,000 users in the directory and a 100,000-member group (~25 min here)
+FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --json bench/results/full.json
 
 bench:
 	@deploy/setup.sh test
 	@mkdir -p bench/results
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.drain $(DRAIN_ARGS)
+
+bench-full:
+	@deploy/setup.sh test
+	@mkdir -p bench/results
+	$(BIN)/python -m bench $(FULL_BENCH_ARGS)
 	$(BIN)/python -m bench.drain $(DRAIN_ARGS)
 
 lint:

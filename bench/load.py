@@ -2,7 +2,7 @@
 
 The same count-based phases run against each server in turn (never both at once: 2 cores),
 each phase by a number of client threads, every thread with its own persistent
-``httpx.Client`` (keep-alive where the server keeps connections; no pool sharing):
+``Client`` (keep-alive where the server keeps connections; no pool sharing):
 
 0. ``fill-create``: ``POST /Users`` until the directory holds ``--directory-size`` users
    (at least what phases 6 and 7 need), at ``--fill-concurrency``. Pure creates: the
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
+from bench.client import Client, HTTPError, Response
 
 if TYPE_CHECKING:
     from bench.peer import Dialect
@@ -151,16 +151,16 @@ class Recorder:
                 kept.append(why or "?")
 
 
-Check = Callable[[httpx.Response], "str | None"]
+Check = Callable[[Response], "str | None"]
 
 
-def call(client: httpx.Client, rec: Recorder, op: str, method: str, url: str, *, expect: Iterable[int],
-         check: Check | None = None, **kw) -> httpx.Response | None:
+def call(client: Client, rec: Recorder, op: str, method: str, url: str, *, expect: Iterable[int],
+         check: Check | None = None, **kw) -> Response | None:
     """One timed request; returns the response when it is what was expected, else None."""
     t0 = time.perf_counter()
     try:
         response = client.request(method, url, **kw)
-    except httpx.HTTPError as exc:
+    except HTTPError as exc:
         rec.add(op, time.perf_counter() - t0, False, f"{type(exc).__name__}: {exc}")
         return None
     seconds = time.perf_counter() - t0
@@ -178,7 +178,7 @@ def call(client: httpx.Client, rec: Recorder, op: str, method: str, url: str, *,
 
 def _list_check(expected_id: str | None) -> Check:
     """A ListResponse with no resource (``None``) or exactly the expected one."""
-    def check(response: httpx.Response) -> str | None:
+    def check(response: Response) -> str | None:
         body = response.json()
         found = [r.get("id") for r in body.get("Resources", [])]
         if expected_id is None:
@@ -191,19 +191,19 @@ def _list_check(expected_id: str | None) -> Check:
 
 def _body_check(predicate: Callable[[dict], bool], what: str) -> Check:
     """For a 200 with a body; a 204 has nothing to check."""
-    def check(response: httpx.Response) -> str | None:
+    def check(response: Response) -> str | None:
         if response.status_code == 204 or not response.content:
             return None
         return None if predicate(response.json()) else f"{what}: {response.text[:160]}"
     return check
 
 
-def _created(response: httpx.Response) -> str | None:
+def _created(response: Response) -> str | None:
     return None if response.json().get("id") else f"no id in the 201: {response.text[:160]}"
 
 
 def _members_check(member_ids: list[str]) -> Check:
-    def check(response: httpx.Response) -> str | None:
+    def check(response: Response) -> str | None:
         have = {m.get("value") for m in response.json().get("members") or []}
         missing = [m for m in member_ids if m not in have]
         return f"{len(missing)} of {len(member_ids)} members missing, e.g. {missing[:2]}" if missing else None
@@ -264,7 +264,7 @@ class Progress:
         self._emit(final=True)
 
 
-def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn,
+def run_phase(name: str, clients: list[Client], tasks: list, fn,
               progress: Progress | None = None) -> Phase:
     """Run ``fn(client, recorder, task)`` over every task with one thread per client."""
     todo = deque(tasks)
@@ -310,14 +310,14 @@ def run_phase(name: str, clients: list[httpx.Client], tasks: list, fn,
 # --------------------------------------------------------------------------- one task of each phase
 
 
-def fill_user(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) -> tuple[str, str] | None:
+def fill_user(client: Client, rec: Recorder, task: tuple[str, Dialect]) -> tuple[str, str] | None:
     user_name, dialect = task
     response = call(client, rec, "fill-create", "POST", "/Users", json=user_body(user_name, dialect),
                     expect=(201,), check=_created)
     return (response.json()["id"], user_name) if response is not None else None
 
 
-def query_then_create(client: httpx.Client, rec: Recorder,
+def query_then_create(client: Client, rec: Recorder,
                       task: tuple[str, Dialect]) -> tuple[str, str] | None:
     user_name, dialect = task
     params = {"filter": f'userName eq "{user_name}"'}
@@ -329,13 +329,13 @@ def query_then_create(client: httpx.Client, rec: Recorder,
     return (response.json()["id"], user_name) if response is not None else None
 
 
-def query_hit(client: httpx.Client, rec: Recorder, user: tuple[str, str]) -> None:
+def query_hit(client: Client, rec: Recorder, user: tuple[str, str]) -> None:
     user_id, user_name = user
     call(client, rec, "query-hit", "GET", "/Users", params={"filter": f'userName eq "{user_name}"'},
          expect=(200,), check=_list_check(user_id))
 
 
-def patch_user(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialect]) -> None:
+def patch_user(client: Client, rec: Recorder, task: tuple[str, str, Dialect]) -> None:
     """Entra's update of an attribute, then its separate manager reference PATCH."""
     user_id, manager_id, d = task
     family = "Leenay-" + user_id[:8]
@@ -354,21 +354,21 @@ def patch_user(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialec
          expect=(200, 204), check=_body_check(manager_set, "manager not set"))
 
 
-def disable_user(client: httpx.Client, rec: Recorder, task: tuple[str, Dialect]) -> None:
+def disable_user(client: Client, rec: Recorder, task: tuple[str, Dialect]) -> None:
     user_id, d = task
     call(client, rec, "patch-user-disable", "PATCH", f"/Users/{user_id}",
          json=patch_body({"op": d.op("Replace"), "path": "active", "value": d.inactive()}), expect=(200, 204),
          check=_body_check(lambda u: u.get("active") is False, "still active"))
 
 
-def create_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str], Dialect]) -> tuple | None:
+def create_group(client: Client, rec: Recorder, task: tuple[str, list[str], Dialect]) -> tuple | None:
     name, member_ids, d = task
     response = call(client, rec, "create-group", "POST", "/Groups", json=group_body(name, d), expect=(201,),
                     check=_created)
     return (response.json()["id"], member_ids) if response is not None else None
 
 
-def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialect],
+def add_member(client: Client, rec: Recorder, task: tuple[str, str, Dialect],
                op: str = "patch-group-add"):
     group_id, member, d = task
     call(client, rec, op, "PATCH", f"/Groups/{group_id}",
@@ -376,14 +376,14 @@ def add_member(client: httpx.Client, rec: Recorder, task: tuple[str, str, Dialec
          expect=(204, 200))
 
 
-def get_group(client: httpx.Client, rec: Recorder, task: tuple[str, list[str]]) -> None:
+def get_group(client: Client, rec: Recorder, task: tuple[str, list[str]]) -> None:
     """Every member added in phase 5b is there: no add lost to a concurrent one."""
     group_id, member_ids = task
     call(client, rec, "get-group", "GET", f"/Groups/{group_id}", expect=(200,),
          check=_members_check(member_ids))
 
 
-def setup_groups(client: httpx.Client, rec: Recorder,
+def setup_groups(client: Client, rec: Recorder,
                  task: tuple[str, list[list[str]], Dialect]) -> tuple[str, str] | None:
     """(key, id) of a group built from empty with one PATCH per chunk of members, in order."""
     key, chunks, d = task
@@ -402,12 +402,12 @@ def setup_groups(client: httpx.Client, rec: Recorder,
     return key, group_id
 
 
-def add_big_or_small(client: httpx.Client, rec: Recorder, task: tuple[str, str, str, Dialect]) -> None:
+def add_big_or_small(client: Client, rec: Recorder, task: tuple[str, str, str, Dialect]) -> None:
     op, group_id, member, d = task
     add_member(client, rec, (group_id, member, d), op=op)
 
 
-def patch_many(client: httpx.Client, rec: Recorder, task: tuple[str, list[str], Dialect]) -> None:
+def patch_many(client: Client, rec: Recorder, task: tuple[str, list[str], Dialect]) -> None:
     group_id, members, d = task
     if call(client, rec, "patch-many-members", "PATCH", f"/Groups/{group_id}",
             json=patch_body({"op": d.op("Add"), "path": "members", "value": [{"value": m} for m in members]}),
@@ -476,20 +476,18 @@ def default_token() -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def make_clients(url: str, token: str, n: int, timeout: float) -> list[httpx.Client]:
+def make_clients(url: str, token: str, n: int, timeout: float) -> list[Client]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json",
                "Accept": "application/scim+json"}
-    return [httpx.Client(base_url=url, headers=headers, timeout=timeout,
-                         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
-            for _ in range(n)]
+    return [Client(url, headers, timeout) for _ in range(n)]
 
 
-def warm_up(clients: list[httpx.Client]) -> str | None:
+def warm_up(clients: list[Client]) -> str | None:
     """Open every connection (Entra's Test Connection query); the reason when the server says no."""
     for client in clients:
         try:
             r = client.get("/Users", params={"filter": f'userName eq "{uuid.uuid4()}"'})
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             return f"cannot reach {client.base_url}: {type(exc).__name__}: {exc}"
         if r.status_code != 200:
             return f"GET {client.base_url}Users answered {r.status_code}: {r.text[:200]}"

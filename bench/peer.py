@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from bench.client import Client, HTTPError, Response
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_PACKAGE = "scim2-server==0.8.3"
@@ -131,7 +131,7 @@ class Dialect:
 ENTRA = Dialect()
 
 
-def _why(r: httpx.Response | None, exc: Exception | None = None) -> str:
+def _why(r: Response | None, exc: Exception | None = None) -> str:
     if exc is not None:
         return f"{type(exc).__name__}: {exc}"
     detail = r.text
@@ -142,17 +142,17 @@ def _why(r: httpx.Response | None, exc: Exception | None = None) -> str:
     return f"HTTP {r.status_code} {detail[:140]}"
 
 
-def probe_dialect(client: httpx.Client) -> Dialect:
+def probe_dialect(client: Client) -> Dialect:
     """Send each Entra shape once; fall back to the closest accepted shape where refused."""
     from bench.load import ENTERPRISE, GROUP, group_body, patch_body, user_body
 
     d = Dialect(name="peer")
     tag = uuid.uuid4().hex[:8]
 
-    def send(method: str, url: str, body: dict | None = None) -> tuple[httpx.Response | None, str | None]:
+    def send(method: str, url: str, body: dict | None = None) -> tuple[Response | None, str | None]:
         try:
             r = client.request(method, url, json=body) if body is not None else client.request(method, url)
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             return None, _why(None, exc)
         return r, (None if r.status_code < 300 else _why(r))
 
