@@ -47,6 +47,7 @@ class Traversal:
 
     users: int
     seen: bytearray = field(init=False)
+    listed: int = 0
     duplicates: int = 0
     strangers: int = 0
     pages: int = 0
@@ -65,10 +66,7 @@ class Traversal:
             self.duplicates += 1
         else:
             self.seen[i] = 1
-
-    @property
-    def listed(self) -> int:
-        return sum(self.seen)
+            self.listed += 1
 
     @property
     def exact(self) -> bool:

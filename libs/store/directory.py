@@ -151,11 +151,15 @@ _SELECT_GROUPS = (
 _RELATED_COLUMN = {None: None, "members": members.c.group_pk, "groups": members.c.member_pk}
 
 
+# What a document is made of (``_stored``): fewer columns, less for the driver to describe.
+_DOCUMENT_COLUMNS = (R.pk, R.id, R.resource_type, R.version, R.created, R.last_modified, R.doc)
+
+
 def _rows_select(related: str | None):
     column = _RELATED_COLUMN[related]
     if column is None:
-        return select(resources)
-    return select(resources, exists().where(column == R.pk).label("related"))
+        return select(*_DOCUMENT_COLUMNS)
+    return select(*_DOCUMENT_COLUMNS, exists().where(column == R.pk).label("related"))
 
 
 def _related(schema: ResourceSchema, with_members: bool, with_groups: bool) -> str | None:
