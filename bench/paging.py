@@ -33,12 +33,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def reader_memory(root: int) -> tuple[float, float]:
-    """(RSS, PSS) in MB of the reader's gunicorn processes under ``scimbus run`` ``root``."""
+def reader_memory(root: int) -> tuple[float, float, list[float]]:
+    """(RSS, PSS, RSS of each process) in MB of the reader's gunicorn processes (arbiter and
+    workers) under ``scimbus run`` ``root``."""
     from bench.reads import reader_pids
 
-    pids = reader_pids(root)
-    return sum(_rss_bytes(p) for p in pids) / 2**20, sum(_pss_bytes(p) for p in pids) / 2**20
+    each = [_rss_bytes(p) / 2**20 for p in reader_pids(root)]
+    return sum(each), sum(_pss_bytes(p) for p in reader_pids(root)) / 2**20, each
 
 
 @dataclass
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace, database_url: str) -> int:
     with tempfile.TemporaryDirectory(prefix="scimbus-paging-") as tmp, \
             running_stack(Path(tmp), database_url=database_url) as stack:
         sampler = StackSampler(stack.proc.pid, interval=1.0).start()
-        memory: list[tuple[str, float, float]] = [("start", *reader_memory(stack.proc.pid))]
+        memory: list[tuple[str, float, float, list[float]]] = [("start", *reader_memory(stack.proc.pid))]
         marks = [(int(args.users * f), f"after {f:.0%}") for f in CHECKPOINTS]
         started = time.perf_counter()
 
@@ -147,18 +148,18 @@ def run(args: argparse.Namespace, database_url: str) -> int:
 
 
 def report(args: argparse.Namespace, seen: Traversal, by_index: list[list[str]], by_cursor: list[list[str]],
-           memory: list[tuple[str, float, float]], usage, wall: float) -> int:
+           memory: list[tuple[str, float, float, list[float]]], usage, wall: float) -> int:
     same_order = by_index == by_cursor[:len(by_index)]
     print(f"paged {seen.users} users: {seen.pages} cursor pages of {args.count} in {wall:.1f} s "
           f"({seen.users / wall:.0f} users/s); listed {seen.listed}, duplicates {seen.duplicates}, "
           f"others {seen.strangers}, totalResults {sorted(seen.totals)}")
     print(f"first {len(by_index)} startIndex pages {'match' if same_order else 'DIFFER FROM'} the cursor pages")
     print("reader memory (gunicorn arbiter + workers):")
-    for label, rss, pss in memory:
-        print(f"  {label:<11} RSS {rss:7.1f} MB  PSS {pss:7.1f} MB")
+    for label, rss, pss, each in memory:
+        print(f"  {label:<11} RSS {rss:7.1f} MB  PSS {pss:7.1f} MB  (per process {' '.join(f'{m:.1f}' for m in each)})")
     if usage is not None:
         print(f"  peak        RSS {usage.rss_peak:7.1f} MB  PSS {usage.pss_peak:7.1f} MB (sampled every second)")
-    by_label = {label: rss for label, rss, _ in memory}
+    by_label = {label: rss for label, rss, _, _ in memory}
     growth = by_label.get("after 100%", 0.0) - by_label.get("after 10%", 0.0)
     flat = growth < args.max_growth_mb
     print(f"memory {'flat' if flat else 'NOT flat'}: {growth:+.1f} MB RSS from 10% to 100% "
