@@ -368,7 +368,7 @@ class DirectoryStore:
 
     def _documents(self, conn: Connection, schema: ResourceSchema, rows: list[Any],
                    with_members: bool, with_groups: bool) -> list[dict[str, Any]]:
-        """Documents of ``rows``; a row from a statement of ``_reading`` carries ``related``,
+        """Documents of ``rows``; a row from ``_rows_select`` with a derived list carries ``related``,
         and rows without any member/group skip that query."""
         stored = [_stored(r) for r in rows]
         is_group = schema.name == GROUPS.name
