@@ -5,8 +5,9 @@ per request does not (much). This starts a stack (``tests.support.stack``) on a 
 PostgreSQL (or ``--database-url``), seeds ``--users`` users straight into the store
 (``bench.seed``), then sends ``--reads`` filtered GETs on existing userNames from
 ``--concurrency`` threads and prints, per request: the reader's gunicorn processes' CPU
-(each worker's share too, to see how the load spreads), PostgreSQL's CPU (every process of
-the private cluster), the client's CPU, and the rate and latencies seen.
+(each worker's share too, to see how the load spreads), PostgreSQL's CPU (the private
+cluster's processes, backends that came and went included; not measured with
+``--database-url``), the client's CPU, and the rate and latencies seen.
 """
 
 from __future__ import annotations
@@ -21,11 +22,23 @@ import time
 from pathlib import Path
 
 from bench.load import make_clients, percentile
-from bench.procs import _cmdline, _stat, descendants, role_of
+from bench.procs import _TICK, _cmdline, _stat, descendants, role_of
 
 
 def _cpu(pids: list[int]) -> dict[int, float]:
     return {p: st[2] for p in pids if (st := _stat(p)) is not None}
+
+
+def cluster_cpu(root: int) -> float:
+    """CPU seconds of a PostgreSQL cluster so far: the postmaster's own and its reaped
+    children's (``cutime``/``cstime``: backends that came and went) plus the live backends'."""
+    try:
+        raw = Path(f"/proc/{root}/stat").read_text()
+    except OSError:
+        return 0.0
+    f = raw[raw.rindex(")") + 2:].split()
+    own = sum(int(x) for x in f[11:15]) / _TICK
+    return own + sum(_cpu([p for p, _ in descendants(root)]).values())
 
 
 def reader_pids(root: int) -> list[int]:
@@ -85,15 +98,14 @@ def measure(args: argparse.Namespace, database_url: str, pg_root: int | None) ->
         names = [user_name(i) for i in range(args.users)]
         readers = reader_pids(stack.proc.pid)
         drive(stack.url, stack.token, names, min(args.reads, 500), args.concurrency)  # warm every worker
-        pg = [pg_root, *(p for p, _ in descendants(pg_root))] if pg_root else []  # its backends now exist
-        print(f"reader processes {readers}, PostgreSQL processes {len(pg)}", flush=True)
+        print(f"reader processes {readers}", flush=True)
         for run in range(args.repeat):
-            r0, p0, c0 = _cpu(readers), _cpu(pg), time.process_time()
+            r0, p0, c0 = _cpu(readers), cluster_cpu(pg_root) if pg_root else 0.0, time.process_time()
             latencies, errors, wall = drive(stack.url, stack.token, names, args.reads, args.concurrency)
-            r1, p1, c1 = _cpu(readers), _cpu(pg), time.process_time()
+            r1, p1, c1 = _cpu(readers), cluster_cpu(pg_root) if pg_root else 0.0, time.process_time()
             n = len(latencies)
             per_proc = sorted(((r1[p] - r0[p]) * 1000 / n for p in r1 if p in r0), reverse=True)
-            pg_ms = sum(p1[p] - p0[p] for p in p1 if p in p0) * 1000 / n
+            pg_ms = (p1 - p0) * 1000 / n
             print(f"run {run + 1}: {n} GETs, {errors} errors, {n / wall:.0f}/s, "
                   f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms | "
                   f"reader CPU {sum(per_proc):.2f} ms/GET (per process {' '.join(f'{c:.2f}' for c in per_proc)}) | "
