@@ -3,13 +3,14 @@ SHELL := /bin/bash
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast bench bench-full soak lint clean k8s-sync
+.PHONY: help run test test-fast bench bench-full bench-paging soak lint clean k8s-sync
 
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
 	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates (BENCH_ARGS=\"--url …\" for a running one)"
 	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
+	@echo "make bench-paging - page through 1,000,000 seeded users, print the reader's memory (PAGING_ARGS=\"--users N\")"
 	@echo "make soak   - the long fault runs kept out of make test"
 	@echo "make k8s-sync - copy the gateway template and alert rules into k8s/base (kustomize reads only its folder)"
 
@@ -41,6 +42,12 @@ bench-full:
 	@mkdir -p bench/results
 	$(BIN)/python -m bench $(FULL_BENCH_ARGS)
 	$(BIN)/python -m bench.drain $(DRAIN_ARGS)
+
+PAGING_ARGS ?= --postgres
+
+bench-paging:
+	@deploy/setup.sh test
+	$(BIN)/python -m bench.paging $(PAGING_ARGS)
 
 lint:
 	@deploy/setup.sh test

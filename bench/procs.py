@@ -2,7 +2,8 @@
 
 The roles are found under the ``scimbus run`` process by command line: ``scimbus front``
 (after gunicorn's exec: ``services.front.wsgi``), ``scimbus reader``, ``scimbus worker``
-(the RQ pool and the workers it forks), nginx, redis-server. A process whose own command
+(the RQ pool and the workers it forks), ``scimbus deliverer`` (likewise), ``scimbus
+sweeper``, nginx, redis-server. A process whose own command
 line names no role (a shell honcho puts in between, a fork) takes its parent's role.
 """
 
@@ -13,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROLES = ("front", "reader", "worker", "gateway", "redis", "run", "peer")
+ROLES = ("front", "reader", "worker", "deliverer", "sweeper", "gateway", "redis", "run", "peer")
 """``run`` is ``scimbus run`` itself and the processes honcho forks to watch each service;
 ``peer`` is the scim2-server the bench compares with."""
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -68,7 +69,8 @@ def role_of(argv: list[str]) -> str | None:
         return "peer"
     if head in ("sh", "dash", "bash"):  # honcho's `sh -c <command>`: counted with the command it runs
         return role_of(argv[2].split()) if len(argv) > 2 and argv[1] == "-c" else None
-    for role in ("front", "reader", "worker"):
+    # deliverer before worker: its module is services.worker.deliverer
+    for role in ("deliverer", "sweeper", "front", "reader", "worker"):
         if f"scimbus {role}" in joined or f"services.{role}" in joined:
             return role
     if "scimbus run" in joined or "services.cli run" in joined:

@@ -20,26 +20,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from libs.scim.errors import InvalidValue, Uniqueness
 from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
-from libs.store.query import filter_clause, sort_clause
+from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import writer_lock
 from libs.store.tables import applied_writes, changes, members, rejected_writes, resource_values, resources
 from libs.store.values import flatten
 
 R = resources.c
 _CHUNK = 500
+_T = TypeVar("_T")
 
 log = logging.getLogger("scimbus.store")
 
@@ -156,6 +158,48 @@ _DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam(
                                                 members.c.member_pk == bindparam("pk_")))
 _DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
 _INSERT_VALUES = insert(resource_values).returning(resource_values.c.resource_pk)
+
+# The read side's statements, also built once. ``related`` (see ``_related``) says whether
+# a row has any member (a group) or group (a user), so most reads skip that second query.
+_m = resources.alias("m")
+_SELECT_MEMBERS = (
+    select(members.c.group_pk, _m.c.id, _m.c.resource_type, _m.c.name, _m.c.display_name)
+    .join(_m, _m.c.pk == members.c.member_pk)
+    .where(members.c.group_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(members.c.group_pk, _m.c.pk)
+)
+_g = resources.alias("g")
+_SELECT_GROUPS = (
+    select(members.c.member_pk, _g.c.id, _g.c.name)
+    .join(_g, _g.c.pk == members.c.group_pk)
+    .where(members.c.member_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(members.c.member_pk, _g.c.pk)
+)
+_RELATED_COLUMN = {None: None, "members": members.c.group_pk, "groups": members.c.member_pk}
+
+
+# What a document is made of (``_stored``): fewer columns, less for the driver to describe.
+_DOCUMENT_COLUMNS = (R.pk, R.id, R.resource_type, R.version, R.created, R.last_modified, R.doc)
+
+
+def _rows_select(related: str | None):
+    column = _RELATED_COLUMN[related]
+    if column is None:
+        return select(*_DOCUMENT_COLUMNS)
+    return select(*_DOCUMENT_COLUMNS, exists().where(column == R.pk).label("related"))
+
+
+def _related(schema: ResourceSchema, with_members: bool, with_groups: bool) -> str | None:
+    """Which derived list the documents need: a group's ``members``, a user's ``groups``, or none."""
+    if schema.name == GROUPS.name:
+        return "members" if with_members else None
+    return "groups" if with_groups else None
+
+
+_BY_ID = {k: _rows_select(k).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+                                   R.id == bindparam("id")) for k in _RELATED_COLUMN}
+_BY_NAME_KEY = {k: _rows_select(k).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+                                         R.name_key == bindparam("name_key")) for k in _RELATED_COLUMN}
 
 
 class DirectoryStore:
@@ -337,16 +381,8 @@ class DirectoryStore:
         out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in group_pks}
         if not group_pks:
             return out
-        m = resources.alias("m")
-        rows = conn.execute(
-            select(members.c.group_pk, m.c.id, m.c.resource_type, m.c.name, m.c.display_name)
-            .join(m, m.c.pk == members.c.member_pk)
-            .where(members.c.group_pk.in_(group_pks))
-            .order_by(members.c.group_pk, m.c.pk)
-        )
-        for r in rows:
-            entry = {"value": r.id, "display": r.display_name or r.name, "type": r.resource_type}
-            out[r.group_pk].append(entry)
+        for r in conn.execute(_SELECT_MEMBERS, {"pks": group_pks}):
+            out[r.group_pk].append({"value": r.id, "display": r.display_name or r.name, "type": r.resource_type})
         return out
 
     def groups_of(self, conn: Connection, member_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -354,60 +390,88 @@ class DirectoryStore:
         out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in member_pks}
         if not member_pks:
             return out
-        g = resources.alias("g")
-        rows = conn.execute(
-            select(members.c.member_pk, g.c.id, g.c.name)
-            .join(g, g.c.pk == members.c.group_pk)
-            .where(members.c.member_pk.in_(member_pks))
-            .order_by(members.c.member_pk, g.c.pk)
-        )
-        for r in rows:
+        for r in conn.execute(_SELECT_GROUPS, {"pks": member_pks}):
             out[r.member_pk].append({"value": r.id, "display": r.name, "type": "direct"})
         return out
 
     # ------------------------------------------------------------------ the read side
+    def _read(self, read: Callable[[Connection], _T]) -> _T:
+        """Run ``read`` on a pooled connection, once more on a fresh one when that connection
+        turned out dead.
+
+        The reader's pool does not ping on checkout (a round trip on every request); after a
+        database restart the first read on each stale connection fails instead, SQLAlchemy
+        reports it as ``connection_invalidated`` and refreshes the whole pool, and the retry
+        gets a new connection. Reads run in autocommit (or a read-only transaction): running
+        one twice changes nothing. Still down: the error reaches the caller (503)."""
+        try:
+            with self.engine.connect() as conn:
+                return read(conn)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with self.engine.connect() as conn:
+            return read(conn)
+
     def _documents(self, conn: Connection, schema: ResourceSchema, rows: list[Any],
                    with_members: bool, with_groups: bool) -> list[dict[str, Any]]:
+        """Documents of ``rows``; a row from ``_rows_select`` with a derived list carries ``related``,
+        and rows without any member/group skip that query."""
         stored = [_stored(r) for r in rows]
-        pks = [s.pk for s in stored]
-        member_map = self.members_of(conn, pks) if schema is GROUPS and with_members else {}
-        group_map = self.groups_of(conn, pks) if schema is USERS and with_groups else {}
-        docs = []
-        for s in stored:
-            docs.append(s.document(
-                members=member_map.get(s.pk) if schema is GROUPS and with_members else None,
-                groups=(group_map.get(s.pk) or None) if schema is USERS and with_groups else None,
-            ))
-        return docs
+        is_group = schema.name == GROUPS.name
+        if not (with_members if is_group else with_groups):
+            return [s.document() for s in stored]
+        pks = [s.pk for s, r in zip(stored, rows) if getattr(r, "related", True)]
+        if is_group:
+            member_map = self.members_of(conn, pks) if pks else {}
+            return [s.document(members=member_map.get(s.pk, [])) for s in stored]
+        group_map = self.groups_of(conn, pks) if pks else {}
+        return [s.document(groups=group_map.get(s.pk) or None) for s in stored]
 
     def get(self, app: str, schema: ResourceSchema, id: str, *, with_members: bool = True,
             with_groups: bool = True) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(resources).where(R.app == app, R.resource_type == schema.name,
-                                                       R.id == id)).first()
-            if row is None:
-                return None
-            return self._documents(conn, schema, [row], with_members, with_groups)[0]
+        stmt = _BY_ID[_related(schema, with_members, with_groups)]
+
+        def read(conn: Connection) -> dict[str, Any] | None:
+            row = conn.execute(stmt, {"app": app, "resource_type": schema.name, "id": id}).first()
+            return None if row is None else self._documents(conn, schema, [row], with_members, with_groups)[0]
+
+        return self._read(read)
 
     def search(self, app: str, schema: ResourceSchema, node: Filter | None, *, start_index: int = 1,
                count: int = 100, sort_by: str | None = None, descending: bool = False,
                with_members: bool = True, with_groups: bool = True) -> tuple[int, list[dict[str, Any]]]:
+        related = _related(schema, with_members, with_groups)
+        key = name_key_of(node, schema) if node is not None and not sort_by else None
+        if key is not None:
+            # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): at most one row,
+            # through one statement built at import; paging is then a slice of that row.
+            def by_name(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
+                rows = conn.execute(_BY_NAME_KEY[related],
+                                    {"app": app, "resource_type": schema.name, "name_key": key}).all()
+                page = rows[start_index - 1:start_index - 1 + count]
+                return len(rows), self._documents(conn, schema, page, with_members, with_groups)
+
+            return self._read(by_name)
         where = [R.app == app, R.resource_type == schema.name]
         if node is not None:
             where.append(filter_clause(node, schema))
         cond = and_(*where)
-        with self.engine.connect() as conn:
+        order = sort_clause(sort_by, descending, schema) if sort_by else [R.pk]
+
+        def read(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
             rows: list[Any] = []
             if count > 0:
-                order = sort_clause(sort_by, descending, schema) if sort_by else [R.pk]
                 rows = conn.execute(
-                    select(resources).where(cond).order_by(*order).offset(start_index - 1).limit(count)
+                    _rows_select(related).where(cond).order_by(*order).offset(start_index - 1).limit(count)
                 ).all()
             if start_index == 1 and len(rows) < count:
                 total = len(rows)  # a first page that is not full holds every match: no COUNT needed
             else:
                 total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
             return total, self._documents(conn, schema, rows, with_members, with_groups)
+
+        return self._read(read)
 
     def search_after(self, app: str, schema: ResourceSchema, node: Filter | None, *, after_pk: int, count: int,
                      with_members: bool = True, with_groups: bool = True
@@ -417,12 +481,14 @@ class DirectoryStore:
         where = [R.app == app, R.resource_type == schema.name]
         if node is not None:
             where.append(filter_clause(node, schema))
-        with self.engine.connect() as conn:
+        page = _rows_select(_related(schema, with_members, with_groups))
+
+        def read(conn: Connection) -> tuple[int, list[dict[str, Any]], int | None]:
             total = conn.execute(select(func.count()).select_from(resources).where(and_(*where))).scalar_one()
-            rows = conn.execute(
-                select(resources).where(and_(*where, R.pk > after_pk)).order_by(R.pk).limit(count + 1)
-            ).all()
+            rows = conn.execute(page.where(and_(*where, R.pk > after_pk)).order_by(R.pk).limit(count + 1)).all()
             more = len(rows) > count
             rows = rows[:count]
             next_pk = rows[-1].pk if more and rows else None
             return total, self._documents(conn, schema, rows, with_members, with_groups), next_pk
+
+        return self._read(read)

@@ -480,6 +480,21 @@ def filter_clause(node: Filter, schema: ResourceSchema) -> ColumnElement[bool]:
     return _Compiler(schema).compile(node)
 
 
+def name_key_of(node: Filter, schema: ResourceSchema) -> str | None:
+    """The ``name_key`` that ``node`` pins when it is exactly ``<name> eq "<string>"`` (User
+    ``userName``, Group ``displayName``: Entra's matching query), else None.
+
+    Such a filter matches at most one row of the ``(app, resource_type, name_key)`` unique
+    index; the store runs it as a statement built once instead of compiling the filter.
+    """
+    if not isinstance(node, Compare) or node.op != "eq" or not isinstance(node.value, str):
+        return None
+    ref = resolve(schema, node.path.text)
+    if ref.sub is not None or ref.path.lower() != column_name_attribute(schema):
+        return None
+    return fold(node.value)
+
+
 def sort_clause(sort_by: str | None, descending: bool, schema: ResourceSchema) -> list[Any]:
     """ORDER BY terms for ``sortBy``: missing values last ascending, first descending (RFC 7644
     §3.4.2.3), strings folded unless caseExact and in code-point order, then ``resources.pk``."""

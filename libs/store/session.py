@@ -26,7 +26,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = False) -> Engine:
     """An engine for ``url``; ``read_only`` (the reader) runs PostgreSQL statements in
     autocommit: a SCIM read needs no multi-statement snapshot, and it saves the BEGIN and
-    ROLLBACK round trips of every request."""
+    ROLLBACK round trips of every request.
+
+    Writers' pools ping a connection on checkout, so a write never starts on a connection
+    that died with a database restart. The reader's does not (that ``SELECT 1`` was a
+    round trip on every read): its reads retry once when a connection is found dead
+    (``DirectoryStore._read``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -38,7 +43,7 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
-    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=not read_only,
                          pool_recycle=1800, **options)
 
 

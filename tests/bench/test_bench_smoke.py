@@ -99,3 +99,10 @@ def test_the_peer_process_is_its_own_service_role():
     launched = ["/x/venv/bin/python", "-c", "from scim2_server.testserver.cli import main", "--port", "1"]
     assert role_of(launched) == "peer"  # started with a larger listen backlog (--peer-backlog)
     assert role_of(["python", "-m", "services.cli", "run"]) == "run"
+
+
+def test_the_delivery_roles_are_their_own_services_not_the_supervisor():
+    for role in ("deliverer", "sweeper"):
+        assert role_of(["/x/venv/bin/python", "/x/venv/bin/scimbus", role, "--metrics-port", "1"]) == role
+        assert role_of(["/bin/sh", "-c", f"scimbus {role} --metrics-port 1"]) == role
+    assert role_of(["/x/venv/bin/python", "/x/venv/bin/scimbus", "worker", "--processes", "2"]) == "worker"
