@@ -24,13 +24,20 @@ import uuid
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
 from rq.results import Result
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
+from rq.utils import now
 
 from libs.bus import defaults
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import ScimError, Unavailable
+
+
+_ENQUEUE = 'redis.call("SADD", KEYS[3], KEYS[2])\n' + UNIQUE_ENQUEUE_SCRIPT
+"""RQ's own atomic unique enqueue (check the id is new, save the job hash, set its TTL, push
+its id), plus the queue's entry in RQ's set of queues that ``Queue.enqueue`` adds in a MULTI
+of its own: one round trip per batch instead of two."""
 
 
 class Bus:
@@ -43,23 +50,32 @@ class Bus:
         self.function = function
         self.queue = Queue(queue_name, connection=redis, serializer=OrjsonSerializer)
         self.job_timeout = job_timeout
+        self._retry = Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS)
+        self._enqueue = redis.register_script(_ENQUEUE)  # EVALSHA, reloaded if Redis lost it
         self.coalescer = Coalescer(self, max_batch=max_batch, in_flight=in_flight)
 
     def submit_batch(self, batch_id: str, jobs: list[WriteJob]) -> None:
+        """Put one job holding ``jobs`` on the queue, as ``Queue.enqueue(..., unique=True)``
+        would: the same job hash, so any RQ worker runs it, in one round trip."""
+        job = self.queue.create_job(
+            self.function, args=({"writes": [w.to_payload() for w in jobs]},),
+            job_id=batch_id,
+            timeout=self.job_timeout,
+            result_ttl=defaults.RESULT_TTL,
+            failure_ttl=defaults.FAILURE_TTL,
+            ttl=defaults.QUEUED_TTL,
+            retry=self._retry,
+            description=f"{len(jobs)} writes",
+        )
+        job.enqueued_at = now()
+        fields: list = []
+        for key, value in job.to_dict().items():
+            if value is not None:
+                fields += (key, value if isinstance(value, (bytes, str)) else str(value))
         try:
-            self.queue.enqueue(
-                self.function, {"writes": [job.to_payload() for job in jobs]},
-                job_id=batch_id,
-                job_timeout=self.job_timeout,
-                result_ttl=defaults.RESULT_TTL,
-                failure_ttl=defaults.FAILURE_TTL,
-                ttl=defaults.QUEUED_TTL,
-                retry=Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS),
-                description=f"{len(jobs)} writes",
-                unique=True,
-            )
-        except DuplicateJobError:
-            pass  # already queued under this id: wait for that one
+            # 0: a job of this id exists already (a resent command): wait for that one.
+            self._enqueue(keys=[job.key, self.queue.key, self.queue.redis_queues_keys],
+                          args=[job.id, "R", job.ttl, *fields])
         except RedisError as exc:
             raise Unavailable("The write queue is unreachable; nothing was changed.") from exc
 
