@@ -17,10 +17,10 @@ harmless.
 from __future__ import annotations
 
 import copy
-from base64 import b64decode
 import threading
 import time
 import uuid
+from base64 import b64decode
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -33,7 +33,6 @@ from libs.bus import defaults
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import ScimError, Unavailable
-
 
 _ENQUEUE = 'redis.call("SADD", KEYS[3], KEYS[2])\n' + UNIQUE_ENQUEUE_SCRIPT
 """RQ's own atomic unique enqueue (check the id is new, save the job hash, set its TTL, push
