@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Op = Literal["create", "replace", "patch", "delete"]
@@ -27,7 +27,9 @@ class WriteJob:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: the payload is serialised at once, and asdict's deep copy of the body
+        # cost ~25 µs a write on the front.
+        return dict(vars(self))
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> WriteJob:

@@ -9,6 +9,7 @@ import, so each process writes its own files and ``/metrics`` merges them.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess,
@@ -41,8 +42,17 @@ JOB_FAILURES = Counter(
 
 
 def observe_request(service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(service, method, endpoint, str(status)).inc()
-    HTTP_LATENCY.labels(service, method, endpoint).observe(seconds)
+    requests, latency = _request_children(service, method, endpoint, status)
+    requests.inc()
+    latency.observe(seconds)
+
+
+@lru_cache(maxsize=1024)
+def _request_children(service: str, method: str, endpoint: str, status: int) -> tuple:
+    # ``labels()`` validates and looks its child up under a lock on every call; the label
+    # sets are few (route patterns, never ids), so each pair is looked up once.
+    return (HTTP_REQUESTS.labels(service, method, endpoint, str(status)),
+            HTTP_LATENCY.labels(service, method, endpoint))
 
 
 def observe_job(op: str, resource_type: str, outcome: str, seconds: float) -> None:

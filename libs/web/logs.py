@@ -51,7 +51,7 @@ def configure(settings: Settings) -> None:
 def init_app(app: Flask) -> None:
     @app.after_request
     def _log_request(response: Response) -> Response:
-        if request.path.startswith(("/metrics", "/healthz")):
+        if request.path.startswith(("/metrics", "/healthz")) or not access.isEnabledFor(logging.INFO):
             return response
         principal = g.get("scim_principal")
         started = g.get("scim_started")

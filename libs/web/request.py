@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, request
 from werkzeug.routing import BaseConverter
+from werkzeug.sansio.utils import get_current_url
 
 from libs.scim.errors import InvalidSyntax, NotFound, PayloadTooLarge, UnsupportedMediaType
 
@@ -42,7 +44,14 @@ def resolve_app(app: str | None, default_app: str, apps: frozenset[str]) -> str:
 
 def base_url(app: str | None) -> str:
     """``https://host:8585/scim`` (or ``…/scim/<app>``) as the client sees it, behind the gateway."""
-    root = request.host_url.rstrip("/")
+    return _base_url(request.scheme, request.host, app)
+
+
+@lru_cache(maxsize=256)
+def _base_url(scheme: str, host: str, app: str | None) -> str:
+    # What ``request.host_url`` builds (IDNA and IRI decoding), once per host instead of on
+    # every write: a front sees one or two hosts.
+    root = get_current_url(scheme, host).rstrip("/")
     return f"{root}/scim" + (f"/{app}" if app else "")
 
 

@@ -130,13 +130,12 @@ class RecordingBus:
         self.let_go = threading.Event()
         self.let_go.set()
 
-    def submit_batch(self, batch_id: str, jobs: list[WriteJob]) -> None:
-        self.sizes.append(len(jobs))
-
-    def await_batch(self, batch_id: str, count: int, timeout: float):
-        self.let_go.wait(timeout)
+    def run_batch(self, batch_id: str, jobs: list[WriteJob], timeout: float):
         from libs.bus.messages import WriteResult
-        return [WriteResult(201, {"n": i}) for i in range(count)]
+
+        self.sizes.append(len(jobs))
+        self.let_go.wait(timeout)
+        return [WriteResult(201, {"n": i}) for i in range(len(jobs))]
 
 
 def test_a_lone_write_goes_out_at_once_even_with_a_linger(monkeypatch):
@@ -175,3 +174,32 @@ def test_under_concurrent_writes_a_batch_lingers_for_the_writes_arriving_just_af
     for t in (lone, neighbour):
         t.join(5)
     assert recording.sizes == [1, 2, 2]
+
+
+def test_a_batch_is_the_job_rq_itself_would_enqueue(redis_conn):
+    from rq import Queue, Retry
+
+    b = bus(redis_conn)
+    b.submit_batch("batch-5", [job()])
+    mine = redis_conn.hgetall("rq:job:batch-5")
+    Queue("test-writes", connection=redis_conn, serializer=OrjsonSerializer).enqueue(
+        b.function, {"writes": []}, job_id="batch-6", job_timeout=5, result_ttl=defaults.RESULT_TTL,
+        failure_ttl=defaults.FAILURE_TTL, ttl=defaults.QUEUED_TTL, unique=True,
+        retry=Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS))
+    theirs = redis_conn.hgetall("rq:job:batch-6")
+    assert set(mine) == set(theirs)
+    assert {k: v for k, v in mine.items() if k not in (b"data", b"created_at", b"enqueued_at", b"description")} \
+        == {k: v for k, v in theirs.items() if k not in (b"data", b"created_at", b"enqueued_at", b"description")}
+    assert 0 < redis_conn.ttl("rq:job:batch-5") <= defaults.QUEUED_TTL
+    assert b"rq:queue:test-writes" in redis_conn.smembers("rq:queues")
+    assert redis_conn.lrange("rq:queue:test-writes", 0, -1) == [b"batch-5", b"batch-6"]
+
+
+def test_the_enqueue_survives_redis_forgetting_its_scripts(redis_conn, redis_url):
+    b = bus(redis_conn)
+    b.submit_batch("batch-7", [job()])
+    redis_conn.script_flush()  # as after a Redis restart
+    w = job()
+    b.submit_batch("batch-8", [w])
+    run_worker_once(redis_conn)
+    assert b.await_batch("batch-8", 1, timeout=5)[0].body == {"id": w.resource_id}
