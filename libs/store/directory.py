@@ -34,6 +34,7 @@ from libs.scim.errors import InvalidValue, Uniqueness
 from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
+from libs.store.bulk import insert_rows
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import writer_lock
 from libs.store.tables import applied_writes, changes, members, rejected_writes, resource_values, resources
@@ -124,13 +125,6 @@ def _stored(row: Any) -> StoredResource:
 _ROW = ("name", "name_key", "external_id", "display_name", "active", "doc")
 _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
-# Every multi-row INSERT carries a RETURNING: SQLAlchemy then sends the rows as one
-# multi-VALUES statement ("insertmanyvalues"). Without it, psycopg runs executemany in
-# pipeline mode, whose loop polls a socket that is always writable: on busy cores the worker
-# burned more CPU waiting for PostgreSQL than PostgreSQL spent on the rows.
-_INSERT_APPLIED = insert(applied_writes).returning(applied_writes.c.job_id)
-_INSERT_CHANGE = insert(changes).returning(changes.c.seq)
-_INSERT_REJECTED = insert(rejected_writes).returning(rejected_writes.c.seq)
 _SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
                                       R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
@@ -147,8 +141,6 @@ _SELECT_TAKEN = (
            or_(R.name_key.in_(bindparam("name_keys", expanding=True)),
                R.external_id.in_(bindparam("external_ids", expanding=True))))
 )
-# One multi-row INSERT for a batch's creates; the pks come back in the order of the rows.
-_INSERT_RESOURCES = insert(resources).returning(R.pk, sort_by_parameter_order=True)
 _UPDATE_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
     version=bindparam("version"), last_modified=bindparam("last_modified"), **{c: bindparam(c) for c in _ROW})
 _TOUCH_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
@@ -157,7 +149,6 @@ _DELETE_VALUES = delete(resource_values).where(resource_values.c.resource_pk == 
 _DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam("pk_"),
                                                 members.c.member_pk == bindparam("pk_")))
 _DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
-_INSERT_VALUES = insert(resource_values).returning(resource_values.c.resource_pk)
 
 # The read side's statements, also built once. ``related`` (see ``_related``) says whether
 # a row has any member (a group) or group (a user), so most reads skip that second query.
@@ -237,19 +228,17 @@ class DirectoryStore:
 
         Each entry: app, job_id, request_id, result (payload), change (dict or None).
         """
-        if rejections:
-            conn.execute(_INSERT_REJECTED, list(rejections))
+        insert_rows(conn, rejected_writes, list(rejections))
         if not entries:
             return
         now = utcnow()
-        conn.execute(_INSERT_APPLIED, [
+        insert_rows(conn, applied_writes, [
             {"job_id": e["job_id"], "app": e["app"], "result": orjson.dumps(e["result"]).decode(), "applied_at": now}
             for e in entries
         ])
         rows = [{"app": e["app"], "job_id": e["job_id"], "request_id": e["request_id"], "at": now, **e["change"]}
                 for e in entries if e["change"] is not None]
-        if rows:
-            conn.execute(_INSERT_CHANGE, rows)
+        insert_rows(conn, changes, rows)
 
     # ------------------------------------------------------------------ reads inside a write
     def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
@@ -293,12 +282,12 @@ class DirectoryStore:
                          items: list[tuple[str, dict[str, Any]]]) -> list[StoredResource]:
         """New resources and their value index rows: two statements for any number of them."""
         now = utcnow()
-        pks = conn.execute(_INSERT_RESOURCES, [
+        pks = dict((r.id, r.pk) for r in insert_rows(conn, resources, [
             {"app": app, "resource_type": schema.name, "id": id, "version": 1, "created": now,
              "last_modified": now, **_row_values(schema, doc)}
             for id, doc in items
-        ]).scalars().all()
-        stored = [StoredResource(pk, id, schema.name, 1, now, now, doc) for pk, (id, doc) in zip(pks, items)]
+        ], returning=("id", "pk")))
+        stored = [StoredResource(pks[id], id, schema.name, 1, now, now, doc) for id, doc in items]
         self._insert_values(conn, schema, stored)
         return stored
 
@@ -327,9 +316,7 @@ class DirectoryStore:
         conn.execute(_DELETE_RESOURCE, {"pk_": current.pk})
 
     def _insert_values(self, conn: Connection, schema: ResourceSchema, stored: list[StoredResource]) -> None:
-        rows = [{"resource_pk": s.pk, **r} for s in stored for r in flatten(s.doc, schema)]
-        if rows:
-            conn.execute(_INSERT_VALUES, rows)
+        insert_rows(conn, resource_values, [{"resource_pk": s.pk, **r} for s in stored for r in flatten(s.doc, schema)])
 
     # ------------------------------------------------------------------ membership
     def resolve_members(self, conn: Connection, app: str, values: Iterable[str]) -> dict[str, tuple[int, str]]:

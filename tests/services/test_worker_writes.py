@@ -114,12 +114,7 @@ def test_a_batch_of_creates_costs_the_same_statements_for_4_and_for_40_users(wor
     few, few_cost = statements_of_batch(worker_store, batch(4))
     many, many_cost = statements_of_batch(worker_store, batch(40))
     assert {r.status for r in few + many} == {201}
-    if worker_store.dialect.name == "sqlite":
-        # SQLite cannot return inserted rows in a known order, so SQLAlchemy inserts one row
-        # per statement there; in process, a statement is not a round trip.
-        assert many_cost - few_cost == 36
-    else:
-        assert few_cost == many_cost
+    assert few_cost == many_cost
 
 
 def test_creates_of_one_batch_each_get_the_answer_they_would_get_alone(worker_store):
