@@ -54,7 +54,9 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None,
                 headers: dict[str, str] | None = None) -> Response:
-        target = self._prefix + path + (f"?{urlencode(params, quote_via=quote)}" if params else "")
+        # Like httpx: a path given with spaces or quotes in its query is sent percent-encoded.
+        target = quote(self._prefix + path, safe="/?&=%:@+,;$!*'()~") + (
+            f"{'&' if '?' in path else '?'}{urlencode(params, quote_via=quote)}" if params else "")
         body = orjson.dumps(json) if json is not None else None
         sent = {**self._headers, **(headers or {})}
         # A keep-alive connection the server closed while idle fails at once, before any

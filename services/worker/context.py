@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from libs.config import Settings, load_settings
 from libs.scim import extensions
 from libs.store.directory import DirectoryStore
+from libs.store.planner import GrowthAnalyzer
 from libs.store.session import create_engine_from_url
 
 
@@ -19,6 +20,11 @@ from libs.store.session import create_engine_from_url
 class WorkerContext:
     settings: Settings
     store: DirectoryStore
+    analyzer: GrowthAnalyzer | None = None
+
+    def __post_init__(self) -> None:
+        if self.analyzer is None:
+            self.analyzer = GrowthAnalyzer(self.store.engine)
 
 
 _context: WorkerContext | None = None

@@ -25,9 +25,8 @@ from libs.metrics.metrics import observe_batch, observe_job
 from libs.scim.errors import InternalError, ScimError, Uniqueness
 from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
-from services.worker import fanout
+from services.worker import fanout, writes
 from services.worker.context import get_context
-from services.worker import writes
 
 log = logging.getLogger("scimbus.worker")
 
@@ -41,8 +40,8 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
     observe_batch(len(jobs), time.perf_counter() - started)
     # After the commit: a delivery job must never see a change that could still roll back.
     fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
+    get_context().analyzer.created(sum(1 for r in results if r.status == 201))
     return {"results": [r.to_payload() for r in results]}
-
 
 
 def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
