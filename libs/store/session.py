@@ -23,15 +23,17 @@ from sqlalchemy.engine import make_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = False) -> Engine:
+def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = False, ping: bool = True) -> Engine:
     """An engine for ``url``; ``read_only`` (the reader) runs PostgreSQL statements in
     autocommit: a SCIM read needs no multi-statement snapshot, and it saves the BEGIN and
     ROLLBACK round trips of every request.
 
-    Writers' pools ping a connection on checkout, so a write never starts on a connection
+    Pools ping a connection on checkout (``ping``), so work never starts on a connection
     that died with a database restart. The reader's does not (that ``SELECT 1`` was a
     round trip on every read): its reads retry once when a connection is found dead
-    (``DirectoryStore._read``)."""
+    (``DirectoryStore._read``). Nor do the write workers' (a round trip per batch): a batch
+    on a dead connection fails as a whole, and RQ runs it again a second later on a new one,
+    its idempotency records making the second run exact."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -43,7 +45,7 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
-    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=not read_only,
+    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=ping and not read_only,
                          pool_recycle=1800, **options)
 
 

@@ -36,6 +36,6 @@ def get_context() -> WorkerContext:
     if _context is None or _pid != os.getpid():
         settings = load_settings()
         extensions.install(settings.file)
-        _context = WorkerContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2)))
+        _context = WorkerContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2, ping=False)))
         _pid = os.getpid()
     return _context
