@@ -10,8 +10,10 @@ BATCHES_IN_FLIGHT = 2
 """Batches one front process keeps on the bus at once; writes arriving meanwhile join the
 next batch (group commit), so a lone write never waits and a busy front sends big batches."""
 
-RESULT_TTL = 300
-"""Seconds a job's result stays in Redis: long enough for the waiting front, no longer."""
+RESULT_TTL = 60
+"""Seconds a finished job's result (and its hash, with the writes) stays in Redis. The front
+is already blocked on the result stream when the result is written, so it reads it at once;
+the rest is for an operator's look. At 700 writes/s, 300 s of them held 230 MB of Redis."""
 
 FAILURE_TTL = 7 * 24 * 3600
 """Seconds a failed job stays in the failed registry for an operator to inspect."""

@@ -219,24 +219,36 @@ def test_targets_down_during_writes_receive_everything_once_in_order_when_back(t
     with running_stack(stack_dir, extra_env={"SCIM_CONFIG_FILE": str(config)}) as stack, stack.client() as scim:
         boss = create_user(scim)
         wait_converged(scim, engine, hook, slapd)
-        hook.status = 503
+        hook.status, hook.delay = 503, 3.0  # the hook hangs 3 s, then refuses; LDAP is gone
         slapd.stop()
-        started = time.monotonic()
-        users = [create_user(scim, **{ENTERPRISE: {"manager": {"value": boss["id"]}}}) for _ in range(4)]
-        team = create_group(scim)
+        waits: list[float] = []
+
+        def timed(call, *args, **kwargs):
+            started = time.monotonic()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                waits.append(time.monotonic() - started)
+
+        users = [timed(create_user, scim, **{ENTERPRISE: {"manager": {"value": boss["id"]}}}) for _ in range(4)]
+        team = timed(create_group, scim)
         for round_ in range(3):
             for u in users:
-                r = patch(scim, f"/Users/{u['id']}", {"op": "Replace", "path": "displayName",
-                                                      "value": f"round {round_}"})
+                r = timed(patch, scim, f"/Users/{u['id']}", {"op": "Replace", "path": "displayName",
+                                                             "value": f"round {round_}"})
                 assert r.status_code == 200, r.text
-        assert patch(scim, f"/Groups/{team['id']}", {"op": "Add", "path": "members",
-                                                     "value": [{"value": u["id"]} for u in users]}).status_code == 204
-        assert scim.delete(f"/Users/{users[0]['id']}").status_code == 204
-        # The SCIM API answered at its normal pace while two targets were down.
-        assert time.monotonic() - started < 30
-        time.sleep(3)  # several failed attempts each, backing off
-        status = _scimbus(stack, "deliveries")
-        assert "failing" in status and ("503" in status or "Unavailable" in status), status
+        assert timed(patch, scim, f"/Groups/{team['id']}", {"op": "Add", "path": "members",
+                                                            "value": [{"value": u["id"]} for u in users]}
+                     ).status_code == 204
+        assert timed(scim.delete, f"/Users/{users[0]['id']}").status_code == 204
+        # No write waited on a target: each hung delivery takes 3 s, and no answer took 2.
+        assert max(waits) < 2.0, f"a SCIM write took {max(waits):.1f} s while its targets were down"
+        deadline = time.monotonic() + 30  # several failed attempts each, backing off
+        while not ("failing" in (status := _scimbus(stack, "deliveries"))
+                   and ("503" in status or "Unavailable" in status)):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        hook.delay = 0.0
         hook.status = 200
         slapd.start()
         wait_converged(scim, engine, hook, slapd)
