@@ -41,6 +41,9 @@ from libs.store.tables import applied_writes, changes, members, rejected_writes,
 from libs.store.values import flatten
 
 R = resources.c
+# Named in member lookups so the (app, resource_type, id) index serves them: without the
+# type, PostgreSQL read every resource of the app to find one member (14 ms at 100,000 users).
+_MEMBER_TYPES = (USERS.name, GROUPS.name)
 _CHUNK = 500
 _T = TypeVar("_T")
 
@@ -325,7 +328,8 @@ class DirectoryStore:
         found: dict[str, tuple[int, str]] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
-            rows = conn.execute(select(R.id, R.pk, R.resource_type).where(R.app == app, R.id.in_(chunk)))
+            rows = conn.execute(select(R.id, R.pk, R.resource_type).where(
+                R.app == app, R.resource_type.in_(_MEMBER_TYPES), R.id.in_(chunk)))
             found.update((r.id, (r.pk, r.resource_type)) for r in rows)
         return found
 
@@ -357,7 +361,8 @@ class DirectoryStore:
         ids = list(ids)
         removed = 0
         for start in range(0, len(ids), _CHUNK):
-            sub = select(R.pk).where(R.app == app, R.id.in_(ids[start:start + _CHUNK]))
+            sub = select(R.pk).where(R.app == app, R.resource_type.in_(_MEMBER_TYPES),
+                                     R.id.in_(ids[start:start + _CHUNK]))
             removed += conn.execute(
                 delete(members).where(members.c.group_pk == group.pk, members.c.member_pk.in_(sub))
             ).rowcount or 0
