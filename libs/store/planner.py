@@ -13,6 +13,7 @@ grows to millions, none once it is steady, when autovacuum's own thresholds take
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -23,12 +24,18 @@ _TABLES = "resources, resource_values, group_members"
 
 
 class GrowthAnalyzer:
-    def __init__(self, engine: Engine, *, fraction: float = 0.25, minimum: int = 500) -> None:
+    """``background``: analyze in a thread of its own, so the batch that crossed the mark
+    answers without waiting for it (an ANALYZE of a large table takes a few hundred ms)."""
+
+    def __init__(self, engine: Engine, *, fraction: float = 0.25, minimum: int = 500,
+                 background: bool = True) -> None:
         self.engine = engine
         self.fraction = fraction
         self.minimum = minimum
+        self.background = background
         self.pending = 0
         self.known: float | None = None  # rows of ``resources`` the statistics know (None: not read yet)
+        self._running = threading.Lock()
 
     def created(self, count: int) -> None:
         """Called after a commit that created ``count`` resources."""
@@ -37,6 +44,15 @@ class GrowthAnalyzer:
         self.pending += count
         if self.pending < max(self.minimum, (self.known or 0) * self.fraction):
             return
+        if not self._running.acquire(blocking=False):
+            return  # one is running; the next batch checks again
+        if self.background:
+            threading.Thread(target=self._analyze, name="analyze", daemon=True).start()
+        else:
+            self._analyze()
+
+    def _analyze(self) -> None:
+        counted = self.pending  # creates keep arriving while this runs: they count for the next
         try:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 if self.known is None:  # a fresh process: ask before analyzing a big, analyzed table
@@ -46,9 +62,11 @@ class GrowthAnalyzer:
                 # SKIP_LOCKED: another worker analyzing right now has it covered.
                 conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {_TABLES}")
                 self.known = self._reltuples(conn)
-            self.pending = 0
+            self.pending -= counted
         except DBAPIError as exc:  # statistics can wait; the writes are committed
             log.warning("could not analyze the directory tables: %s", exc)
+        finally:
+            self._running.release()
 
     @staticmethod
     def _reltuples(conn) -> float:

@@ -27,7 +27,7 @@ def fill(store: DirectoryStore, analyzer: GrowthAnalyzer, batches: int, size: in
 
 def test_a_username_lookup_in_a_freshly_filled_directory_uses_the_name_index(engine):
     store = DirectoryStore(engine)
-    names = fill(store, GrowthAnalyzer(engine, minimum=300), batches=20, size=100)
+    names = fill(store, GrowthAnalyzer(engine, minimum=300, background=False), batches=20, size=100)
     if engine.dialect.name != "postgresql":
         return  # SQLite plans an equality on a unique index first, statistics or not (test_query checks)
     with engine.connect() as conn:
@@ -51,7 +51,7 @@ def test_a_growing_directory_is_analyzed_a_few_times_not_on_every_batch(engine):
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        fill(DirectoryStore(engine), GrowthAnalyzer(engine, minimum=300), batches=40, size=100)
+        fill(DirectoryStore(engine), GrowthAnalyzer(engine, minimum=300, background=False), batches=40, size=100)
     finally:
         event.remove(engine, "before_cursor_execute", record)
     # every 300 creates, then every quarter of the known rows: 9 times for 4,000 rows in 40 batches
