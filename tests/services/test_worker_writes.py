@@ -187,3 +187,14 @@ def test_a_patch_that_keeps_name_and_external_id_skips_the_uniqueness_query_and_
     assert kept.status == 200 and kept.body["active"] is False
     assert clash_queries == []
     assert taken.status == 409 and taken.body["scimType"] == "uniqueness"
+
+
+def test_groups_created_together_with_an_empty_member_list_store_no_members_attribute(worker_store):
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    results = apply_batch([write("create", "Group", i, {"schemas": [GROUP], "displayName": f"g-{i}", "members": []})
+                           for i in ids])
+    assert [r.status for r in results] == [201, 201]
+    with worker_store.connect() as conn:
+        docs = [r[0] for r in conn.execute(__import__("sqlalchemy").text(
+            "SELECT doc FROM resources WHERE id IN (:a, :b)"), {"a": ids[0], "b": ids[1]})]
+    assert len(docs) == 2 and all('"members"' not in d for d in docs)
