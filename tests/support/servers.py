@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -75,10 +76,10 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+def _terminate(proc: subprocess.Popen | None, timeout: float, sig: int = signal.SIGTERM) -> None:
     if proc is None or proc.poll() is not None:
         return
-    proc.terminate()
+    proc.send_signal(sig)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout)
     if proc.poll() is None:
@@ -140,7 +141,10 @@ class PostgresServer:
         log = open(self.folder / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             # fsync off: the tests never crash the machine, only the server. Commits stay
+             # synchronous: a commit PostgreSQL acknowledged survives its process's death,
+             # which the restart tests rely on (asynchronous commits lost acknowledged writes).
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=on",
              "-c", "full_page_writes=off", "-c", "max_connections=200"],
             stdout=subprocess.DEVNULL, stderr=log, **self.ids,
         )
@@ -159,7 +163,9 @@ class PostgresServer:
         raise TimeoutError("PostgreSQL did not accept logins")
 
     def stop(self) -> None:
-        _terminate(self.proc, 20)  # SIGTERM: PostgreSQL's smart shutdown
+        # SIGINT: the fast shutdown of a service restart. SIGTERM's smart shutdown waits for
+        # every client to leave, which a connection pool under load never does.
+        _terminate(self.proc, 20, signal.SIGINT)
         self.proc = None
 
     def close(self) -> None:
