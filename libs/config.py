@@ -178,6 +178,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             raise SettingsError(f"{path}: [scimbus] has no setting {name!r}")
         values.setdefault(name, _coerce(name, next(f.type for f in fields(Settings) if f.name == name), str(value)))
     values.setdefault("file", document)
+    if isinstance(values.get("log_level"), str):
+        values["log_level"] = values["log_level"].upper()  # gunicorn's own spelling is lower case
     settings = replace(Settings(), **values, **overrides)
     _validate(settings)
     return settings
@@ -194,6 +196,8 @@ def _validate(s: Settings) -> None:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
     if not 0 <= s.write_linger_ms <= 100:
         raise SettingsError(f"SCIM_WRITE_LINGER_MS must be between 0 and 100, not {s.write_linger_ms!r}")
+    if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"SCIM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {s.log_level!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):

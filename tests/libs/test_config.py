@@ -40,3 +40,9 @@ def test_the_token_is_generated_once_and_kept(tmp_path):
     first = load_settings({"SCIM_VAR_DIR": str(tmp_path)}).tokens
     assert first == load_settings({"SCIM_VAR_DIR": str(tmp_path)}).tokens
     assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_log_level_is_read_in_either_case_and_a_wrong_one_stops_the_start():
+    assert load_settings({"SCIM_LOG_LEVEL": "warning"}).log_level == "WARNING"
+    with pytest.raises(SettingsError, match="SCIM_LOG_LEVEL"):
+        load_settings({"SCIM_LOG_LEVEL": "loud"})
