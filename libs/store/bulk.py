@@ -7,23 +7,29 @@ it anew; psycopg's own ``executemany`` pipeline polls a socket that is always wr
 The ``unnest`` form has one text per table whatever the row count: psycopg converts it
 once and PostgreSQL runs it as a prepared statement. Profiled in the worker, the old forms
 cost about a quarter of its CPU on a batch of creates.
+
+The arrays travel in PostgreSQL's binary format (psycopg's ``%b`` placeholders, so the
+statement is sent as driver SQL): in the text format psycopg quotes and escapes every
+element with regular expressions, and a stored document is JSON, all quotes: 65 µs a
+document, against 0.2 µs in binary (50 User documents: 3.3 ms against 11 µs).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import bindparam
 
-_statements: dict[tuple, Any] = {}
+_statements: dict[tuple, str] = {}
 
 
-def _unnest_insert(table: Table, names: tuple[str, ...], returning: tuple[str, ...]):
+def _unnest_insert(conn: Connection, table: Table, names: tuple[str, ...], returning: tuple[str, ...]) -> str:
     key = (table.name, names, returning)
-    stmt = _statements.get(key)
-    if stmt is None:
+    text = _statements.get(key)
+    if text is None:
         # psycopg's dialect renders each array parameter with its cast (``%(x)s::TEXT[]``),
         # so a column of NULLs still has a type.
         arrays = [bindparam(f"{name}_list", type_=ARRAY(table.c[name].type)) for name in names]
@@ -31,8 +37,9 @@ def _unnest_insert(table: Table, names: tuple[str, ...], returning: tuple[str, .
         stmt = insert(table).from_select(list(names), select(*[rows.c[name] for name in names]))
         if returning:
             stmt = stmt.returning(*[table.c[name] for name in returning])
-        _statements[key] = stmt
-    return stmt
+        text = re.sub(r"%\((\w+)\)s", r"%(\1)b", str(stmt.compile(dialect=conn.dialect)))
+        _statements[key] = text
+    return text
 
 
 def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
@@ -44,7 +51,9 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
     names = tuple(rows[0])
     if conn.dialect.name == "postgresql" and all(row.keys() == rows[0].keys() for row in rows):
         params = {f"{name}_list": [row[name] for row in rows] for name in names}
-        result = conn.execute(_unnest_insert(table, names, returning), params)
+        # Driver SQL: no SQLAlchemy bind processing, so the values must be what psycopg
+        # dumps to the column types (str, int, float, bool, aware datetime, None).
+        result = conn.exec_driver_sql(_unnest_insert(conn, table, names, returning), params)
     else:
         stmt = insert(table)
         if returning:  # and SQLAlchemy sends the rows as one multi-VALUES statement
