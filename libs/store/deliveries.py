@@ -51,6 +51,7 @@ class State:
     delivered_seq: int = 0
     delivered_version: int = 0
     present: bool = False
+    """The target holds the resource, or may: set before a first attempt goes out."""
     remote_id: str | None = None
     dead_seq: int = 0
     attempts: int = 0
