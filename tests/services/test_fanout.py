@@ -241,3 +241,22 @@ def test_a_deletion_reaches_a_target_that_applied_an_attempt_whose_answer_was_lo
         assert deliver_now(ctx, connector, key, force=True) == "removed"
         assert hook.state() == {}
         connector.close()
+
+
+def test_the_sweeper_still_sees_a_change_that_committed_after_a_later_one(setup):
+    ctx, connector, target = setup
+    if ctx.store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite commits one write at a time: seqs become visible in order")
+    slow, quick = str(uuid.uuid4()), str(uuid.uuid4())
+    with ctx.store.engine.connect() as conn, conn.begin():  # a write that took its seq, not yet committed
+        ctx.store.insert_resource(conn, "default", USERS, slow, {"userName": "slow", "name": {"givenName": "S"}})
+        ctx.store.record(conn, [{"app": "default", "job_id": uuid.uuid4().hex, "result": {}, "request_id": None,
+                                 "change": {"resource_type": "User", "resource_id": slow, "op": "create",
+                                            "version": 1}}])
+        _write(ctx.store, quick, "quick", new=True)  # a later seq, committed first and delivered
+        assert deliver_now(ctx, connector, ResourceKey("default", "User", quick)) == "delivered"
+        with ctx.store.transaction() as sweep:
+            ledger.advance_cursor(sweep, "appdb", "default", ("User",))
+    # Its own delivery may fail (the target went down): only the sweeper would bring it back.
+    with ctx.store.engine.connect() as conn:
+        assert [p.key.resource_id for p in ledger.pending(conn, "appdb", "default", ("User",))] == [slow]
