@@ -5,7 +5,10 @@ its target fields by the mapping) or told that it is gone, never a diff. So:
 
 - ``apply`` creates or overwrites; applying the same state twice leaves the target as
   once (idempotent), and it never needs to know what happened in between.
-- ``remove`` deletes (or disables, as configured); removing what is already gone succeeds.
+- ``remove`` deletes (or disables, as configured); removing what is already gone succeeds,
+  and so does removing what an attempt may or may not have created (an answer lost to a
+  timeout or a killed deliverer): the delivery loop sends it whenever the target *may* hold
+  the resource.
 - Failures raise the ``libs.connectors.errors`` tree only: ``Retryable`` is retried with
   backoff, ``Permanent`` is dead-lettered with its message as the reason.
 - ``read`` returns what the target holds, keyed and shaped exactly as ``render`` would
@@ -83,6 +86,12 @@ class Connector(ABC):
     @abstractmethod
     def key(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> str:
         """The target's name for this resource."""
+
+    def remote_id_before_apply(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> str | None:
+        """The remote id ``apply`` will return, when it is known before the call (None: the target
+        assigns it, and ``remove`` finds the resource without it). The ledger records it before a
+        first attempt, so an attempt whose answer is lost can still be undone."""
+        return self.key(resource_type, doc, fields)
 
     @abstractmethod
     def apply(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any], previous: Previous,

@@ -85,6 +85,9 @@ class ScimConnector(Connector):
     def key(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> str:
         return doc["id"]
 
+    def remote_id_before_apply(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> None:
+        return None  # the remote assigns it; remove finds the resource by externalId
+
     def _find(self, resource_type: str, our_ids: list[str]) -> dict[str, str]:
         """our id → remote id, by the remote's externalId."""
         found: dict[str, str] = {}

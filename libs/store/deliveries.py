@@ -51,6 +51,7 @@ class State:
     delivered_seq: int = 0
     delivered_version: int = 0
     present: bool = False
+    """The target holds the resource, or may: set before a first attempt goes out."""
     remote_id: str | None = None
     dead_seq: int = 0
     attempts: int = 0
@@ -138,12 +139,24 @@ def pending(conn: Connection, connector: str, app: str, types: tuple[str, ...], 
             for r in rows]
 
 
-def advance_cursor(conn: Connection, connector: str, app: str, types: tuple[str, ...]) -> int:
-    """Move the connector's cursor to just before its oldest unhandled change."""
+SETTLE = timedelta(seconds=30)
+"""How long after its ``at`` a change may still commit. A write takes milliseconds from its
+changes row to its commit; this covers a stalled commit, and costs the sweeper a scan of
+the changes of the last ``SETTLE`` each round."""
+
+
+def advance_cursor(conn: Connection, connector: str, app: str, types: tuple[str, ...], *,
+                   settle: timedelta = SETTLE) -> int:
+    """Move the connector's cursor to just before its oldest unhandled change, and not past the
+    changes of the last ``settle``: on PostgreSQL a seq is taken at insert but seen at commit,
+    so a write still committing may hold a seq below one already seen. Passed by the cursor,
+    its change would never be swept: lost if its own delivery failed."""
     cursor = _cursor(conn, connector)
     joined, cond = _unhandled(connector, app, types, cursor)
     oldest = conn.execute(select(func.min(C.seq)).select_from(joined).where(cond)).scalar()
     target = (oldest - 1) if oldest is not None else (conn.execute(select(func.max(C.seq))).scalar() or 0)
+    settled = conn.execute(select(C.seq).where(C.at <= utcnow() - settle).order_by(C.at.desc()).limit(1)).scalar()
+    target = min(target, settled or 0)
     if target > cursor:
         _set_cursor(conn, connector, target)
     return max(target, cursor)

@@ -217,8 +217,11 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
         else:
             lookup = _Lookup(ctx.store, key.app)
             fields = connector.render(key.resource_type, doc, lookup)
-            remote = connector.apply(key.resource_type, doc, fields, Previous(state.remote_id, state.present, seq),
-                                     lookup)
+            previous = Previous(state.remote_id, state.present, seq)
+            if not state.present:
+                _may_hold(ctx, connector, key, state, connector.remote_id_before_apply(key.resource_type, doc,
+                                                                                       fields))
+            remote = connector.apply(key.resource_type, doc, fields, previous, lookup)
             state.present = True
             state.remote_id = remote or connector.key(key.resource_type, doc, fields)
             _follow_ups(ctx, connector, key, doc, rescope)
@@ -243,6 +246,20 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     with ctx.store.transaction() as conn:
         ledger.save_state(conn, connector.name, key, state)
     return outcome
+
+
+def _may_hold(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: ledger.State,
+              remote_id: str | None) -> None:
+    """Record, before a first attempt goes out, that the target may hold the resource from now on.
+
+    An attempt whose answer never comes back (a timeout, a deliverer killed mid-call) may
+    still have been applied. Recorded only on a confirmed success, a later deletion would be
+    skipped as "never delivered" and the resource stay at the target for good; recorded
+    first, the deletion is sent (removing what is not there succeeds).
+    """
+    state.present, state.remote_id = True, remote_id
+    with ctx.store.transaction() as conn:
+        ledger.save_state(conn, connector.name, key, state)
 
 
 def _follow_ups(ctx: DeliveryContext, connector: Connector, key: ResourceKey, doc: dict[str, Any],

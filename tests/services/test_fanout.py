@@ -1,8 +1,13 @@
 """The delivery loop over a real store and a real SQL target: versions, retries with
-backoff, dead letters with their reason, operator retry, and the sweeper's work list."""
+backoff, dead letters with their reason, operator retry, and the sweeper's work list; and
+over a real web hook, deletions that follow an attempt whose answer was lost."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import time
 import tomllib
 import uuid
 
@@ -16,7 +21,7 @@ from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
 from libs.store.directory import DirectoryStore
 from services.worker.fanout import DeliveryContext, deliver_now
-from tests.support.targets import APP_SCHEMA, app_engine, create_app_schema, sql_connector_toml
+from tests.support.targets import APP_SCHEMA, HookReceiver, app_engine, create_app_schema, sql_connector_toml
 
 pytestmark = pytest.mark.db
 
@@ -181,3 +186,77 @@ def test_a_delivery_job_that_died_past_its_retries_does_not_block_the_next_one_o
     enqueue(queue, "hook", key, job_id)
     assert queue.job_ids == [job_id]
     assert queue.fetch_job(job_id).get_status() == JobStatus.QUEUED
+
+
+def _hook_connector(url: str, timeout: float):
+    return build_connector("hook", {"type": "webhook", "url": url, "secret": "s" * 32, "timeout": timeout,
+                                    "retry": {"base": 0.01, "cap": 0.02}, "users": {}})
+
+
+def _delete(store: DirectoryStore, id: str) -> None:
+    with store.transaction() as conn:
+        current = store.load(conn, "default", USERS, id, lock=True)
+        store.delete_resource(conn, current)
+        store.record(conn, [{"app": "default", "job_id": uuid.uuid4().hex, "result": {}, "request_id": None,
+                             "change": {"resource_type": "User", "resource_id": id, "op": "delete",
+                                        "version": current.version + 1}}])
+
+
+def _attempt_timing_out(ctx, connector, key, hook) -> None:
+    assert deliver_now(ctx, connector, key) == "retry"
+
+
+def _attempt_killed_mid_call(ctx, connector, key, hook) -> None:
+    def deliverer() -> None:
+        ctx.store.engine.dispose(close=False)  # the parent's connections stay the parent's
+        deliver_now(ctx, connector, key)
+
+    child = multiprocessing.get_context("fork").Process(target=deliverer)
+    child.start()
+    deadline = time.monotonic() + 10
+    while hook.received == 0:
+        assert time.monotonic() < deadline and child.is_alive(), "the delivery never reached the hook"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+
+
+@pytest.mark.parametrize(("timeout", "lost_answer"), [(0.3, _attempt_timing_out), (10, _attempt_killed_mid_call)],
+                         ids=["timed-out", "killed"])
+def test_a_deletion_reaches_a_target_that_applied_an_attempt_whose_answer_was_lost(engine, timeout, lost_answer):
+    with HookReceiver("s" * 32) as hook:
+        hook.delay = 1.0  # the hook applies each event, but answers after the sender stopped waiting
+        connector = _hook_connector(hook.url, timeout)
+        ctx = DeliveryContext(Settings(), DirectoryStore(engine), None, {"hook": connector})
+        id = str(uuid.uuid4())
+        key = ResourceKey("default", "User", id)
+        _write(ctx.store, id, "ada", new=True)
+        lost_answer(ctx, connector, key, hook)
+        deadline = time.monotonic() + 5
+        while ("User", id) not in hook.state():
+            assert time.monotonic() < deadline, "the hook never applied the first attempt"
+            time.sleep(0.05)
+        hook.delay = 0.0
+        _delete(ctx.store, id)
+        assert deliver_now(ctx, connector, key, force=True) == "removed"
+        assert hook.state() == {}
+        connector.close()
+
+
+def test_the_sweeper_still_sees_a_change_that_committed_after_a_later_one(setup):
+    ctx, connector, target = setup
+    if ctx.store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite commits one write at a time: seqs become visible in order")
+    slow, quick = str(uuid.uuid4()), str(uuid.uuid4())
+    with ctx.store.engine.connect() as conn, conn.begin():  # a write that took its seq, not yet committed
+        ctx.store.insert_resource(conn, "default", USERS, slow, {"userName": "slow", "name": {"givenName": "S"}})
+        ctx.store.record(conn, [{"app": "default", "job_id": uuid.uuid4().hex, "result": {}, "request_id": None,
+                                 "change": {"resource_type": "User", "resource_id": slow, "op": "create",
+                                            "version": 1}}])
+        _write(ctx.store, quick, "quick", new=True)  # a later seq, committed first and delivered
+        assert deliver_now(ctx, connector, ResourceKey("default", "User", quick)) == "delivered"
+        with ctx.store.transaction() as sweep:
+            ledger.advance_cursor(sweep, "appdb", "default", ("User",))
+    # Its own delivery may fail (the target went down): only the sweeper would bring it back.
+    with ctx.store.engine.connect() as conn:
+        assert [p.key.resource_id for p in ledger.pending(conn, "appdb", "default", ("User",))] == [slow]

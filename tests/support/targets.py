@@ -74,7 +74,9 @@ member = "user_id"
 
 
 class HookReceiver:
-    """A real HTTP server that records signed change events; it can be told to answer 503."""
+    """A real HTTP server that records signed change events; it can be told to answer another
+    status, or to take ``delay`` seconds first (an event it records then may outlive its sender's
+    wait: it was applied though the sender saw a timeout)."""
 
     def __init__(self, secret: str) -> None:
         self.secret = secret.encode()
@@ -82,6 +84,8 @@ class HookReceiver:
         self.bad_signatures = 0
         self.status = 200
         self.delay = 0.0
+        self.received = 0
+        """Requests read so far, answered or not."""
         self.lock = threading.Lock()
         receiver = self
 
@@ -91,6 +95,8 @@ class HookReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.received += 1
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver.lock:
