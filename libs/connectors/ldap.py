@@ -11,7 +11,7 @@
     dn = "uid={uid},ou=people,dc=corp,dc=example"   # a template over the mapped attributes
     object_classes = ["inetOrgPerson"]
     on_delete = "delete"                             # or "disable" (attribute) or "move"
-    attributes = { uid = "userName", cn = "displayName", sn = "name.familyName",
+    attributes = { uid = "userName", cn = "displayName", sn = "name.familyName", employeeNumber = "id",
                    manager = { path = "manager", ref = "dn" } }
     [connectors.corp.groups]
     dn = "cn={cn},ou=groups,dc=corp,dc=example"
@@ -24,6 +24,14 @@ referential-integrity overlay is assumed). Group members are user DNs; ``groupOf
 must have a member, so an empty group holds ``empty_member`` (default: the group itself).
 ``ref = "dn"`` maps a referenced user (the manager) to its DN. Removal deletes the entry,
 sets ``disable.attribute`` to ``disable.value``, or moves it under ``disabled_base``.
+
+An attribute mapped from ``id`` (``employeeNumber`` above) anchors the entry. The DN the
+delivery ledger holds may be stale: a rename whose answer was lost (a timeout, a killed
+deliverer) moved the entry without the ledger learning its new DN. Renames and removals find
+the entry by its anchor wherever it is, and never take another resource's entry that took
+the recorded DN since. Without an anchor, the recorded DN is all they go by, and a removal
+after such a rename leaves the entry. Renames and removals search by the anchor: index it
+(``eq``) in a large directory.
 """
 
 from __future__ import annotations
@@ -158,6 +166,43 @@ class LdapConnector(Connector):
     def key(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> str:
         return norm_dn(self.dn(resource_type, fields))
 
+    def _anchor(self, resource_type: str) -> str | None:
+        """The attribute holding the resource's SCIM id (mapped from ``id``), a name no rename changes."""
+        for name, source in self.mappings[resource_type].fields.items():
+            if (source.path or "").lower() == "id" and source.ref is None:
+                return name
+        return None
+
+    def _entries(self, resource_type: str, resource_id: str, dn: str | None) -> list[str]:
+        """The DNs of the resource's entries, given ``dn``, the ledger's last word on it.
+
+        That word may be stale: a rename whose answer was lost (a timeout, a killed deliverer)
+        moved the entry without the ledger learning its new DN, and a deletion sent to the old
+        one would succeed and leave the entry for good. The anchor finds the entry under any
+        name, and keeps ``dn`` from naming another resource's entry that took the name since;
+        ``dn`` still counts when its entry carries no anchor value (written before the anchor
+        was mapped). Without an anchor, ``dn`` is all there is to go by.
+        """
+        anchor = self._anchor(resource_type)
+        if anchor is None:
+            return [dn] if dn else []
+        mapping = self.mappings[resource_type]
+        value = escape_filter_chars(str(mapping.fields[anchor].value({"id": resource_id}, lambda *_: None)))
+        cls = escape_filter_chars(mapping.options["object_classes"][0])
+        found = [e["dn"] for e in self._search(self._base(resource_type),
+                                               f"(&(objectClass={cls})({anchor}={value}))", [])]
+        if dn and norm_dn(dn) not in {norm_dn(f) for f in found} \
+                and self._search(dn, f"(!({anchor}=*))", [], scope=BASE):
+            found.append(dn)
+        return found
+
+    def _orphaned(self, dn: str | None, held: list[str]) -> bool:
+        """Whether member values naming ``dn`` are the resource's though no entry of it is there:
+        a rename whose answer was lost moved the entry before its groups were rewritten. Values
+        naming another resource's entry, which took the name since, are not."""
+        return bool(dn) and norm_dn(dn) not in {norm_dn(h) for h in held} \
+            and not self._search(dn, "(objectClass=*)", [], scope=BASE)
+
     def _attributes(self, resource_type: str, dn: str, fields: dict[str, Any]) -> dict[str, list[str]]:
         out = {}
         for name, value in fields.items():
@@ -175,7 +220,7 @@ class LdapConnector(Connector):
               lookup: Lookup) -> str:
         dn = self.dn(resource_type, fields)
         if previous.present and previous.remote_id and norm_dn(previous.remote_id) != norm_dn(dn):
-            self._rename(previous.remote_id, dn)
+            self._move(resource_type, doc["id"], previous.remote_id, dn)
         attrs = self._attributes(resource_type, dn, fields)
         opts = self.mappings[resource_type].options
         present = {k: v for k, v in attrs.items() if v}
@@ -186,16 +231,24 @@ class LdapConnector(Connector):
             self._op(f"modify {dn}", lambda c: c.modify(dn, changes))
         return dn
 
+    def _move(self, resource_type: str, resource_id: str, old: str, new: str) -> None:
+        """Rename the resource's entry to ``new``, and every member value naming it by an older DN
+        (a rename whose answer was lost may have moved the entry but not rewritten its groups)."""
+        held = self._entries(resource_type, resource_id, old)
+        if held and norm_dn(new) not in {norm_dn(dn) for dn in held}:
+            self._rename(held[0], new)
+        former = [dn for dn in held if norm_dn(dn) != norm_dn(new)] + ([old] if self._orphaned(old, held) else [])
+        for dn in former:
+            self._rewrite_members(dn, new)
+
     def _rename(self, old: str, new: str) -> None:
         parts = parse_dn(new)
         rdn = f"{parts[0][0]}={parts[0][1]}"
         superior = ",".join(f"{a}={v}" for a, v, _ in parts[1:])
         old_superior = ",".join(f"{a}={v}" for a, v, _ in parse_dn(old)[1:])
         move = superior if norm_dn(superior) != norm_dn(old_superior) else None
-        code = self._op(f"rename {old}", lambda c: c.modify_dn(old, rdn, new_superior=move),
-                        ok=(NO_SUCH_OBJECT, ALREADY_EXISTS))
-        if code == 0:
-            self._rewrite_members(old, new)
+        self._op(f"rename {old}", lambda c: c.modify_dn(old, rdn, new_superior=move),
+                 ok=(NO_SUCH_OBJECT, ALREADY_EXISTS))
 
     def _rewrite_members(self, old: str, new: str | None) -> None:
         if "Group" not in self.mappings:
@@ -209,8 +262,12 @@ class LdapConnector(Connector):
                      ok=(16, 20))  # noSuchAttribute / attributeOrValueExists: already as wanted
 
     def remove(self, resource_type: str, resource_id: str, previous: Previous) -> None:
-        if previous.remote_id:
-            self.remove_key(resource_type, previous.remote_id)
+        held = self._entries(resource_type, resource_id, previous.remote_id)
+        if resource_type == "User" and self._orphaned(previous.remote_id, held):
+            kept = self.mappings["User"].options.get("on_delete") == "disable" and held
+            self._rewrite_members(previous.remote_id, held[0] if kept else None)
+        for dn in held:
+            self.remove_key(resource_type, dn)
 
     def remove_key(self, resource_type: str, key: str) -> None:
         opts = self.mappings[resource_type].options

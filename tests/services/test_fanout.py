@@ -1,6 +1,6 @@
 """The delivery loop over a real store and a real SQL target: versions, retries with
 backoff, dead letters with their reason, operator retry, and the sweeper's work list; and
-over a real web hook, deletions that follow an attempt whose answer was lost."""
+over a real web hook and a real slapd, deletions that follow an attempt whose answer was lost."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
 from libs.store.directory import DirectoryStore
 from services.worker.fanout import DeliveryContext, deliver_now
+from tests.support.ldap import SUFFIX, is_rename, ldap_connector_toml, slapd_server
+from tests.support.relay import LossyRelay
 from tests.support.targets import APP_SCHEMA, HookReceiver, app_engine, create_app_schema, sql_connector_toml
 
 pytestmark = pytest.mark.db
@@ -240,6 +242,47 @@ def test_a_deletion_reaches_a_target_that_applied_an_attempt_whose_answer_was_lo
         _delete(ctx.store, id)
         assert deliver_now(ctx, connector, key, force=True) == "removed"
         assert hook.state() == {}
+        connector.close()
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory):
+    with slapd_server(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
+
+
+def _ldap_connector(url: str):
+    spec = tomllib.loads(ldap_connector_toml("corp", url))["connectors"]["corp"]
+    spec.update(timeout=1, retry={"base": 0.01, "cap": 0.02})
+    return build_connector("corp", spec)
+
+
+def _people(slapd, id: str) -> list[str]:
+    conn = slapd.connection()
+    conn.search(f"ou=people,{SUFFIX}", f"(employeeNumber={id})", attributes=["uid"])
+    found = [e.entry_dn for e in conn.entries]
+    conn.unbind()
+    return found
+
+
+def test_a_deletion_removes_an_entry_renamed_by_an_attempt_whose_answer_was_lost(engine, slapd):
+    with LossyRelay(slapd.port) as relay:
+        connector = _ldap_connector(f"ldap://127.0.0.1:{relay.port}")
+        ctx = DeliveryContext(Settings(), DirectoryStore(engine), None, {"corp": connector})
+        id = str(uuid.uuid4())
+        key = ResourceKey("default", "User", id)
+        _write(ctx.store, id, "ada", new=True)
+        assert deliver_now(ctx, connector, key) == "delivered"
+        _write(ctx.store, id, "ada.l", new=False)
+        relay.lose_after = is_rename  # the rename reaches slapd and is done; its answer never comes back
+        assert deliver_now(ctx, connector, key) == "retry"
+        relay.lose_after, relay.lose_answers = None, False
+        assert _people(slapd, id) == [f"uid=ada.l,ou=people,{SUFFIX}"]
+        with engine.connect() as conn:
+            assert ledger.load_state(conn, "corp", key).remote_id == f"uid=ada,ou=people,{SUFFIX}"
+        _delete(ctx.store, id)
+        assert deliver_now(ctx, connector, key, force=True) == "removed"
+        assert _people(slapd, id) == []
         connector.close()
 
 

@@ -127,6 +127,18 @@ attributes = {{ cn = "displayName" }}
 '''
 
 
+def is_rename(request: bytes) -> bool:
+    """Whether BER-encoded bytes start an LDAP ModifyDN request: an LDAPMessage (SEQUENCE)
+    whose messageID is followed by the [APPLICATION 12] operation."""
+    if len(request) < 2 or request[0] != 0x30:
+        return False
+    at = 2 + (request[1] & 0x7F if request[1] & 0x80 else 0)  # past the SEQUENCE's length
+    if len(request) < at + 2 or request[at] != 0x02:
+        return False
+    at += 2 + request[at + 1]  # past the messageID INTEGER
+    return len(request) > at and request[at] == 0x6C
+
+
 def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while True:

@@ -80,6 +80,71 @@ def test_a_rename_moves_the_entry_and_rewrites_member_and_manager_dns(slapd):
     corp.close()
 
 
+def _rename_behind_the_ledger(slapd, dn: str, rdn: str) -> None:
+    """What a rename whose answer was lost leaves: the entry renamed, its groups not yet
+    rewritten, and the ledger still naming the old DN."""
+    conn = slapd.connection()
+    assert conn.modify_dn(dn, rdn)
+    conn.unbind()
+
+
+def test_a_rename_finds_by_its_anchor_an_entry_renamed_under_a_name_it_was_never_told(slapd):
+    corp = _connector(slapd.url)
+    fay = _user("f1", "fay")
+    group = {"id": "g2", "displayName": "crew", "members": [{"value": "f1", "type": "User"}]}
+    directory = Directory(fay, group)
+    recorded = _apply(corp, "User", fay, directory)
+    _apply(corp, "Group", group, directory)
+    _rename_behind_the_ledger(slapd, recorded, "uid=fay.b")
+
+    fay["userName"] = "fay.c"
+    new = _apply(corp, "User", fay, directory, Previous(recorded, True))
+    assert _entry(slapd, f"uid=fay.b,{PEOPLE}") is None and _entry(slapd, new) is not None
+    assert _entry(slapd, f"cn=crew,{GROUPS}", "member").member.values == [new]
+    corp.close()
+
+
+def test_removal_takes_the_entry_of_the_resource_wherever_it_is_and_never_another(slapd):
+    corp = _connector(slapd.url)
+    recorded = _apply(corp, "User", _user("h1", "gil"), Directory())
+    _rename_behind_the_ledger(slapd, recorded, "uid=gil.b")
+    newcomer = _user("h2", "gil")  # another user took the old name, and joined a group by it
+    group = {"id": "g3", "displayName": "pair", "members": [{"value": "h2", "type": "User"}]}
+    other = _apply(corp, "User", newcomer, Directory(newcomer))
+    _apply(corp, "Group", group, Directory(newcomer, group))
+    corp.remove("User", "h1", Previous(recorded, True))
+    assert _entry(slapd, f"uid=gil.b,{PEOPLE}") is None
+    assert _entry(slapd, other, "employeeNumber").employeeNumber.value == "h2"
+    assert corp.read("Group")[f"cn=pair,{GROUPS}"]["member"] == [other.lower()]
+    corp.remove("User", "h1", Previous(recorded, True))  # removing what is gone succeeds
+    corp.close()
+
+
+def test_removal_after_a_rename_it_was_never_told_leaves_no_member_value_naming_either_dn(slapd):
+    corp = _connector(slapd.url)
+    jo = _user("j1", "jo")
+    group = {"id": "g4", "displayName": "band", "members": [{"value": "j1", "type": "User"}]}
+    directory = Directory(jo, group)
+    recorded = _apply(corp, "User", jo, directory)
+    _apply(corp, "Group", group, directory)
+    _rename_behind_the_ledger(slapd, recorded, "uid=jo.b")
+    corp.remove("User", "j1", Previous(recorded, True))
+    assert _entry(slapd, f"uid=jo.b,{PEOPLE}") is None
+    assert corp.read("Group")[f"cn=band,{GROUPS}"]["member"] == []
+    corp.close()
+
+
+def test_removal_still_takes_the_recorded_entry_when_it_was_written_without_the_anchor(slapd):
+    unanchored = _connector(slapd.url)
+    del unanchored.mappings["User"].fields["employeeNumber"]
+    dn = _apply(unanchored, "User", _user("i1", "ivy"), Directory())
+    unanchored.close()
+    corp = _connector(slapd.url)
+    corp.remove("User", "i1", Previous(dn, True))
+    assert _entry(slapd, dn) is None
+    corp.close()
+
+
 def test_removal_can_disable_by_attribute_or_move_the_entry(slapd):
     disabling = _connector(slapd.url, on_delete="disable", disable={"attribute": "employeeType", "value": "gone"})
     dn = _apply(disabling, "User", _user("c1", "carl"), Directory())
