@@ -90,8 +90,11 @@ class SqlConnector(Connector):
             for required in ("table", "key"):
                 if required not in mapping.options:
                     raise ValueError(f"{_KIND_SECTION[kind]}.{required} is required")
-            if mapping.options["key"] not in mapping.fields:
-                raise ValueError(f"{_KIND_SECTION[kind]}: the key column must be mapped (e.g. to id)")
+            key = mapping.fields.get(mapping.options["key"])
+            if key is None or (key.path or "").lower() != "id" or key.ref is not None:
+                # Rows are found by their key alone: one that changed (a userName) would leave the row
+                # under the old key, and a deletion sent by a key whose change was never confirmed miss it.
+                raise ValueError(f"{_KIND_SECTION[kind]}: the key column must be mapped from id")
             if mapping.options.get("on_delete", "delete") not in ("delete", "disable"):
                 raise ValueError(f"{_KIND_SECTION[kind]}.on_delete is delete or disable")
             if mapping.options.get("on_delete") == "disable" and "column" not in (mapping.options.get("disable") or {}):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tomllib
 import uuid
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from libs.connectors.base import Previous
 from libs.connectors.errors import Rejected, Unavailable
+from libs.connectors.mapping import MappingError
 from libs.connectors.registry import build_connector
 from tests.support.servers import free_port
 from tests.support.targets import APP_SCHEMA, app_engine, create_app_schema, sql_connector_toml
@@ -56,8 +58,6 @@ def app_db(request, tmp_path):
 
 
 def _connector(url: str, on_delete: str = "delete"):
-    import tomllib
-
     spec = tomllib.loads(sql_connector_toml("appdb", url, on_delete=on_delete))["connectors"]["appdb"]
     return build_connector("appdb", spec)
 
@@ -135,6 +135,13 @@ def test_a_row_the_target_refuses_is_a_permanent_failure(app_db):
     with pytest.raises(Rejected):
         _deliver(connector, "User", clash, Directory(clash))
     connector.close()
+
+
+def test_a_key_column_that_could_change_is_refused_when_the_config_is_read(tmp_path):
+    spec = tomllib.loads(sql_connector_toml("appdb", f"sqlite:///{tmp_path / 'app.db'}"))["connectors"]["appdb"]
+    spec["users"]["key"] = "login"  # follows userName: a rename would leave the row under the old key
+    with pytest.raises(MappingError, match="users: the key column must be mapped from id"):
+        build_connector("appdb", spec)
 
 
 def test_an_unreachable_database_is_a_retryable_failure():
