@@ -121,9 +121,16 @@ class ScimConnector(Connector):
         return existing
 
     def remove(self, resource_type: str, resource_id: str, previous: Previous) -> None:
-        remote = previous.remote_id or self._find(resource_type, [resource_id]).get(resource_id)
+        endpoint = _ENDPOINT[resource_type]
+        if previous.remote_id and self._call("DELETE", f"/{endpoint}/{previous.remote_id}",
+                                             ok=(404,)).status_code != 404:
+            return
+        # No id recorded, or none there: an attempt whose answer was lost may have created the
+        # resource under an id the ledger never learnt (a first create, or a re-create after the
+        # remote lost it). Our id, its externalId, finds it.
+        remote = self._find(resource_type, [resource_id]).get(resource_id)
         if remote:
-            self._call("DELETE", f"/{_ENDPOINT[resource_type]}/{remote}", ok=(404,))
+            self._call("DELETE", f"/{endpoint}/{remote}", ok=(404,))
 
     def read(self, resource_type: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

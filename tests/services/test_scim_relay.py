@@ -1,11 +1,15 @@
-"""The SCIM relay connector: one scimbus stack relays to a second one, a real SCIM server."""
+"""The SCIM relay connector: one scimbus stack relays to a second one, a real SCIM server; and a
+deletion that finds by externalId what an attempt whose answer was lost created there."""
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
+from libs.connectors.base import Previous
+from libs.connectors.registry import build_connector
 from tests.services.conftest import unique
 from tests.services.test_entra_flows import create_group, create_user, patch
 from tests.services.test_deliveries import _scimbus
@@ -69,3 +73,21 @@ retry = {{ base = 0.2, cap = 1.0 }}
             assert "would have created 1" in _scimbus(stack, "resync", "relay", "--dry-run")
             assert "created 1" in _scimbus(stack, "resync", "relay")
             assert _remote_state(remote)[0] == _local_state(scim)[0]
+
+
+def test_a_deletion_finds_a_resource_recreated_under_a_remote_id_the_ledger_never_learnt(tmp_path):
+    with running_stack(tmp_path / "remote") as remote_stack, remote_stack.client() as remote:
+        relay = build_connector("relay", {"type": "scim", "url": remote_stack.url, "token": remote_stack.token,
+                                          "users": {}})
+        ada = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": str(uuid.uuid4()),
+               "userName": f"{unique('ada')}@contoso.com"}
+        fields = relay.render("User", ada, lambda kind, ids: {})
+        recorded = relay.apply("User", ada, fields, Previous(None, False), lambda kind, ids: {})
+        assert remote.delete(f"/Users/{recorded}").status_code == 204  # the remote lost it
+        # Delivered again, it is created anew under another id; that answer is lost, so the
+        # ledger still holds the first id.
+        assert relay.apply("User", ada, fields, Previous(recorded, True), lambda kind, ids: {}) != recorded
+        relay.remove("User", ada["id"], Previous(recorded, True))
+        found = remote.get("/Users", params={"filter": f'externalId eq "{ada["id"]}"'}).json()
+        assert found["totalResults"] == 0
+        relay.close()
