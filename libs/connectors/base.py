@@ -8,7 +8,9 @@ its target fields by the mapping) or told that it is gone, never a diff. So:
 - ``remove`` deletes (or disables, as configured); removing what is already gone succeeds,
   and so does removing what an attempt may or may not have created (an answer lost to a
   timeout or a killed deliverer): the delivery loop sends it whenever the target *may* hold
-  the resource.
+  the resource. The remote id it is given may be stale, when such an attempt changed it (an
+  LDAP rename, a SCIM re-create): a connector whose remote ids can change finds the resource
+  by a value that cannot (the LDAP anchor, the SCIM externalId) when that id is gone.
 - Failures raise the ``libs.connectors.errors`` tree only: ``Retryable`` is retried with
   backoff, ``Permanent`` is dead-lettered with its message as the reason.
 - ``read`` returns what the target holds, keyed and shaped exactly as ``render`` would
