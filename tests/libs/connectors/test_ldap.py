@@ -120,17 +120,23 @@ def test_removal_takes_the_entry_of_the_resource_wherever_it_is_and_never_anothe
     corp.close()
 
 
-def test_removal_after_a_rename_it_was_never_told_leaves_no_member_value_naming_either_dn(slapd):
-    corp = _connector(slapd.url)
-    jo = _user("j1", "jo")
-    group = {"id": "g4", "displayName": "band", "members": [{"value": "j1", "type": "User"}]}
+@pytest.mark.parametrize("on_delete", ["delete", "disable"])
+def test_after_a_rename_it_was_never_told_removal_leaves_no_member_value_naming_the_old_dn(slapd, on_delete):
+    corp = _connector(slapd.url, on_delete=on_delete, disable={"attribute": "employeeType", "value": "gone"})
+    jo = _user(f"j-{on_delete}", f"jo-{on_delete}")
+    group = {"id": f"g-{on_delete}", "displayName": f"band-{on_delete}",
+             "members": [{"value": jo["id"], "type": "User"}]}
     directory = Directory(jo, group)
     recorded = _apply(corp, "User", jo, directory)
     _apply(corp, "Group", group, directory)
-    _rename_behind_the_ledger(slapd, recorded, "uid=jo.b")
-    corp.remove("User", "j1", Previous(recorded, True))
-    assert _entry(slapd, f"uid=jo.b,{PEOPLE}") is None
-    assert corp.read("Group")[f"cn=band,{GROUPS}"]["member"] == []
+    _rename_behind_the_ledger(slapd, recorded, f"uid=jo.b-{on_delete}")
+    corp.remove("User", jo["id"], Previous(recorded, True))
+    renamed = f"uid=jo.b-{on_delete},{PEOPLE}"
+    members = corp.read("Group")[f"cn=band-{on_delete},{GROUPS}"]["member"]
+    if on_delete == "delete":  # the entry is gone, and its memberships by either name
+        assert _entry(slapd, renamed) is None and members == []
+    else:  # the disabled entry keeps its memberships, under the name it has
+        assert _entry(slapd, renamed, "employeeType").employeeType.value == "gone" and members == [renamed]
     corp.close()
 
 
