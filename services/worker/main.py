@@ -108,6 +108,17 @@ def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> 
 
 
 class _Pool(WorkerPool):
+    """RQ's pool, which also runs the queue's scheduler each time it checks on its workers
+    (about once a second), and freezes its objects before each fork."""
+
+    def __init__(self, *args, scheduler: PoolScheduler, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scheduler = scheduler
+
+    def check_workers(self, respawn: bool = True) -> None:
+        super().check_workers(respawn)
+        self.scheduler.tick()
+
     def start_worker(self, *args, **kwargs) -> None:
         gc.collect()  # garbage frozen now would never be freed
         gc.freeze()
@@ -116,9 +127,9 @@ class _Pool(WorkerPool):
 
 def start_pool(settings: Settings, queue: str, serializer, processes: int) -> None:
     """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
-    redis = Redis.from_url(settings.redis_url)
-    scheduler = PoolScheduler(queue, redis, serializer).start()
-    pool = _Pool([queue], connection=redis, num_workers=processes, worker_class=ScimWorker, serializer=serializer)
+    scheduler = PoolScheduler(queue, settings.redis_url, serializer)
+    pool = _Pool([queue], connection=Redis.from_url(settings.redis_url), num_workers=processes,
+                 worker_class=ScimWorker, serializer=serializer, scheduler=scheduler)
     try:
         pool.start(logging_level=settings.log_level)
     finally:

@@ -20,7 +20,7 @@ from libs.bus.queues import Bus
 from libs.bus.serializer import OrjsonSerializer
 from libs.health import live_workers
 from services.worker.scheduler import PoolScheduler
-from tests.support.servers import free_port
+from tests.support.servers import free_port, redis_server
 from tests.support.stack import descendants
 
 pytestmark = pytest.mark.redis
@@ -63,18 +63,31 @@ def test_a_job_that_failed_once_is_run_again_by_the_pools_scheduler_and_the_pool
     assert redis_conn.get(RQScheduler.get_locking_key(queue)) is None  # released on the way out
 
 
-def test_when_the_pool_holding_the_scheduler_lock_stops_another_pool_takes_it_over(redis_conn):
+def _tick_until(scheduler: PoolScheduler, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scheduler.tick()
+        if scheduler.holds_lock:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_when_the_pool_holding_the_scheduler_lock_stops_another_pool_takes_it_over(redis_url):
     queue = f"pool-{uuid.uuid4().hex[:8]}"
-    first = PoolScheduler(queue, redis_conn, OrjsonSerializer).start()
-    second = None
-    try:
-        _wait(lambda: first.holds_lock, 5, "the first scheduler did not take the lock")
-        second = PoolScheduler(queue, redis_conn, OrjsonSerializer).start()
-        time.sleep(1.5)
-        assert not second.holds_lock  # one scheduler per queue
-        first.stop()
-        _wait(lambda: second.holds_lock, defaults.MAINTENANCE_INTERVAL + 3, "no scheduler took over")
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    first, second = (PoolScheduler(queue, redis_url, OrjsonSerializer) for _ in range(2))
+    assert _tick_until(first, 2)
+    assert not _tick_until(second, 1.5)  # one scheduler per queue
+    first.stop()
+    assert _tick_until(second, defaults.MAINTENANCE_INTERVAL + 2)
+    second.stop()
+
+
+def test_a_scheduler_whose_redis_is_down_keeps_ticking_and_takes_the_lock_once_redis_is_up():
+    port = free_port()
+    scheduler = PoolScheduler("writes", f"redis://127.0.0.1:{port}/0", OrjsonSerializer)
+    scheduler.tick()  # refused: logged, not raised
+    assert not scheduler.holds_lock
+    with redis_server(port=port):
+        assert _tick_until(scheduler, defaults.MAINTENANCE_INTERVAL + 2)
+        scheduler.stop()
