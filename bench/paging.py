@@ -6,7 +6,8 @@ minutes instead of hours through HTTP), then a stack is started on it and one cl
 every user with cursor paging (RFC 9865), after the first ``--start-index-pages`` pages
 with ``startIndex`` as well (they must list the same users in the same order). The reader's
 gunicorn processes are sampled (RSS, PSS) at the start and after 10 %, 50 % and 100 % of
-the users; memory is flat when it grew less than ``--max-growth-mb`` after the first 10 %.
+the users; memory is flat when the largest reader worker grew less than ``--max-growth-mb``
+after the first 10 %.
 
 Exit status: 0 when every user was listed exactly once and memory stayed flat, 1 otherwise,
 2 when the stack or the database did not start.
@@ -147,6 +148,20 @@ def run(args: argparse.Namespace, database_url: str) -> int:
     return report(args, seen, by_index, by_cursor, memory, usage, wall)
 
 
+def growth_mb(memory: list[tuple[str, float, float, list[float]]]) -> float:
+    """Growth of the RSS of the reader's largest worker (the arbiter, listed first, left out)
+    from the 10 % mark to the end.
+
+    One client on one keep-alive connection is served by one worker at a time: a worker may
+    take its first page only after the 10 % mark, and its warm-up (~10 MB) is no leak. It
+    only brings it to the others' level, while a leak in any worker lifts the largest."""
+    def largest(label: str) -> float:
+        each = next((e for name, _, _, e in memory if name == label), [])
+        return max(each[1:], default=0.0)
+
+    return largest("after 100%") - largest("after 10%")
+
+
 def report(args: argparse.Namespace, seen: Traversal, by_index: list[list[str]], by_cursor: list[list[str]],
            memory: list[tuple[str, float, float, list[float]]], usage, wall: float) -> int:
     same_order = by_index == by_cursor[:len(by_index)]
@@ -159,11 +174,10 @@ def report(args: argparse.Namespace, seen: Traversal, by_index: list[list[str]],
         print(f"  {label:<11} RSS {rss:7.1f} MB  PSS {pss:7.1f} MB  (per process {' '.join(f'{m:.1f}' for m in each)})")
     if usage is not None:
         print(f"  peak        RSS {usage.rss_peak:7.1f} MB  PSS {usage.pss_peak:7.1f} MB (sampled every second)")
-    by_label = {label: rss for label, rss, _, _ in memory}
-    growth = by_label.get("after 100%", 0.0) - by_label.get("after 10%", 0.0)
+    growth = growth_mb(memory)
     flat = growth < args.max_growth_mb
-    print(f"memory {'flat' if flat else 'NOT flat'}: {growth:+.1f} MB RSS from 10% to 100% "
-          f"(limit {args.max_growth_mb:.0f} MB)")
+    print(f"memory {'flat' if flat else 'NOT flat'}: {growth:+.1f} MB RSS of the largest reader worker from 10% "
+          f"to 100% (limit {args.max_growth_mb:.0f} MB)")
     return 0 if seen.exact and same_order and flat else 1
 
 

@@ -12,11 +12,10 @@ import logging
 
 from redis import Redis
 from rq.serializers import JSONSerializer
-from rq.worker_pool import WorkerPool
 
 from libs.config import Settings
 from libs.metrics.deliveries import DeliveryCollector
-from services.worker.main import ScimWorker, serve_pool_probes
+from services.worker.main import serve_pool_probes, start_pool
 
 log = logging.getLogger("scimbus.deliverer")
 
@@ -45,9 +44,6 @@ class _LazyStatus:
 def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:
     import services.worker.fanout  # noqa: F401  (warm imports for every forked worker)
 
-    redis = Redis.from_url(settings.redis_url)
     if metrics_port:
         serve_pool_probes(settings, metrics_port, (DeliveryCollector(_LazyStatus(settings)),))
-    pool = WorkerPool([settings.delivery_queue], connection=redis, num_workers=processes, worker_class=ScimWorker,
-                      serializer=JSONSerializer)
-    pool.start(logging_level=settings.log_level)
+    start_pool(settings, settings.delivery_queue, JSONSerializer, processes)

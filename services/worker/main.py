@@ -6,7 +6,10 @@
 - ``run_pool`` runs N of them under RQ's ``WorkerPool``, which forks each worker once and
   starts a new one when a worker dies; a dead worker never takes the stack down. The pool's
   parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
-  probes (``services.worker.http``).
+  probes (``services.worker.http``), and runs RQ's scheduler (``services.worker.scheduler``).
+- Memory: the parent imports the job code once and freezes its objects before each fork
+  (``gc.freeze``), so a worker's garbage collections never write to the pages it shares
+  with the parent: a write to a shared page gives the worker a private copy of it.
 - RQ (pinned in requirements.txt) spends ~17 Redis round trips of bookkeeping on each job.
   Three of its habits are trimmed here, with what they guard kept: the worker heartbeat
   (HSET + 2 EXPIRE, sent twice per job) goes out at most once a second outside pipelines,
@@ -18,6 +21,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -31,6 +35,7 @@ from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
 from libs.health import database_problem, redis_problem
 from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
+from services.worker.scheduler import PoolScheduler
 
 log = logging.getLogger("scimbus.worker")
 
@@ -60,6 +65,11 @@ class ScimWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.log_result_lifespan = False
         self.log_job_description = False
+
+    def work(self, *args, **kwargs) -> bool:
+        # RQ's pool asks every worker to fork a scheduler; the pool's parent runs it instead.
+        kwargs["with_scheduler"] = False
+        return super().work(*args, **kwargs)
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         if pipeline is None and timeout is None and time.monotonic() - self._beat_at < _BEAT_EVERY:
@@ -97,14 +107,40 @@ def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> 
                  (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
 
 
+class _Pool(WorkerPool):
+    """RQ's pool, which also runs the queue's scheduler each time it checks on its workers
+    (about once a second), and freezes its objects before each fork."""
+
+    def __init__(self, *args, scheduler: PoolScheduler, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scheduler = scheduler
+
+    def check_workers(self, respawn: bool = True) -> None:
+        super().check_workers(respawn)
+        self.scheduler.tick()
+
+    def start_worker(self, *args, **kwargs) -> None:
+        gc.collect()  # garbage frozen now would never be freed
+        gc.freeze()
+        super().start_worker(*args, **kwargs)
+
+
+def start_pool(settings: Settings, queue: str, serializer, processes: int) -> None:
+    """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
+    scheduler = PoolScheduler(queue, settings.redis_url, serializer)
+    pool = _Pool([queue], connection=Redis.from_url(settings.redis_url), num_workers=processes,
+                 worker_class=ScimWorker, serializer=serializer, scheduler=scheduler)
+    try:
+        pool.start(logging_level=settings.log_level)
+    finally:
+        scheduler.stop()
+
+
 def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:
     # Import the job code once in the parent: every forked worker starts warm, instead of
-    # its first job paying ~0.5 s of imports while Entra waits.
+    # its first job paying ~0.5 s of imports while Entra waits, and shares these pages.
     import services.worker.jobs  # noqa: F401
 
-    redis = Redis.from_url(settings.redis_url)
     if metrics_port:
         serve_pool_probes(settings, metrics_port)
-    pool = WorkerPool([settings.queue_name], connection=redis, num_workers=processes, worker_class=ScimWorker,
-                      serializer=OrjsonSerializer)
-    pool.start(logging_level=settings.log_level)
+    start_pool(settings, settings.queue_name, OrjsonSerializer, processes)

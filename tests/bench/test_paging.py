@@ -1,7 +1,8 @@
 """``python -m bench.paging`` in miniature: a few thousand seeded users, paged to the end.
 
 Not a timing or memory test (those are the benchmark's to report): the pages must cover
-every seeded user exactly once, and the first startIndex pages list the same users.
+every seeded user exactly once, and the first startIndex pages list the same users; and
+the flat-memory verdict tells a late worker's warm-up from a leak.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ def test_seeded_documents_are_what_the_validator_makes_of_the_bodies():
         assert docs(i) == validate_resource(user_body(i), USERS)
         assert number_of(user_name(i)) == i
     assert number_of("someone@contoso.com") is None
+
+
+def test_a_reader_worker_warming_up_late_is_flat_memory_and_a_worker_that_keeps_growing_is_not():
+    # RSS in MB of the arbiter and two workers, as the 1,000,000-user run printed them
+    late_start = [("after 10%", 0.0, 0.0, [77.8, 71.4, 61.1]), ("after 100%", 0.0, 0.0, [77.8, 71.5, 71.5])]
+    leaking = [("after 10%", 0.0, 0.0, [77.8, 71.4, 71.4]), ("after 100%", 0.0, 0.0, [77.8, 71.4, 83.0])]
+    assert paging.growth_mb(late_start) < 1
+    assert paging.growth_mb(leaking) > 10
 
 
 @pytest.mark.stack

@@ -115,6 +115,10 @@ def _ssl_context(cafile: Path, client_cert: tuple[str, str] | None = None):
     return ctx
 
 
+def _front_ready(stack: Stack) -> bool:
+    return httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_FRONT_PORT']}/readyz", timeout=5).status_code == 200
+
+
 def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     last = None
@@ -123,7 +127,9 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
             raise RuntimeError(f"scimbus run exited with {stack.proc.returncode}:\n{stack.log()[-4000:]}")
         with contextlib.suppress(httpx.HTTPError), stack.client() as c:
             last = c.get("/Users", params={"count": 0})
-            if last.status_code == 200 and stack.worker_pids():
+            # The front answers once its master has loaded the app and opened its port
+            # (preload_app), which can be after the reader does.
+            if last.status_code == 200 and stack.worker_pids() and _front_ready(stack):
                 return
         time.sleep(0.2)
     raise TimeoutError(f"stack not ready (last answer {last}):\n{stack.log()[-4000:]}")

@@ -1,0 +1,93 @@
+"""The worker pool: its workers, and RQ's scheduler (which re-queues retries when due) in
+the pool's parent rather than in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from rq.scheduler import RQScheduler
+
+from libs.bus import defaults
+from libs.bus.messages import WriteJob
+from libs.bus.queues import Bus
+from libs.bus.serializer import OrjsonSerializer
+from libs.health import live_workers
+from services.worker.scheduler import PoolScheduler
+from tests.support.servers import free_port, redis_server
+from tests.support.stack import descendants
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start_pool(tmp_path: Path, redis_url: str, queue: str, processes: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
+    env.update(SCIM_REDIS_URL=redis_url, SCIM_QUEUE_NAME=queue, SCIM_VAR_DIR=str(tmp_path), SCIM_TOKEN="p" * 32,
+               SCIM_DATABASE_URL=f"sqlite:///{tmp_path / 'scimbus.db'}", SCIM_LOG_LEVEL="WARNING")
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--processes", str(processes),
+                             "--metrics-port", str(free_port())], cwd=ROOT, env=env, start_new_session=True)
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_job_that_failed_once_is_run_again_by_the_pools_scheduler_and_the_pool_runs_only_its_workers(
+        redis_conn, redis_url, tmp_path):
+    queue = f"pool-{uuid.uuid4().hex[:8]}"
+    pool = _start_pool(tmp_path, redis_url, queue, processes=2)
+    try:
+        _wait(lambda: live_workers(redis_conn, queue) == 2, 30, "the workers did not register")
+        bus = Bus(redis_conn, queue, job_timeout=10, function="tests.libs.bus.jobs.flaky")
+        write = WriteJob(job_id=uuid.uuid4().hex, op="create", app="default", resource_type="User",
+                         resource_id=str(uuid.uuid4()), body={}, meta={"marker": str(tmp_path / "marker")})
+        bus.submit_batch(write.job_id, [write])
+        # The first run fails; only a scheduler puts the retry back on the queue a second later.
+        assert bus.await_batch(write.job_id, 1, timeout=15)[0].status == 201
+        assert (tmp_path / "marker").exists()
+        assert len(descendants(pool.pid)) == 2
+    finally:
+        os.killpg(pool.pid, signal.SIGTERM)
+        pool.wait(20)
+    assert redis_conn.get(RQScheduler.get_locking_key(queue)) is None  # released on the way out
+
+
+def _tick_until(scheduler: PoolScheduler, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scheduler.tick()
+        if scheduler.holds_lock:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_when_the_pool_holding_the_scheduler_lock_stops_another_pool_takes_it_over(redis_url):
+    queue = f"pool-{uuid.uuid4().hex[:8]}"
+    first, second = (PoolScheduler(queue, redis_url, OrjsonSerializer) for _ in range(2))
+    assert _tick_until(first, 2)
+    assert not _tick_until(second, 1.5)  # one scheduler per queue
+    first.stop()
+    assert _tick_until(second, defaults.MAINTENANCE_INTERVAL + 2)
+    second.stop()
+
+
+def test_a_scheduler_whose_redis_is_down_keeps_ticking_and_takes_the_lock_once_redis_is_up():
+    port = free_port()
+    scheduler = PoolScheduler("writes", f"redis://127.0.0.1:{port}/0", OrjsonSerializer)
+    scheduler.tick()  # refused: logged, not raised
+    assert not scheduler.holds_lock
+    with redis_server(port=port):
+        assert _tick_until(scheduler, defaults.MAINTENANCE_INTERVAL + 2)
+        scheduler.stop()
