@@ -35,6 +35,7 @@ from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows
+from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import writer_lock
 from libs.store.tables import applied_writes, changes, members, rejected_writes, resource_values, resources
@@ -190,10 +191,11 @@ def _related(schema: ResourceSchema, with_members: bool, with_groups: bool) -> s
     return "groups" if with_groups else None
 
 
-_BY_ID = {k: _rows_select(k).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
-                                   R.id == bindparam("id")) for k in _RELATED_COLUMN}
-_BY_NAME_KEY = {k: _rows_select(k).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
-                                         R.name_key == bindparam("name_key")) for k in _RELATED_COLUMN}
+_BY_ID = {k: Prepared(_rows_select(k).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+                                            R.id == bindparam("id"))) for k in _RELATED_COLUMN}
+_BY_NAME_KEY = {k: Prepared(_rows_select(k).where(R.app == bindparam("app"),
+                                                  R.resource_type == bindparam("resource_type"),
+                                                  R.name_key == bindparam("name_key"))) for k in _RELATED_COLUMN}
 
 
 class DirectoryStore:
@@ -425,7 +427,8 @@ class DirectoryStore:
         stmt = _BY_ID[_related(schema, with_members, with_groups)]
 
         def read(conn: Connection) -> dict[str, Any] | None:
-            row = conn.execute(stmt, {"app": app, "resource_type": schema.name, "id": id}).first()
+            rows = stmt.rows(conn, {"app": app, "resource_type": schema.name, "id": id})
+            row = rows[0] if rows else None
             return None if row is None else self._documents(conn, schema, [row], with_members, with_groups)[0]
 
         return self._read(read)
@@ -439,8 +442,7 @@ class DirectoryStore:
             # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): at most one row,
             # through one statement built at import; paging is then a slice of that row.
             def by_name(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
-                rows = conn.execute(_BY_NAME_KEY[related],
-                                    {"app": app, "resource_type": schema.name, "name_key": key}).all()
+                rows = _BY_NAME_KEY[related].rows(conn, {"app": app, "resource_type": schema.name, "name_key": key})
                 page = rows[start_index - 1:start_index - 1 + count]
                 return len(rows), self._documents(conn, schema, page, with_members, with_groups)
 
