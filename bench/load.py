@@ -776,8 +776,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--fill-concurrency", type=int, default=16,
                    help="client threads of the fill (the create target is measured there) "
                         "(default %(default)s)")
-    g.add_argument("--reads", type=int, default=2000,
-                   help="userName eq GETs on users drawn from the whole directory (default %(default)s)")
+    g.add_argument("--reads", type=int, default=20000,
+                   help="userName eq GETs on users drawn from the whole directory; enough for a p99 of the "
+                        "steady state, not of the first second's ramp (default %(default)s)")
     g.add_argument("--read-concurrency", type=int, default=16,
                    help="client threads of the filtered GETs (default %(default)s)")
     g.add_argument("--groups", type=int, help="groups created (default: users / 10, at least 1)")
