@@ -27,8 +27,9 @@ def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
     _prepare_metrics(role)
     from services import probe
 
-    probe.record(role, probe.probe_url(args.bind))
-    os.environ.update(SCIM_BIND=args.bind, SCIM_HTTP_WORKERS=str(args.workers), SCIM_HTTP_THREADS=str(args.threads),
+    binds = args.bind or (os.environ.get("SCIM_BIND") or f"127.0.0.1:{args.port}").split(",")
+    probe.record(role, next((u for u in map(probe.probe_url, binds) if u), None))
+    os.environ.update(SCIM_BIND=",".join(binds), SCIM_HTTP_WORKERS=str(args.workers), SCIM_HTTP_THREADS=str(args.threads),
                       SCIM_ROLE=f"scimbus-{role}")
     # glibc gives each thread that allocates an arena of its own (up to 8 per core): 16 request
     # threads spread a worker's garbage over up to 16 heaps that each keep their high-water
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
 
     for name, func, port in (("front", cmd_front, 8601), ("reader", cmd_reader, 8602)):
         p = sub.add_parser(name, help=f"serve the {name} under gunicorn")
-        p.add_argument("--bind", default=os.environ.get("SCIM_BIND", f"127.0.0.1:{port}"))
+        # Repeatable: the local run binds its loopback port (metrics, probes) and the unix
+        # socket the gateway proxies to.
+        p.add_argument("--bind", action="append",
+                       help=f"host:port or unix:path, repeatable (default: $SCIM_BIND or 127.0.0.1:{port})")
+        p.set_defaults(port=port)
         p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_HTTP_WORKERS", "2")))
         p.add_argument("--threads", type=int, default=int(os.environ.get("SCIM_HTTP_THREADS", "16")))
         p.set_defaults(func=func)

@@ -15,7 +15,7 @@ import os
 
 from prometheus_client import multiprocess
 
-bind = os.environ.get("SCIM_BIND", "127.0.0.1:8601")
+bind = os.environ.get("SCIM_BIND", "127.0.0.1:8601").split(",")  # set by the CLI from its --bind options
 workers = int(os.environ.get("SCIM_HTTP_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("SCIM_HTTP_THREADS", "16"))

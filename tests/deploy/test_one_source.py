@@ -18,11 +18,15 @@ ROLES = ("front", "reader", "worker", "deliverer", "sweeper")
 
 
 def command_shape(argv: list[str]) -> list[str]:
-    """The command with option values blanked: ``front --bind 0.0.0.0:8000`` → ``front --bind …``."""
+    """The command with option values blanked: ``front --bind 0.0.0.0:8000`` → ``front --bind …``;
+    a repeatable option given again (the local run's second ``--bind``: the gateway's unix
+    socket) counts once."""
     shape, expect_value = [], False
     for token in argv:
         if expect_value and not token.startswith("--"):
             shape.append("…")
+            if shape[-4:-2] == shape[-2:]:
+                del shape[-2:]
         else:
             shape.append(token)
         expect_value = token.startswith("--") and "=" not in token
