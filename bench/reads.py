@@ -5,7 +5,7 @@ per request does not (much). This starts a stack (``tests.support.stack``) on a 
 PostgreSQL (or ``--database-url``), seeds ``--users`` users straight into the store
 (``bench.seed``), then sends ``--reads`` filtered GETs on existing userNames from
 ``--concurrency`` threads and prints, per request: the reader's gunicorn processes' CPU
-(each worker's share too, to see how the load spreads), PostgreSQL's CPU (the private
+(each worker's share too, to see how the load spreads), the gateway's (nginx), PostgreSQL's CPU (the private
 cluster's processes, backends that came and went included; not measured with
 ``--database-url``), the client's CPU, and the rate and latencies seen.
 """
@@ -45,6 +45,10 @@ def reader_pids(root: int) -> list[int]:
     """The reader's gunicorn processes under ``scimbus run`` (the arbiter and its workers)."""
     return [pid for pid, _ in descendants(root) if role_of(_cmdline(pid)) == "reader"
             and "gunicorn" in " ".join(_cmdline(pid))]
+
+
+def gateway_pids(root: int) -> list[int]:
+    return [pid for pid, _ in descendants(root) if role_of(_cmdline(pid)) == "gateway"]
 
 
 def drive(url: str, token: str, names: list[str], reads: int, concurrency: int) -> tuple[list[float], int, float]:
@@ -96,20 +100,21 @@ def measure(args: argparse.Namespace, database_url: str, pg_root: int | None) ->
         engine.dispose()
         print(f"seeded {args.users} users in {time.perf_counter() - started:.1f} s", flush=True)
         names = [user_name(i) for i in range(args.users)]
-        readers = reader_pids(stack.proc.pid)
+        readers, gateway = reader_pids(stack.proc.pid), gateway_pids(stack.proc.pid)
         drive(stack.url, stack.token, names, min(args.reads, 500), args.concurrency)  # warm every worker
         print(f"reader processes {readers}", flush=True)
         for run in range(args.repeat):
-            r0, p0, c0 = _cpu(readers), cluster_cpu(pg_root) if pg_root else 0.0, time.process_time()
+            r0, p0, c0, g0 = _cpu(readers), cluster_cpu(pg_root) if pg_root else 0.0, time.process_time(), _cpu(gateway)
             latencies, errors, wall = drive(stack.url, stack.token, names, args.reads, args.concurrency)
-            r1, p1, c1 = _cpu(readers), cluster_cpu(pg_root) if pg_root else 0.0, time.process_time()
+            r1, p1, c1, g1 = _cpu(readers), cluster_cpu(pg_root) if pg_root else 0.0, time.process_time(), _cpu(gateway)
             n = len(latencies)
             per_proc = sorted(((r1[p] - r0[p]) * 1000 / n for p in r1 if p in r0), reverse=True)
             pg_ms = (p1 - p0) * 1000 / n
+            gateway_ms = sum(g1[p] - g0[p] for p in g1 if p in g0) * 1000 / n
             print(f"run {run + 1}: {n} GETs, {errors} errors, {n / wall:.0f}/s, "
                   f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms | "
                   f"reader CPU {sum(per_proc):.2f} ms/GET (per process {' '.join(f'{c:.2f}' for c in per_proc)}) | "
-                  f"PostgreSQL {pg_ms:.2f} ms/GET | client {(c1 - c0) * 1000 / n:.2f} ms/GET", flush=True)
+                  f"PostgreSQL {pg_ms:.2f} ms/GET | gateway {gateway_ms:.2f} ms/GET | client {(c1 - c0) * 1000 / n:.2f} ms/GET", flush=True)
 
 
 def _env_pair(text: str) -> tuple[str, str]:
