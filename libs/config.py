@@ -40,6 +40,12 @@ class Settings:
     write_linger_ms: float = 3.0
     """While writes arrive concurrently, how long the front holds a batch open for more of
     them (group commit: fewer, larger bus jobs); a lone write never waits. 0: never."""
+    write_batches_in_flight: int = 1
+    """Bus jobs (batches of writes) one front process keeps on the bus at once; writes that
+    arrive meanwhile join the next one. 1 makes the biggest batches, the least CPU per write
+    (2 cores, 16 clients: 4.6-5.1 writes per job and 15-34 % more creates/s than with 2).
+    Worker processes beyond front processes x this have no batch of the front's to take
+    (they still drain a backlog): raise it when workers outnumber front processes."""
     job_timeout: int = 10
     """Seconds a worker may spend on one write job before RQ stops it."""
     max_body_bytes: int = 4 * 1024 * 1024
@@ -187,7 +193,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 def _validate(s: Settings) -> None:
     positive = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results",
-                "http_threads",
+                "http_threads", "write_batches_in_flight",
                 # issue 5
                 "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
                 "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days")

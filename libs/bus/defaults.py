@@ -6,9 +6,6 @@ JOB_FUNCTION = "services.worker.jobs.apply_writes"
 MAX_BATCH = 64
 """Most writes one front process coalesces into one bus job."""
 
-BATCHES_IN_FLIGHT = 2
-"""Batches one front process keeps on the bus at once; writes arriving meanwhile join the
-next batch (group commit), so a lone write never waits and a busy front sends big batches."""
 
 RESULT_TTL = 60
 """Seconds a finished job's result (and its hash, with the writes) stays in Redis. The front

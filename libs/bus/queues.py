@@ -49,7 +49,7 @@ class Bus:
 
     def __init__(self, redis: Redis, queue_name: str, *, job_timeout: int,
                  function: str = defaults.JOB_FUNCTION, max_batch: int = defaults.MAX_BATCH,
-                 in_flight: int = defaults.BATCHES_IN_FLIGHT, linger: float = 0.0) -> None:
+                 in_flight: int = 1, linger: float = 0.0) -> None:
         self.redis = redis
         self.function = function
         self.queue = Queue(queue_name, connection=redis, serializer=OrjsonSerializer)

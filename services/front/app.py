@@ -23,7 +23,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         redis = Redis.from_url(settings.redis_url, socket_timeout=settings.write_timeout + 5,
                                socket_connect_timeout=5, health_check_interval=30)
         app.extensions["scim.bus"] = Bus(redis, settings.queue_name, job_timeout=settings.job_timeout,
-                                          linger=settings.write_linger_ms / 1000)
+                                          linger=settings.write_linger_ms / 1000,
+                                          in_flight=settings.write_batches_in_flight)
         app.register_blueprint(oauth.bp)  # issue 5: /oauth/token, /oauth/jwks
         return (QueueDepthCollector(redis, [settings.queue_name]),)
 

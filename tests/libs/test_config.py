@@ -14,6 +14,8 @@ def test_a_bad_value_names_its_variable(tmp_path):
         load_settings({"SCIM_MAX_RESULTS": "lots", "SCIM_VAR_DIR": str(tmp_path)})
     with pytest.raises(SettingsError, match="SCIM_WRITE_TIMEOUT"):
         load_settings({"SCIM_WRITE_TIMEOUT": "0", "SCIM_VAR_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match="SCIM_WRITE_BATCHES_IN_FLIGHT"):  # no batch could ever leave
+        load_settings({"SCIM_WRITE_BATCHES_IN_FLIGHT": "0", "SCIM_VAR_DIR": str(tmp_path)})
 
 
 def test_the_config_file_gives_scalars_and_tables_and_the_environment_wins(tmp_path):
