@@ -43,7 +43,7 @@ class Settings:
     write_batches_in_flight: int = 1
     """Bus jobs (batches of writes) one front process keeps on the bus at once; writes that
     arrive meanwhile join the next one. 1 makes the biggest batches, the least CPU per write
-    (2 cores, 16 clients: 4.6-5.1 writes per job and 15-34 % more creates/s than with 2).
+    (2 cores, 16 clients: 4.6-5.1 writes per job against 3.2, 8-34 % more creates/s).
     Worker processes beyond front processes x this have no batch of the front's to take
     (they still drain a backlog): raise it when workers outnumber front processes."""
     job_timeout: int = 10
