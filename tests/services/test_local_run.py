@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +17,14 @@ pytestmark = pytest.mark.stack
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_the_local_run_leaves_no_process_behind(tmp_path, sig):
     with running_stack(tmp_path) as stack:
+        # The gateway proxies to the front and the reader over unix sockets in a folder of its own.
+        conf = (tmp_path / "nginx" / "scimbus.conf").read_text()
+        sockets = {Path(p).parent for p in re.findall(r"server unix:(\S+\.sock);", conf)}
+        assert len(sockets) == 1 and next(iter(sockets)).is_dir(), conf
         left = stop(stack, sig)
         assert left == []
         assert stack.proc.returncode is not None
+        assert not next(iter(sockets)).exists()
 
 
 def test_users_survive_a_restart_of_the_whole_stack(tmp_path):
