@@ -7,6 +7,11 @@ MAX_BATCH = 64
 """Most writes one front process coalesces into one bus job."""
 
 
+SLOT_WAIT = 0.5
+"""Longest a front's batch waits for one of its process's in-flight slots: a batch takes
+~10-60 ms, but one whose worker was killed holds its slot until RQ re-queues the job
+(~15-30 s), and the writes behind it must not wait that long."""
+
 RESULT_TTL = 60
 """Seconds a finished job's result (and its hash, with the writes) stays in Redis. The front
 is already blocked on the result stream when the result is written, so it reads it at once;

@@ -163,9 +163,10 @@ class Coalescer:
     Group commit: at most ``in_flight`` batches of this process are on the bus at a time.
     A write that finds a free slot leads a batch and submits it at once, so a sequential
     client (Entra's usual pace) sees no added latency; writes arriving while every slot is
-    busy join the open batch, which goes out when a slot frees. Batches therefore grow with
-    the load by themselves, up to ``max_batch``; the leader waits for the one result and
-    hands each follower its own.
+    busy join the open batch, which goes out when a slot frees, or after ``slot_wait`` when
+    none does (a batch held by a killed worker must not stall the process's writes). Batches
+    therefore grow with the load by themselves, up to ``max_batch``; the leader waits for
+    the one result and hands each follower its own.
 
     Under concurrent load a leader also lingers ``linger`` seconds before sending (while its
     previous batch held more than one write): each bus job costs the worker, Redis and the
@@ -173,10 +174,12 @@ class Coalescer:
     waiting buys more throughput than it costs in latency (like PostgreSQL's commit_delay).
     """
 
-    def __init__(self, bus: Bus, *, max_batch: int, in_flight: int, linger: float = 0.0) -> None:
+    def __init__(self, bus: Bus, *, max_batch: int, in_flight: int, linger: float = 0.0,
+                 slot_wait: float = defaults.SLOT_WAIT) -> None:
         self.bus = bus
         self.max_batch = max_batch
         self.linger = linger
+        self.slot_wait = slot_wait
         self._last_size = 0
         self._slots = threading.BoundedSemaphore(in_flight)
         self._lock = threading.Lock()
@@ -203,8 +206,10 @@ class Coalescer:
 
     def _lead(self, batch: _Batch, timeout: float) -> None:
         try:
-            if not self._slots.acquire(timeout=timeout):
-                raise Unavailable("The write queue is saturated; retry the request.")
+            # A batch still out after slot_wait is stuck (its worker died, and RQ has yet to
+            # re-queue its job) or unusually long: the next one goes without a slot rather
+            # than wait behind it.
+            held = self._slots.acquire(timeout=self.slot_wait)
             try:
                 if self.linger and self._last_size > 1 and len(batch.jobs) < self.max_batch:
                     time.sleep(self.linger)
@@ -214,7 +219,8 @@ class Coalescer:
                 self._last_size = len(batch.jobs)
                 batch.results = self.bus.run_batch(batch.id, batch.jobs, timeout)
             finally:
-                self._slots.release()
+                if held:
+                    self._slots.release()
         except ScimError as exc:
             batch.error = exc
         except Exception:

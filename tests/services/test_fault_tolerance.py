@@ -97,7 +97,9 @@ def test_a_job_run_twice_applies_once(fault_stack):
     from libs.bus.serializer import OrjsonSerializer
 
     with fault_stack.client() as client:
-        created = client.post("/Users", json=entra_user()).json()
+        answer = client.post("/Users", json=entra_user())
+        assert answer.status_code == 201, answer.text
+        created = answer.json()
     redis = fault_stack.redis()
     changes_before = _changes(fault_stack, created["id"])
     queue = Queue("scim-writes", connection=redis, serializer=OrjsonSerializer)

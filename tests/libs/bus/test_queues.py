@@ -203,3 +203,36 @@ def test_the_enqueue_survives_redis_forgetting_its_scripts(redis_conn, redis_url
     b.submit_batch("batch-8", [w])
     run_worker_once(redis_conn)
     assert b.await_batch("batch-8", 1, timeout=5)[0].body == {"id": w.resource_id}
+
+
+def test_a_batch_that_never_comes_back_holds_its_slot_only_for_the_slot_wait():
+    """A worker killed mid-job keeps its batch out until RQ re-queues the job (~15-30 s);
+    the next writes of the process go out after slot_wait instead of queueing behind it."""
+    from libs.bus.queues import Coalescer
+
+    recording = RecordingBus()
+    coalescer = Coalescer(recording, max_batch=64, in_flight=1, slot_wait=0.3)
+    recording.let_go.clear()
+    stuck = threading.Thread(target=lambda: coalescer.apply(job(), timeout=10))
+    stuck.start()
+    time.sleep(0.1)
+    answered: list[float] = []
+
+    def later_write() -> None:
+        started = time.monotonic()
+        result = coalescer.apply(job(), timeout=10)
+        answered.append(time.monotonic() - started)
+        assert result.status == 201
+
+    # Both batches wait on let_go inside run_batch: the second must be sent while the first is out.
+    sent = len(recording.sizes)
+    follower = threading.Thread(target=later_write)
+    follower.start()
+    deadline = time.monotonic() + 5
+    while len(recording.sizes) == sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recording.sizes == [1, 1]  # sent while the first batch is still out
+    recording.let_go.set()
+    for t in (stuck, follower):
+        t.join(5)
+    assert 0.25 <= answered[0] < 2
