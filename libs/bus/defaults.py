@@ -6,7 +6,6 @@ JOB_FUNCTION = "services.worker.jobs.apply_writes"
 MAX_BATCH = 64
 """Most writes one front process coalesces into one bus job."""
 
-
 SLOT_WAIT = 0.5
 """Longest a front's batch waits for one of its process's in-flight slots: a batch takes
 ~10-60 ms, but one whose worker was killed holds its slot until RQ re-queues the job

@@ -182,6 +182,7 @@ class Coalescer:
         self.slot_wait = slot_wait
         self._last_size = 0
         self._slots = threading.BoundedSemaphore(in_flight)
+        self._spares = threading.BoundedSemaphore(in_flight)  # for batches that waited slot_wait
         self._lock = threading.Lock()
         self._open: _Batch | None = None
 
@@ -204,27 +205,44 @@ class Coalescer:
         assert batch.results is not None
         return batch.results[index]
 
+    def _take_slot(self, timeout: float) -> threading.BoundedSemaphore:
+        """An in-flight slot; after ``slot_wait`` a spare one. A batch out that long is stuck
+        (its worker died, and RQ has yet to re-queue its job) or unusually long, and the next
+        must not queue behind it; the spares still bound what one process puts on the bus
+        while the workers are away (twice ``in_flight``), and past that a write gets 503."""
+        if self._slots.acquire(timeout=self.slot_wait):
+            return self._slots
+        deadline = time.monotonic() + timeout
+        while True:
+            for slot in (self._slots, self._spares):
+                if slot.acquire(blocking=False):
+                    return slot
+            if time.monotonic() >= deadline:
+                raise Unavailable("The write queue is saturated; retry the request.")
+            time.sleep(0.05)
+
     def _lead(self, batch: _Batch, timeout: float) -> None:
         try:
-            # A batch still out after slot_wait is stuck (its worker died, and RQ has yet to
-            # re-queue its job) or unusually long: the next one goes without a slot rather
-            # than wait behind it.
-            held = self._slots.acquire(timeout=self.slot_wait)
+            slot = self._take_slot(timeout)
             try:
                 if self.linger and self._last_size > 1 and len(batch.jobs) < self.max_batch:
                     time.sleep(self.linger)
-                with self._lock:  # close the batch: later writes start the next one
-                    if self._open is batch:
-                        self._open = None
+                self._close(batch)
                 self._last_size = len(batch.jobs)
                 batch.results = self.bus.run_batch(batch.id, batch.jobs, timeout)
             finally:
-                if held:
-                    self._slots.release()
+                slot.release()
         except ScimError as exc:
             batch.error = exc
         except Exception:
             batch.error = Unavailable("The write could not be confirmed; retry the request.")
             raise
         finally:
+            self._close(batch)  # also when no slot came: later writes must not join a failed batch
             batch.done.set()
+
+    def _close(self, batch: _Batch) -> None:
+        """Later writes start the next batch."""
+        with self._lock:
+            if self._open is batch:
+                self._open = None

@@ -207,7 +207,9 @@ def test_the_enqueue_survives_redis_forgetting_its_scripts(redis_conn, redis_url
 
 def test_a_batch_that_never_comes_back_holds_its_slot_only_for_the_slot_wait():
     """A worker killed mid-job keeps its batch out until RQ re-queues the job (~15-30 s);
-    the next writes of the process go out after slot_wait instead of queueing behind it."""
+    the next writes of the process go out after slot_wait instead of queueing behind it, on
+    a spare slot. With the spares taken too, a write gets 503, and the writes after it are
+    not joined to that failed batch."""
     from libs.bus.queues import Coalescer
 
     recording = RecordingBus()
@@ -232,7 +234,11 @@ def test_a_batch_that_never_comes_back_holds_its_slot_only_for_the_slot_wait():
     while len(recording.sizes) == sent and time.monotonic() < deadline:
         time.sleep(0.01)
     assert recording.sizes == [1, 1]  # sent while the first batch is still out
+    # With the slot and the spare both held, a third write waits, then gets 503.
+    with pytest.raises(Unavailable, match="saturated"):
+        coalescer.apply(job(), timeout=0.5)
     recording.let_go.set()
     for t in (stuck, follower):
         t.join(5)
     assert 0.25 <= answered[0] < 2
+    assert coalescer.apply(job(), timeout=5).status == 201  # every slot came back
