@@ -58,8 +58,15 @@ class _Connection:
         self.buffer += chunk
 
     def _take(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            self._fill()
+        if len(self.buffer) < n:  # joined once: appending chunk by chunk copies a big body over and over
+            chunks, have = [self.buffer], len(self.buffer)
+            while have < n:
+                chunk = self.sock.recv(max(65536, n - have))
+                if not chunk:
+                    raise HTTPError("the server closed the connection")
+                chunks.append(chunk)
+                have += len(chunk)
+            self.buffer = b"".join(chunks)
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 

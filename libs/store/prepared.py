@@ -26,15 +26,15 @@ class Prepared:
     def __init__(self, stmt: Select) -> None:
         self.stmt = stmt
         self.row = namedtuple("Row", [c.name for c in stmt.selected_columns])  # type: ignore[misc]
-        self._sql: dict[str, str] = {}
+        self._sql: str | None = None  # compiled for the first PostgreSQL engine: the project's one driver
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
         dialect = conn.dialect
         if dialect.name != "postgresql":
             return conn.execute(self.stmt, params).all()
-        sql = self._sql.get(dialect.name)
+        sql = self._sql
         if sql is None:
-            sql = self._sql[dialect.name] = str(self.stmt.compile(dialect=dialect))
+            sql = self._sql = str(self.stmt.compile(dialect=dialect))
         make = self.row._make
         try:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

@@ -95,3 +95,10 @@ def test_a_get_on_a_connection_the_server_closed_is_sent_again_and_a_post_is_not
 def test_no_server_is_an_http_error():
     with Client("http://127.0.0.1:9/scim", {}, 1) as client, pytest.raises(HTTPError):
         client.get("/Users")
+
+
+def test_a_body_of_megabytes_arrives_whole(server):
+    with Client(server, {}, 10) as client:
+        body = {"members": [{"value": f"user-{i:07d}"} for i in range(100_000)]}
+        answer = client.request("POST", "/Groups", json=body)
+        assert answer.status_code == 201 and answer.json() == body
