@@ -61,8 +61,11 @@ class Settings:
     apps: str = ""
     """Further SCIM apps, comma-separated, served at /scim/<app> (each isolated by its app key)."""
     http_threads: int = 16
-    """Threads per gunicorn worker of the front and the reader; the reader keeps as many
-    database connections per worker (fewer made each one anew whenever more were busy)."""
+    """Threads per gunicorn worker of the front (each waits on the bus for its write)."""
+    reader_threads: int = 2
+    """Threads per gunicorn worker of the reader, each with a database connection kept open.
+    Two keep the GIL's queue short (the tail latency, docs/capacity.md); more let long reads
+    (large groups) overlap. Add processes (SCIM_HTTP_WORKERS) or reader pods for throughput."""
     queue_name: str = "scim-writes"
     """RQ queue the front enqueues writes on."""
     log_level: str = "INFO"
@@ -193,7 +196,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 def _validate(s: Settings) -> None:
     positive = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results",
-                "http_threads", "write_batches_in_flight",
+                "http_threads", "reader_threads", "write_batches_in_flight",
                 # issue 5
                 "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
                 "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days")

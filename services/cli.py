@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from libs.config import load_settings
+from libs.config import Settings, load_settings
 
 
 def _prepare_metrics(role: str) -> None:
@@ -29,8 +29,11 @@ def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
 
     binds = args.bind or (os.environ.get("SCIM_BIND") or f"127.0.0.1:{args.port}").split(",")
     probe.record(role, next((u for u in map(probe.probe_url, binds) if u), None))
-    os.environ.update(SCIM_BIND=",".join(binds), SCIM_HTTP_WORKERS=str(args.workers), SCIM_HTTP_THREADS=str(args.threads),
-                      SCIM_ROLE=f"scimbus-{role}")
+    threads_variable = "SCIM_READER_THREADS" if role == "reader" else "SCIM_HTTP_THREADS"
+    os.environ.update({"SCIM_BIND": ",".join(binds), "SCIM_HTTP_WORKERS": str(args.workers),
+                       threads_variable: str(args.threads), "SCIM_ROLE": f"scimbus-{role}"})
+    if getattr(args, "worker_sockets", None):
+        os.environ["SCIM_WORKER_SOCKETS"] = args.worker_sockets
     # glibc gives each thread that allocates an arena of its own (up to 8 per core): 16 request
     # threads spread a worker's garbage over up to 16 heaps that each keep their high-water
     # mark. Two arenas cut the front's peak PSS by ~4-5 MB under load and the reader's by ~9
@@ -90,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scimbus", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, func, port in (("front", cmd_front, 8601), ("reader", cmd_reader, 8602)):
+    for name, func, port, threads, default_threads in (
+            ("front", cmd_front, 8601, "SCIM_HTTP_THREADS", Settings.http_threads),
+            ("reader", cmd_reader, 8602, "SCIM_READER_THREADS", Settings.reader_threads)):
         p = sub.add_parser(name, help=f"serve the {name} under gunicorn")
         # Repeatable: the local run binds its loopback port (metrics, probes) and the unix
         # socket the gateway proxies to.
@@ -98,8 +103,11 @@ def main(argv: list[str] | None = None) -> None:
                        help=f"host:port or unix:path, repeatable (default: $SCIM_BIND or 127.0.0.1:{port})")
         p.set_defaults(port=port)
         p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_HTTP_WORKERS", "2")))
-        p.add_argument("--threads", type=int, default=int(os.environ.get("SCIM_HTTP_THREADS", "16")))
+        p.add_argument("--threads", type=int, default=int(os.environ.get(threads, default_threads)))
         p.set_defaults(func=func)
+    sub.choices["reader"].add_argument(
+        "--worker-sockets", metavar="PREFIX",
+        help="each worker process also listens on PREFIX-<n>.sock, its own (services.gunicorn_worker)")
 
     p = sub.add_parser("worker", help="run a pool of write workers")
     p.add_argument("--processes", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))

@@ -1,7 +1,10 @@
 """gunicorn settings shared by the front and the reader (``-c python:services.gunicorn_conf``).
 
-gthread workers: the front's requests spend most of their time waiting on the bus, so
-threads (not processes) are what concurrency costs. Values come from the CLI's environment.
+The front runs gthread workers with 16 threads: its requests spend most of their time
+waiting on the bus, so threads (not processes) are what concurrency costs. The reader's
+requests are short and CPU-bound: it runs ``services.gunicorn_worker.EpollWorker`` with two
+threads per process (see that module for why and what it measured). Values come from the
+CLI's environment.
 
 Memory: the master loads the app (``preload_app``) and freezes its objects before each fork,
 so the workers share the ~50 MB of code and objects it holds instead of each importing its
@@ -12,13 +15,18 @@ connection: Redis and SQLAlchemy connect on first use, in the worker.
 
 import gc
 import os
+import select
 
 from prometheus_client import multiprocess
 
 bind = os.environ.get("SCIM_BIND", "127.0.0.1:8601").split(",")  # set by the CLI from its --bind options
 workers = int(os.environ.get("SCIM_HTTP_WORKERS", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("SCIM_HTTP_THREADS", "16"))
+if os.environ.get("SCIM_ROLE") == "scimbus-reader":
+    worker_class = "services.gunicorn_worker.EpollWorker" if hasattr(select, "epoll") else "gthread"
+    threads = int(os.environ.get("SCIM_READER_THREADS", "2"))
+else:
+    worker_class = "gthread"
+    threads = int(os.environ.get("SCIM_HTTP_THREADS", "16"))
 keepalive = 75  # longer than nginx's upstream keepalive_timeout, so nginx closes first
 timeout = 90  # a request may wait SCIM_WRITE_TIMEOUT (30 s) on the bus; this is the hard stop
 graceful_timeout = 40  # on SIGTERM, let waiting writes get their answer

@@ -21,7 +21,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     def attach(app: Flask) -> tuple:
         # The engine's pool connects on first use, in the gunicorn worker that serves it.
         app.extensions["scim.store"] = DirectoryStore(
-            create_engine_from_url(settings.database, read_only=True, pool_size=settings.http_threads))
+            create_engine_from_url(settings.database, read_only=True, pool_size=settings.reader_threads))
         app.extensions["scim.cursors"] = CursorCodec(settings)
         return ()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ def test_stopping_the_local_run_leaves_no_process_behind(tmp_path, sig):
     with running_stack(tmp_path) as stack:
         # The gateway proxies to the front and the reader over unix sockets in a folder of its own.
         conf = (tmp_path / "nginx" / "scimbus.conf").read_text()
-        sockets = {Path(p).parent for p in re.findall(r"server unix:(\S+\.sock);", conf)}
+        sockets = {Path(p).parent for p in re.findall(r"server unix:(\S+\.sock)[ ;]", conf)}
         assert len(sockets) == 1 and next(iter(sockets)).is_dir(), conf
         left = stop(stack, sig)
         assert left == []
@@ -50,3 +52,25 @@ def test_metrics_are_served_by_each_service_but_not_through_the_gateway(tmp_path
         assert 'service="reader"' in reader
         assert 'scim_jobs_total{op="create",outcome="ok",resource_type="User"}' in worker
         assert httpx.get(f"http://127.0.0.1:{stack.port}/metrics").status_code == 404
+
+
+def test_reads_go_on_while_a_reader_process_is_killed_and_replaced(tmp_path):
+    """Each reader process has a socket of its own in the gateway's list (least_conn): a dead
+    one's socket refuses and nginx tries the next, and the replacement takes its path."""
+    from bench.procs import _cmdline, descendants, role_of
+
+    with running_stack(tmp_path) as stack, stack.client() as client:
+        conf = (tmp_path / "nginx" / "scimbus.conf").read_text()
+        assert len(re.findall(r"server unix:\S+/reader-\d\.sock", conf)) == 2, conf
+        user = create_user(client)
+        tree = descendants(stack.proc.pid)
+        arbiter = next(pid for pid, _ in tree if role_of(_cmdline(pid)) == "reader" and "gunicorn" in _cmdline(pid))
+        workers = [pid for pid, parent in tree if parent == arbiter]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        statuses, deadline = [], time.monotonic() + 4
+        while time.monotonic() < deadline:
+            statuses.append(client.get(f"/Users/{user['id']}").status_code)
+        assert set(statuses) == {200}, statuses
+        replaced = [pid for pid, parent in descendants(stack.proc.pid) if parent == arbiter]
+        assert len(replaced) == 2 and workers[0] not in replaced

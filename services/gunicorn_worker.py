@@ -1,0 +1,270 @@
+"""A gunicorn worker whose threads take requests straight from the kernel (Linux).
+
+gunicorn's ``gthread`` worker runs every request on a kept-alive connection through four
+hand-offs: its main thread polls, unregisters the socket and submits it to a thread pool
+(a Future, a work queue, a condition); the pool thread serves the request, then sends the
+connection back through a pipe; the main thread reads the pipe and registers the socket
+again. Each hand-off is Python code run under the GIL and a thread to wake. On the
+reader, whose requests are short, that machinery costs about as much CPU as the Flask
+app itself: ~0.45 ms of a 1.3 ms GET measured one request at a time.
+
+Here each thread waits on one shared epoll set in which every connection is armed
+``EPOLLONESHOT``: the kernel hands a readable connection to exactly one waiting thread,
+which parses, serves and answers the request with gthread's own code (``handle``: the
+same parser, limits, keep-alive and error handling), then re-arms the connection with
+one ``epoll_ctl`` and waits again. No thread stands between the kernel and the one that
+serves. With few threads per process (the reader runs two) fewer threads contend for the
+GIL too; on two cores at 16 concurrent ``userName eq`` GETs (interleaved A/B runs,
+``python -m bench.reads``): 1,540-1,770 GETs/s and p99 15-19 ms, against 1,100-1,280 GETs/s
+and p99 28-34 ms with gthread at 2 or 16 threads (see docs/capacity.md).
+
+What gthread's main loop did, the main thread does here once a second: the heartbeat to
+the arbiter, the parent check, and closing kept-alive connections idle past
+``keepalive``. It never touches a connection a thread is serving: it marks an idle one
+closing and shuts its socket down, and the thread that receives the resulting event
+closes it, so only one thread ever owns a connection's close.
+
+Each worker process can also listen on a unix socket of its own (``SCIM_WORKER_SOCKETS``,
+set by ``scimbus reader --worker-sockets PREFIX``: ``PREFIX-0.sock``, ``PREFIX-1.sock``…)
+so that nginx sees every process as a server and sends each request to the one with the
+fewest in flight (``least_conn``). Through one shared socket a kept-alive connection stays
+with whichever process accepted it, and the busier process sets the tail: p99 16.2 and
+14.9 ms against 18.8 and 18.2 through the shared socket (interleaved runs). A process
+claims the first free slot by locking ``PREFIX-N.sock.lock``; the kernel releases the lock
+when the process dies, so its replacement takes the same path.
+
+A stop (SIGTERM, ``max_requests``) stops accepting, answers requests that arrive on kept-
+alive connections within ``STOP_KEEPALIVE_LINGER`` with ``Connection: close`` (as gthread
+does), closes the idle ones, and waits up to ``graceful_timeout`` for requests in flight.
+HTTP/2 is not offered (nothing in scimbus enables it); where ``select.epoll`` is missing
+(macOS), ``services.gunicorn_conf`` keeps gthread.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import socket
+import threading
+import time
+
+from gunicorn.sock import UnixSocket
+from gunicorn.workers import base
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
+
+_ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
+_POLL_SECONDS = 0.5  # how soon an idle thread notices the worker stopping
+
+
+class _Connection(TConn):
+    def __init__(self, cfg, sock, client, server) -> None:
+        super().__init__(cfg, sock, client, server)
+        self.sock.setblocking(True)
+        self.data_ready = True  # a thread gets the connection only once epoll finds it readable
+        self.busy = False
+        self.closing = False
+
+
+class EpollWorker(ThreadWorker):
+    """gthread's request handling with threads that poll for themselves (see the module)."""
+
+    def init_process(self) -> None:
+        self.epoll = select.epoll()
+        self.connections: dict[int, _Connection] = {}
+        self.listeners = {listener.fileno(): listener for listener in self.sockets}
+        self.lock = threading.Lock()
+        self.accepting = False
+        self.serving = True
+        self.own_socket_prefix = os.environ.get("SCIM_WORKER_SOCKETS", "")
+        self.own_socket = None
+        base.Worker.init_process(self)  # gthread's would build its pool and pipe; this ends in run()
+
+    def handle_exit(self, sig, frame) -> None:
+        self.alive = False
+        self._wake()
+
+    def handle_quit(self, sig, frame) -> None:
+        base.Worker.handle_quit(self, sig, frame)
+
+    def handle_request(self, req, conn):
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            if not self.alive:  # max_requests reached: stop accepting now, not at the next tick
+                self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.PIPE[1], b".")
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        for listener in self.sockets:
+            listener.setblocking(False)
+        with self.lock:
+            self._accept_enabled(True)
+        self._claim_own_socket()
+        threads = [threading.Thread(target=self._serve, name=f"http-{i}", daemon=True)
+                   for i in range(self.cfg.threads)]
+        for thread in threads:
+            thread.start()
+        while self.alive:
+            self.notify()
+            self._sleep(1.0)
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                self.alive = False
+            self._expire(time.monotonic())
+            self._claim_own_socket()
+        self._stop(threads)
+
+    def _claim_own_socket(self) -> None:
+        """Listen on the first free ``PREFIX-N.sock`` (see the module); until one is free
+        (a worker started while the one it replaces still stops), try again each second."""
+        if not self.own_socket_prefix or self.own_socket is not None:
+            return
+        for slot in range(self.cfg.workers):
+            path = f"{self.own_socket_prefix}-{slot}.sock"
+            lock = os.open(path + ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock)
+                continue
+            listener = UnixSocket(path, self.cfg, self.log)  # replaces the dead owner's socket file
+            listener.setblocking(False)
+            self.own_socket = (listener, lock)  # the lock is held as long as this process lives
+            with self.lock:
+                self.sockets.append(listener)
+                self.listeners[listener.fileno()] = listener
+                if self.accepting:
+                    self.epoll.register(listener.fileno(), _ARMED)
+            self.log.info("Listening at: unix:%s (this worker's own)", path)
+            return
+
+    def _sleep(self, seconds: float) -> None:
+        try:
+            if select.select([self.PIPE[0]], [], [], seconds)[0]:
+                os.read(self.PIPE[0], 64)
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
+
+    def _stop(self, threads: list[threading.Thread]) -> None:
+        with self.lock:
+            self._accept_enabled(False)
+        now = time.monotonic()
+        linger, deadline = now + STOP_KEEPALIVE_LINGER, now + self.cfg.graceful_timeout
+        while self.connections and time.monotonic() < deadline:
+            self.notify()
+            self._sleep(0.1)
+            # Until the linger ends, a request on a kept-alive connection is still served
+            # (gthread's handle_request answers it "Connection: close" once not alive).
+            self._expire(time.monotonic() if time.monotonic() < linger else float("inf"))
+        self.serving = False
+        for thread in threads:
+            thread.join(_POLL_SECONDS * 2)
+        for listener in self.sockets:
+            listener.close()
+        self.epoll.close()
+
+    def _accept_enabled(self, enabled: bool) -> None:
+        """Arm or disarm the listeners; call with the lock held."""
+        if enabled == self.accepting:
+            return
+        for fd in self.listeners:
+            if enabled:
+                self.epoll.register(fd, _ARMED)
+            else:
+                self.epoll.unregister(fd)
+        self.accepting = enabled
+
+    def _expire(self, now: float) -> None:
+        with self.lock:
+            for connection in self.connections.values():
+                if not connection.busy and not connection.closing and connection.timeout <= now:
+                    connection.closing = True
+                    try:
+                        connection.sock.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and closes it
+                    except OSError:
+                        pass
+
+    def _serve(self) -> None:
+        poll = self.epoll.poll
+        while self.serving:
+            try:
+                events = poll(_POLL_SECONDS, 1)
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                return  # the epoll set was closed: the worker is gone
+            for fd, _ in events:
+                listener = self.listeners.get(fd)
+                if listener is not None:
+                    self._accept(listener)
+                else:
+                    self._answer(fd)
+
+    def _answer(self, fd: int) -> None:
+        with self.lock:
+            connection = self.connections.get(fd)
+            if connection is None:
+                return
+            if connection.closing:
+                self._forget(fd)
+            else:
+                connection.busy = True
+        if connection.closing:
+            connection.close()
+            return
+        try:
+            keep = self.handle(connection)
+            # A request the client sent right behind this one (pipelined, or read ahead
+            # while draining a body) is in the parser's buffer, not in the socket: epoll
+            # would never report it.
+            while keep and connection.parser.unreader.buf.getvalue():
+                keep = self.handle(connection)
+        except Exception:
+            self.log.exception("Error serving a connection")
+            keep = False
+        with self.lock:
+            connection.busy = False
+            if keep:
+                connection.set_timeout()
+                self.epoll.modify(fd, _ARMED)
+                return
+            self._forget(fd)
+        connection.close(graceful=True)  # outside the lock: it may wait (briefly) for the peer's FIN
+
+    def _forget(self, fd: int) -> None:
+        """Stop watching a connection that is about to be closed; call with the lock held.
+        Its descriptor stays open until then, so no new connection can reuse the number."""
+        del self.connections[fd]
+        self.epoll.unregister(fd)
+        if self.alive and len(self.connections) < self.worker_connections:
+            self._accept_enabled(True)
+
+    def _accept(self, listener) -> None:
+        # Under the lock: once _stop has disarmed the listeners no thread still accepts, so
+        # no connection is taken in that the stopping worker would drop.
+        with self.lock:
+            if not (self.accepting and self.alive):
+                return
+            try:
+                sock, client = listener.accept()
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED):
+                    self.log.warning("accept failed: %s", exc)
+                    time.sleep(0.1)  # e.g. out of descriptors: re-armed below, not spun on
+            else:
+                connection = _Connection(self.cfg, sock, client, listener.getsockname())
+                connection.set_timeout()
+                self.connections[sock.fileno()] = connection
+                self.epoll.register(sock.fileno(), _ARMED)
+            if len(self.connections) >= self.worker_connections:
+                self._accept_enabled(False)
+            else:
+                self.epoll.modify(listener.fileno(), _ARMED)
