@@ -6,7 +6,7 @@ hand-offs: its main thread polls, unregisters the socket and submits it to a thr
 connection back through a pipe; the main thread reads the pipe and registers the socket
 again. Each hand-off is Python code run under the GIL and a thread to wake. On the
 reader, whose requests are short, that machinery costs about as much CPU as the Flask
-app itself: ~0.45 ms of a 1.3 ms GET measured one request at a time.
+app's own work: ~0.35 ms of a 1.33 ms GET, measured one request at a time.
 
 Here each thread waits on one shared epoll set in which every connection is armed
 ``EPOLLONESHOT``: the kernel hands a readable connection to exactly one waiting thread,
@@ -15,8 +15,8 @@ same parser, limits, keep-alive and error handling), then re-arms the connection
 one ``epoll_ctl`` and waits again. No thread stands between the kernel and the one that
 serves. With few threads per process (the reader runs two) fewer threads contend for the
 GIL too; on two cores at 16 concurrent ``userName eq`` GETs (interleaved A/B runs,
-``python -m bench.reads``): 1,540-1,770 GETs/s and p99 15-19 ms, against 1,100-1,280 GETs/s
-and p99 28-34 ms with gthread at 2 or 16 threads (see docs/capacity.md).
+``python -m bench.reads``): 1,340-1,770 GETs/s and p99 14.8-20.3 ms at two threads, against
+1,100-1,290 GETs/s and p99 27-34 ms with gthread at 2 or 16 (docs/capacity.md).
 
 What gthread's main loop did, the main thread does here once a second: the heartbeat to
 the arbiter, the parent check, and closing kept-alive connections idle past
@@ -36,7 +36,7 @@ when the process dies, so its replacement takes the same path.
 A stop (SIGTERM, ``max_requests``) stops accepting, answers requests that arrive on kept-
 alive connections within ``STOP_KEEPALIVE_LINGER`` with ``Connection: close`` (as gthread
 does), closes the idle ones, and waits up to ``graceful_timeout`` for requests in flight.
-HTTP/2 is not offered (nothing in scimbus enables it); where ``select.epoll`` is missing
+HTTP/2 (nothing in scimbus enables it) would hold a thread per connection; where ``select.epoll`` is missing
 (macOS), ``services.gunicorn_conf`` keeps gthread.
 """
 
