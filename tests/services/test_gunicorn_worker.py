@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from tests.support.servers import free_port, wait_for_port
 
-pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="epoll is Linux-only")
+pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")
 
 ROOT = Path(__file__).resolve().parents[2]
 
