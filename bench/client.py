@@ -51,20 +51,20 @@ class _Connection:
         self.sock = sock
         self.buffer = b""
 
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
+    def _recv(self, size: int = 65536) -> bytes:
+        chunk = self.sock.recv(size)
         if not chunk:
             raise HTTPError("the server closed the connection")
-        self.buffer += chunk
+        return chunk
+
+    def _fill(self) -> None:
+        self.buffer += self._recv()
 
     def _take(self, n: int) -> bytes:
         if len(self.buffer) < n:  # joined once: appending chunk by chunk copies a big body over and over
             chunks, have = [self.buffer], len(self.buffer)
             while have < n:
-                chunk = self.sock.recv(max(65536, n - have))
-                if not chunk:
-                    raise HTTPError("the server closed the connection")
-                chunks.append(chunk)
+                chunks.append(chunk := self._recv(max(65536, n - have)))
                 have += len(chunk)
             self.buffer = b"".join(chunks)
         data, self.buffer = self.buffer[:n], self.buffer[n:]

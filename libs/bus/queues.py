@@ -210,9 +210,9 @@ class Coalescer:
         (its worker died, and RQ has yet to re-queue its job) or unusually long, and the next
         must not queue behind it; the spares still bound what one process puts on the bus
         while the workers are away (twice ``in_flight``), and past that a write gets 503."""
-        if self._slots.acquire(timeout=self.slot_wait):
+        deadline = time.monotonic() + timeout  # the write's whole wait, slot_wait included
+        if self._slots.acquire(timeout=min(self.slot_wait, timeout)):
             return self._slots
-        deadline = time.monotonic() + timeout
         while True:
             for slot in (self._slots, self._spares):
                 if slot.acquire(blocking=False):

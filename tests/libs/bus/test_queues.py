@@ -234,9 +234,12 @@ def test_a_batch_that_never_comes_back_holds_its_slot_only_for_the_slot_wait():
     while len(recording.sizes) == sent and time.monotonic() < deadline:
         time.sleep(0.01)
     assert recording.sizes == [1, 1]  # sent while the first batch is still out
-    # With the slot and the spare both held, a third write waits, then gets 503.
+    # With the slot and the spare both held, a third write waits its timeout (the slot wait
+    # included, not added), then gets 503.
+    started = time.monotonic()
     with pytest.raises(Unavailable, match="saturated"):
         coalescer.apply(job(), timeout=0.5)
+    assert time.monotonic() - started < 0.5 + 0.2
     recording.let_go.set()
     for t in (stuck, follower):
         t.join(5)
