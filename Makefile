@@ -29,7 +29,7 @@ soak:
 BENCH_ARGS ?= --postgres --json bench/results/latest.json
 DRAIN_ARGS ?= --postgres --writes 20000
 # issue 7's sizes: 100,000 users in the directory and a 100,000-member group (~25 min here)
-FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --json bench/results/full.json
+FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --peer-big-group 10000 --json bench/results/full.json
 
 bench:
 	@deploy/setup.sh test

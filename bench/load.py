@@ -666,6 +666,13 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
             "outcome": outcome, "services": usage}
 
 
+def _peer_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The workload for the peer: the same, but for its big group when ``--peer-big-group`` caps it."""
+    if args.peer_big_group is None or args.peer_big_group >= args.big_group:
+        return args
+    return argparse.Namespace(**{**vars(args), "big_group": args.peer_big_group})
+
+
 def run_peer(args: argparse.Namespace) -> dict:
     """The same workload against scim2-server on loopback; never fails the run."""
     from bench.peer import PEER_PACKAGE, ensure_peer, probe_dialect, running_peer
@@ -686,7 +693,7 @@ def run_peer(args: argparse.Namespace) -> dict:
                 _log(f"bench: peer refused an Entra shape: {note}")
             sampler = StackSampler(peer.proc.pid).start()
             try:
-                outcome = run_load(args, "peer", peer.url, peer.token, dialect)
+                outcome = run_load(_peer_args(args), "peer", peer.url, peer.token, dialect)
             finally:
                 usage = _usage(sampler)
             log_tail = peer.log()[-2000:] if outcome is None or outcome[0]["errors"] else ""
@@ -765,6 +772,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="listen backlog of the peer's server (its CLI's is 5: with one connection per "
                         "request, 16 clients overflow it and wait 1 s per dropped SYN); "
                         "0: its CLI as shipped (default %(default)s)")
+    g.add_argument("--peer-big-group", type=int, metavar="N",
+                   help="the peer's big group, when smaller than --big-group: each of its member adds "
+                        "costs time in proportion to the group, so a 100,000-member group takes it "
+                        "half an hour to build (default: --big-group)")
     g.add_argument("--peer-venv",
                    help="virtualenv of the peer (default: var/bench-peer/venv, created on first use)")
     g = p.add_argument_group("workload")
@@ -819,8 +830,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("directory_size", "reads", "big_group", "small_group", "group_add_samples", "big_patch",
-                 "big_patch_repeats", "scaling"):
-        if getattr(args, name) < 0:
+                 "big_patch_repeats", "scaling", "peer_big_group"):
+        if (getattr(args, name) or 0) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     args.start = args.start or not args.url
     args.groups = max(1, args.users // 10) if args.groups is None else args.groups
@@ -841,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
                  "groups": args.groups, "members_per_group": args.members_per_group,
                  "concurrency": args.concurrency, "read_concurrency": args.read_concurrency,
                  "fill_concurrency": args.fill_concurrency, "big_group": args.big_group,
+                 "peer_big_group": _peer_args(args).big_group,
                  "small_group": args.small_group, "group_add_samples": args.group_add_samples,
                  "big_patch": args.big_patch, "big_patch_repeats": args.big_patch_repeats,
                  "workers": args.workers, "argv": sys.argv[1:] if argv is None else argv},

@@ -174,12 +174,16 @@ def evaluate_targets(results: dict) -> list[dict]:
         return round(r, 2), f"{r:.2f}x ({big['median_ms']:.1f}/{small['median_ms']:.1f} ms)"
 
     (ours, shown_o), (theirs, shown_p) = big_small("scimbus"), big_small("peer")
+    peer_big = meta.get("peer_big_group", meta["big_group"])
+    same_size = peer_big == meta["big_group"]
     add("big_group_add",
         f"one add: {meta['big_group']}-member group <= 2x {meta['small_group']}-member (median)",
-        "<= 2.0x", ours, theirs, round(ours / theirs, 2) if ours and theirs else None,
-        None if ours is None else ours <= 2.0, shown_o, shown_p,
-        "" if meta["big_group"] >= ISSUE_BIG_GROUP
-        else f"issue's big group is {ISSUE_BIG_GROUP} (--big-group)")
+        "<= 2.0x", ours, theirs, round(ours / theirs, 2) if ours and theirs and same_size else None,
+        None if ours is None else ours <= 2.0, shown_o,
+        shown_p if same_size or theirs is None else f"{shown_p} at {peer_big}",
+        "; ".join(n for n in (
+            "" if meta["big_group"] >= ISSUE_BIG_GROUP else f"issue's big group is {ISSUE_BIG_GROUP} (--big-group)",
+            "" if same_size else f"the peer's big group has {peer_big} members (--peer-big-group)") if n))
 
     # many members in one PATCH
     o, p = _op(results, "scimbus", "patch-many-members"), _op(results, "peer", "patch-many-members")

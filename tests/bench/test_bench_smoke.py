@@ -39,7 +39,8 @@ def _block(stdout: str, title: str) -> str:
 @pytest.mark.stack
 def test_bench_runs_scimbus_and_the_peer_and_prints_the_targets(tmp_path):
     report = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "--start", *TINY, "--json", str(report)],
+    run = subprocess.run([sys.executable, "-m", "bench", "--start", *TINY, "--peer-big-group", "10",
+                          "--json", str(report)],
                          cwd=ROOT, capture_output=True, text=True, timeout=58)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr[-4000:]}"
     out = run.stdout
@@ -91,6 +92,12 @@ def test_bench_runs_scimbus_and_the_peer_and_prints_the_targets(tmp_path):
         notes = peer["timing"]["dialect"]["notes"]
         assert all(isinstance(n, str) for n in notes)
         assert "peer substitutions" in side
+        # the peer built a smaller big group, and the report says so instead of comparing the two
+        assert peer["timing"]["plan"]["big_group"] == 10
+        assert data["servers"]["scimbus"]["timing"]["plan"]["big_group"] == 20
+        assert "the peer's big group has 10 members (--peer-big-group)" in targets
+        big_add = next(t for t in data["targets"] if t["key"] == "big_group_add")
+        assert big_add["ratio"] is None, big_add
 
 
 def test_the_peer_process_is_its_own_service_role():
