@@ -13,10 +13,13 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from honcho.environ import parse_procfile
@@ -101,6 +104,58 @@ def prepare(env: dict[str, str]) -> str:
     return settings.tokens[0]
 
 
+READY_PATIENCE = 60.0
+"""Seconds after which a stack that is still not ready says which role holds it up."""
+
+
+def readiness_checks(env: dict[str, str]) -> dict[str, str]:
+    """Each role's ``/readyz`` on its loopback port, and the gateway's port where it listens."""
+    checks = {role: f"http://127.0.0.1:{env[port]}/readyz" for role, port in (
+        ("front", "SCIM_FRONT_PORT"), ("reader", "SCIM_READER_PORT"), ("worker", "SCIM_WORKER_METRICS_PORT"),
+        ("deliverer", "SCIM_DELIVERER_METRICS_PORT"), ("sweeper", "SCIM_SWEEPER_METRICS_PORT"))}
+    host = env.get("SCIM_LISTEN_ADDRESS") or "0.0.0.0"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))
+    checks["gateway"] = f"tcp://{host}:{env['SCIM_PORT']}"
+    return checks
+
+
+def _not_ready(url: str) -> str | None:
+    """None when ready, else what the check saw."""
+    try:
+        if url.startswith("tcp://"):
+            host, port = url[len("tcp://"):].rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=2).close()
+            return None
+        with urllib.request.urlopen(url, timeout=2):
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read().decode(errors='replace').strip()[:200]}"
+    except OSError as exc:
+        return f"not answering ({getattr(exc, 'reason', None) or exc})"
+
+
+def announce_when_ready(checks: dict[str, str], url: str, out=sys.stdout, patience: float = READY_PATIENCE,
+                        stop: threading.Event | None = None) -> None:
+    """Print one line once every role is ready, so an administrator knows when a write will be taken.
+
+    Until then the gateway may answer 502 (a service still loading) or the front 503 (no
+    worker on the queue yet). A stack still not ready after ``patience`` seconds gets a
+    line naming each role that holds it up, and the ready line when it comes.
+    """
+    started, complained = time.monotonic(), False
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        pending = {role: problem for role, check in checks.items() if (problem := _not_ready(check))}
+        if not pending:
+            print(f"scimbus: ready after {time.monotonic() - started:.1f} s, serving {url}", file=out, flush=True)
+            return
+        if not complained and time.monotonic() - started > patience:
+            complained = True
+            print(f"scimbus: not ready after {patience:.0f} s: "
+                  + "; ".join(f"{role}: {problem}" for role, problem in sorted(pending.items())), file=out, flush=True)
+        stop.wait(0.25)
+
+
 def _exit_with_parent(parent: int) -> None:
     while True:
         time.sleep(1)
@@ -117,8 +172,11 @@ def run(workers: int = 2) -> int:
     env = build_env(workers)
     token = prepare(env)
     url = f"{env['SCIM_SCHEME']}://127.0.0.1:{env['SCIM_PORT']}/scim"
-    print(f"scimbus: serving {url}\nscimbus: bearer token (Entra's Secret Token): {token}", flush=True)
+    print(f"scimbus: starting, to serve {url}\nscimbus: bearer token (Entra's Secret Token): {token}", flush=True)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    stopped = threading.Event()  # no readiness talk while the stack goes down
+    threading.Thread(target=announce_when_ready, args=(readiness_checks(env), url),
+                     kwargs={"stop": stopped}, daemon=True).start()
     procfile = parse_procfile((DEPLOY / "Procfile").read_text())
     manager = Manager(Printer(sys.stdout))
     for name, entry in procfile.processes.items():
@@ -128,5 +186,6 @@ def run(workers: int = 2) -> int:
     try:
         manager.loop()
     finally:
+        stopped.set()
         shutil.rmtree(env["SCIM_SOCKET_DIR"], ignore_errors=True)
     return manager.returncode or 0

@@ -74,3 +74,21 @@ def test_reads_go_on_while_a_reader_process_is_killed_and_replaced(tmp_path):
         assert set(statuses) == {200}, statuses
         replaced = [pid for pid, parent in descendants(stack.proc.pid) if parent == arbiter]
         assert len(replaced) == 2 and workers[0] not in replaced
+
+
+def test_the_local_run_says_when_it_is_ready_and_then_takes_a_write_at_once(tmp_path):
+    """``make run`` prints a line once every role answers its probe; before it, a write could
+    get 502 from the gateway (a service still loading) or 503 (no worker on the queue yet)."""
+    with running_stack(tmp_path, wait_ready=False) as stack:
+        deadline = time.monotonic() + 90
+        while "scimbus: ready after" not in stack.log():
+            assert stack.proc.poll() is None and time.monotonic() < deadline, stack.log()[-3000:]
+            time.sleep(0.05)
+        with stack.client() as client:
+            made = client.post("/Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                               "userName": "first.write@contoso.com", "active": True})
+            assert made.status_code == 201, made.text
+            assert client.get(f"/Users/{made.json()['id']}").status_code == 200
+        log = stack.log()
+        assert log.index("scimbus: starting, to serve") < log.index("scimbus: ready after")
+        assert "not ready after" not in log

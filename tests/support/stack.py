@@ -138,7 +138,7 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
 @contextlib.contextmanager
 def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
                   extra_env: dict[str, str] | None = None,
-                  client_cert: tuple[str, str] | None = None) -> Iterator[Stack]:
+                  client_cert: tuple[str, str] | None = None, wait_ready: bool = True) -> Iterator[Stack]:
     ports = {name: free_port() for name in ("SCIM_PORT", "SCIM_REDIS_PORT", "SCIM_FRONT_PORT", "SCIM_READER_PORT",
                                             "SCIM_WORKER_METRICS_PORT", "SCIM_DELIVERER_METRICS_PORT",
                                             "SCIM_SWEEPER_METRICS_PORT")}
@@ -159,8 +159,9 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
     stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, redis_url, env,
                   scheme, client_cert)
     try:
-        wait_for_port(stack.port, timeout=90, proc=proc)
-        _wait_ready(stack)
+        if wait_ready:
+            wait_for_port(stack.port, timeout=90, proc=proc)
+            _wait_ready(stack)
         yield stack
     finally:
         stop(stack)
