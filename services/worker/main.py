@@ -1,10 +1,11 @@
 """The worker process: a pool of non-forking RQ workers, respawned when one dies.
 
 - ``ScimWorker`` is RQ's ``SimpleWorker`` (no fork per job: ~4× the throughput of the
-  forking worker) with short heartbeats and frequent maintenance, so a job whose worker was
-  killed is found abandoned and re-queued within seconds, while the front still waits.
+  forking worker) with short heartbeats and frequent maintenance, so a job whose worker
+  died with its whole host is found abandoned within seconds of its timeout.
 - ``run_pool`` runs N of them under RQ's ``WorkerPool``, which forks each worker once and
-  starts a new one when a worker dies; a dead worker never takes the stack down. The pool's
+  starts a new one when a worker dies; a dead worker never takes the stack down, and the
+  job it held runs again about a second after (``_Pool.bury``). The pool's
   parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
   probes (``services.worker.http``), and runs RQ's scheduler (``services.worker.scheduler``).
 - Memory: the parent imports the job code once and freezes its objects before each fork
@@ -26,9 +27,14 @@ import logging
 import time
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.utils import as_text
 from rq.worker_pool import WorkerPool
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from libs.bus import defaults
 from libs.bus.serializer import OrjsonSerializer
@@ -109,7 +115,8 @@ def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> 
 
 class _Pool(WorkerPool):
     """RQ's pool, which also runs the queue's scheduler each time it checks on its workers
-    (about once a second), and freezes its objects before each fork."""
+    (about once a second), freezes its objects before each fork, and clears up after a
+    worker that died as soon as it reaps it."""
 
     def __init__(self, *args, scheduler: PoolScheduler, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +125,47 @@ class _Pool(WorkerPool):
     def check_workers(self, respawn: bool = True) -> None:
         super().check_workers(respawn)
         self.scheduler.tick()
+
+    def handle_dead_worker(self, worker_data) -> None:
+        super().handle_dead_worker(worker_data)
+        self.bury(worker_data.name)
+
+    def bury(self, worker_name: str) -> None:
+        """Hand the job a dead worker held back to RQ now, and strike the worker off.
+
+        RQ finds such a job only once its started-registry entry expires: a write's job
+        timeout + 5 s (15 s), a delivery's 65 s, while the front waits for the write and
+        the downstream application for its change. The pool knows sooner: it has reaped
+        the process. The entries the worker's execution index names are expired at once,
+        and RQ's own clean-up re-runs each job (its retries and their intervals apply) or
+        fails it when none are left. A job that finished before the worker died is left
+        alone (the clean-up re-runs only jobs still STARTED), and a worker that stopped
+        after finishing its job holds none. Its registration goes too: a busy worker's
+        lives as long as its job's timeout, and until then it counted as a live worker
+        (``/readyz``, the scaling metrics)."""
+        worker_key = self.worker_class.redis_worker_namespace_prefix + worker_name
+        executions_key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)
+        try:
+            held = [as_text(key) for key in self.connection.smembers(executions_key)]
+            for queue_name in self._queue_names if held else ():
+                registry = StartedJobRegistry(queue_name, connection=self.connection, job_class=self.job_class,
+                                              serializer=self.serializer)
+                with self.connection.pipeline() as pipe:
+                    for key in held:  # xx: only entries still there; ch: count those expired
+                        pipe.zadd(registry.key, {key: 0}, xx=True, ch=True)
+                    if not sum(pipe.execute()):
+                        continue
+                log.warning("worker %s died holding job %s; handing it back to the queue", worker_name,
+                            ", ".join(key.split(":", 1)[0] for key in held))
+                registry.cleanup(exception_handlers=[_count_failure])
+            with self.connection.pipeline() as pipe:
+                pipe.srem(REDIS_WORKER_KEYS, worker_key)
+                for queue_name in self._queue_names:
+                    pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, worker_key)
+                pipe.delete(worker_key, executions_key)
+                pipe.execute()
+        except RedisError as exc:  # RQ's maintenance does it later
+            log.warning("could not clear up after dead worker %s now: %s", worker_name, exc)
 
     def start_worker(self, *args, **kwargs) -> None:
         gc.collect()  # garbage frozen now would never be freed

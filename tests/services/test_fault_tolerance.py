@@ -2,7 +2,7 @@
 
 A job's idempotency record is committed with its change, so a job re-run after its worker
 died answers its recorded result instead of applying again; the pool replaces the dead
-worker and RQ's maintenance re-queues the abandoned job while the front is still waiting.
+worker and hands the job it held back to the queue while the front is still waiting.
 """
 
 from __future__ import annotations

@@ -63,6 +63,35 @@ def test_a_job_that_failed_once_is_run_again_by_the_pools_scheduler_and_the_pool
     assert redis_conn.get(RQScheduler.get_locking_key(queue)) is None  # released on the way out
 
 
+def test_the_job_of_a_worker_killed_mid_job_runs_again_as_soon_as_the_pool_reaps_it(
+        redis_conn, redis_url, tmp_path):
+    """RQ alone would find the job abandoned only when its registry entry expires, the job's
+    timeout + 5 s after it started (35 s here): the pool releases it when it reaps the worker."""
+    queue = f"pool-{uuid.uuid4().hex[:8]}"
+    pool = _start_pool(tmp_path, redis_url, queue, processes=2)
+    try:
+        _wait(lambda: live_workers(redis_conn, queue) == 2, 30, "the workers did not register")
+        bus = Bus(redis_conn, queue, job_timeout=30, function="tests.services.slow_jobs.stall_once")
+        marker = tmp_path / "first-run"
+        write = WriteJob(job_id=uuid.uuid4().hex, op="create", app="default", resource_type="User",
+                         resource_id=str(uuid.uuid4()), body={}, meta={"marker": str(marker)})
+        bus.submit_batch(write.job_id, [write])
+        _wait(lambda: marker.exists() and marker.read_text(), 15, "no worker took the job")
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        killed_at = time.monotonic()
+        answer = bus.await_batch(write.job_id, 1, timeout=30)[0]
+        assert answer.status == 201 and answer.body["id"] == write.resource_id
+        # reaped within a second, re-run after the first retry interval (1 s): far from 35 s
+        assert time.monotonic() - killed_at < 12
+        # the dead worker no longer counts as live (its registration would have lasted 35 s)
+        _wait(lambda: live_workers(redis_conn, queue) == 2 and len(descendants(pool.pid)) == 2, 10,
+              "the dead worker was not replaced, or still counts")
+        assert int(marker.read_text()) not in descendants(pool.pid)
+    finally:
+        os.killpg(pool.pid, signal.SIGTERM)
+        pool.wait(20)
+
+
 def _tick_until(scheduler: PoolScheduler, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
