@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from honcho.environ import parse_procfile
@@ -27,6 +26,7 @@ from honcho.manager import Manager
 from honcho.printer import Printer
 
 from libs.config import load_settings
+from services.probe import LOOPBACK
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -126,7 +126,7 @@ def _not_ready(url: str) -> str | None:
             host, port = url[len("tcp://"):].rsplit(":", 1)
             socket.create_connection((host, int(port)), timeout=2).close()
             return None
-        with urllib.request.urlopen(url, timeout=2):
+        with LOOPBACK.open(url, timeout=2):
             return None
     except urllib.error.HTTPError as exc:
         return f"{exc.code} {exc.read().decode(errors='replace').strip()[:200]}"

@@ -17,6 +17,10 @@ from pathlib import Path
 from libs.config import load_settings
 
 
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Probes go to this host's own ports: never through the ``http_proxy`` of the environment."""
+
+
 def _folder() -> Path:
     return load_settings().var_dir / "probes"
 
@@ -48,7 +52,7 @@ def check(role: str | None = None, timeout: float = 4.0) -> int:
     for path in files:
         url = path.read_text().strip()
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:
+            with LOOPBACK.open(url, timeout=timeout) as answer:
                 print(f"{path.name}: {answer.read().decode().strip()}")
         except urllib.error.HTTPError as exc:
             failed += 1

@@ -92,3 +92,15 @@ def test_it_stops_quietly_when_the_stack_stops_first():
     stop.set()
     announcer.join(5)
     assert not announcer.is_alive() and out.getvalue() == ""
+
+
+def test_the_checks_never_go_through_a_proxy_set_in_the_environment(monkeypatch):
+    from services.local_run import _not_ready
+
+    server = _serve(type("Probe", (_Probe,), {"ready": True}))
+    try:
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+        monkeypatch.setenv("no_proxy", "")
+        assert _not_ready(f"http://127.0.0.1:{server.server_port}/readyz") is None
+    finally:
+        server.shutdown()
