@@ -118,9 +118,10 @@ class _Pool(WorkerPool):
     (about once a second), freezes its objects before each fork, and clears up after a
     worker that died as soon as it reaps it."""
 
-    def __init__(self, *args, scheduler: PoolScheduler, **kwargs) -> None:
+    def __init__(self, *args, scheduler: PoolScheduler, janitor: Redis, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.scheduler = scheduler
+        self.janitor = janitor  # with timeouts, unlike the workers' connection (blocking dequeues)
 
     def check_workers(self, respawn: bool = True) -> None:
         super().check_workers(respawn)
@@ -145,12 +146,13 @@ class _Pool(WorkerPool):
         (``/readyz``, the scaling metrics)."""
         worker_key = self.worker_class.redis_worker_namespace_prefix + worker_name
         executions_key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)
+        redis = self.janitor
         try:
-            held = [as_text(key) for key in self.connection.smembers(executions_key)]
+            held = [as_text(key) for key in redis.smembers(executions_key)]
             for queue_name in self._queue_names if held else ():
-                registry = StartedJobRegistry(queue_name, connection=self.connection, job_class=self.job_class,
+                registry = StartedJobRegistry(queue_name, connection=redis, job_class=self.job_class,
                                               serializer=self.serializer)
-                with self.connection.pipeline() as pipe:
+                with redis.pipeline() as pipe:
                     for key in held:  # xx: only entries still there; ch: count those expired
                         pipe.zadd(registry.key, {key: 0}, xx=True, ch=True)
                     if not sum(pipe.execute()):
@@ -158,7 +160,7 @@ class _Pool(WorkerPool):
                 log.warning("worker %s died holding job %s; handing it back to the queue", worker_name,
                             ", ".join(key.split(":", 1)[0] for key in held))
                 registry.cleanup(exception_handlers=[_count_failure])
-            with self.connection.pipeline() as pipe:
+            with redis.pipeline() as pipe:
                 pipe.srem(REDIS_WORKER_KEYS, worker_key)
                 for queue_name in self._queue_names:
                     pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, worker_key)
@@ -166,6 +168,8 @@ class _Pool(WorkerPool):
                 pipe.execute()
         except RedisError as exc:  # RQ's maintenance does it later
             log.warning("could not clear up after dead worker %s now: %s", worker_name, exc)
+        except Exception:  # a bug must not stop the pool from respawning its workers
+            log.exception("clearing up after dead worker %s failed", worker_name)
 
     def start_worker(self, *args, **kwargs) -> None:
         gc.collect()  # garbage frozen now would never be freed
@@ -177,7 +181,8 @@ def start_pool(settings: Settings, queue: str, serializer, processes: int) -> No
     """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
     scheduler = PoolScheduler(queue, settings.redis_url, serializer)
     pool = _Pool([queue], connection=Redis.from_url(settings.redis_url), num_workers=processes,
-                 worker_class=ScimWorker, serializer=serializer, scheduler=scheduler)
+                 worker_class=ScimWorker, serializer=serializer, scheduler=scheduler,
+                 janitor=Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
     try:
         pool.start(logging_level=settings.log_level)
     finally:

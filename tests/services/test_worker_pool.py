@@ -120,3 +120,30 @@ def test_a_scheduler_whose_redis_is_down_keeps_ticking_and_takes_the_lock_once_r
     with redis_server(port=port):
         assert _tick_until(scheduler, defaults.MAINTENANCE_INTERVAL + 2)
         scheduler.stop()
+
+
+@pytest.mark.parametrize("redis_state", ["down", "hung"])
+def test_clearing_up_after_a_dead_worker_never_stalls_or_breaks_the_pool(redis_state, caplog):
+    """The pool's own loop (respawning workers, the scheduler) calls it: a Redis that refuses,
+    or accepts and never answers, costs it a logged warning and at most the janitor's timeout."""
+    import socket
+
+    from redis import Redis
+
+    from services.worker.main import ScimWorker, _Pool
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if redis_state == "hung":
+            listener.listen(8)  # accepts connections, answers nothing
+        else:
+            listener.close()
+        url = f"redis://127.0.0.1:{port}/0"
+        pool = _Pool(["writes"], connection=Redis.from_url(url), num_workers=1, worker_class=ScimWorker,
+                     serializer=OrjsonSerializer, scheduler=PoolScheduler("writes", url, OrjsonSerializer),
+                     janitor=Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5))
+        started = time.monotonic()
+        pool.bury("a-worker-that-died")
+        assert time.monotonic() - started < 5
+    assert "could not clear up after dead worker a-worker-that-died" in caplog.text
