@@ -32,7 +32,7 @@ from rq import SimpleWorker
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
 from rq.registry import StartedJobRegistry
-from rq.utils import as_text
+from rq.utils import as_text, parse_composite_key
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
@@ -158,7 +158,7 @@ class _Pool(WorkerPool):
                     if not sum(pipe.execute()):
                         continue
                 log.warning("worker %s died holding job %s; handing it back to the queue", worker_name,
-                            ", ".join(key.split(":", 1)[0] for key in held))
+                            ", ".join(parse_composite_key(key)[0] for key in held))
                 registry.cleanup(exception_handlers=[_count_failure])
             with redis.pipeline() as pipe:
                 pipe.srem(REDIS_WORKER_KEYS, worker_key)
