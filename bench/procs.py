@@ -172,6 +172,7 @@ class StackSampler:
 
     def start(self) -> StackSampler:
         self._process.start()
+        self._send.close()  # the child's end only: a sampler that dies gives EOFError, not a hang
         return self
 
     def stop(self) -> dict[str, RoleUsage]:

@@ -19,14 +19,16 @@ import select
 
 from prometheus_client import multiprocess
 
+from libs.config import Settings
+
 bind = os.environ.get("SCIM_BIND", "127.0.0.1:8601").split(",")  # set by the CLI from its --bind options
 workers = int(os.environ.get("SCIM_HTTP_WORKERS", "2"))
 if os.environ.get("SCIM_ROLE") == "scimbus-reader":
     worker_class = "services.gunicorn_worker.EpollWorker" if hasattr(select, "epoll") else "gthread"
-    threads = int(os.environ.get("SCIM_READER_THREADS", "2"))
+    threads = int(os.environ.get("SCIM_READER_THREADS", Settings.reader_threads))
 else:
     worker_class = "gthread"
-    threads = int(os.environ.get("SCIM_HTTP_THREADS", "16"))
+    threads = int(os.environ.get("SCIM_HTTP_THREADS", Settings.http_threads))
 keepalive = 75  # longer than nginx's upstream keepalive_timeout, so nginx closes first
 timeout = 90  # a request may wait SCIM_WRITE_TIMEOUT (30 s) on the bus; this is the hard stop
 graceful_timeout = 40  # on SIGTERM, let waiting writes get their answer

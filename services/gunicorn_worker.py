@@ -250,6 +250,7 @@ class EpollWorker(ThreadWorker):
     def _accept(self, listener) -> None:
         # Under the lock: once _stop has disarmed the listeners no thread still accepts, so
         # no connection is taken in that the stopping worker would drop.
+        failed = False
         with self.lock:
             if not (self.accepting and self.alive):
                 return
@@ -258,7 +259,7 @@ class EpollWorker(ThreadWorker):
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED):
                     self.log.warning("accept failed: %s", exc)
-                    time.sleep(0.1)  # e.g. out of descriptors: re-armed below, not spun on
+                    failed = True
             else:
                 connection = _Connection(self.cfg, sock, client, listener.getsockname())
                 connection.set_timeout()
@@ -266,5 +267,12 @@ class EpollWorker(ThreadWorker):
                 self.epoll.register(sock.fileno(), _ARMED)
             if len(self.connections) >= self.worker_connections:
                 self._accept_enabled(False)
-            else:
+            elif not failed:
                 self.epoll.modify(listener.fileno(), _ARMED)
+        if failed:
+            # e.g. out of descriptors: re-armed after a pause, not spun on; the pause is
+            # outside the lock, so the other threads go on serving meanwhile
+            time.sleep(0.1)
+            with self.lock:
+                if self.accepting and self.alive:
+                    self.epoll.modify(listener.fileno(), _ARMED)

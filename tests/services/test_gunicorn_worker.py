@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import select
 import signal
 import socket
@@ -27,15 +28,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def gunicorn(*options: str, threads: int = 2, keepalive: int = 5,
-             env: dict[str, str] | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
+def gunicorn(*options: str, threads: int = 2, keepalive: int = 5, env: dict[str, str] | None = None,
+             max_files: int | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
     port = free_port()
+
+    def limit_files() -> None:
+        if max_files:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-k", "services.gunicorn_worker.EpollWorker", "--threads", str(threads),
          "--keep-alive", str(keepalive), "--graceful-timeout", "10", "-b", f"127.0.0.1:{port}", *options,
          "tests.services.wsgi_probe:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        env={**os.environ, **(env or {})})
+        env={**os.environ, **(env or {})}, preexec_fn=limit_files)
     try:
         wait_for_port(port, proc=proc)
         yield port, proc
@@ -131,6 +137,23 @@ def test_many_more_connections_than_threads_are_all_served():
                 client.send(f"/c{i}-{rnd}")
             for i, client in enumerate(reversed(clients)):
                 assert client.response()[2].split()[0] == f"/c{len(clients) - 1 - i}-{rnd}".encode()
+
+
+def test_a_worker_out_of_file_descriptors_keeps_serving_and_takes_the_waiting_connections_later():
+    """Past the process's descriptor limit ``accept`` fails (EMFILE) while clients wait in the
+    listen backlog: the worker pauses that listener, serves what it has, and takes them as
+    descriptors free up."""
+    with gunicorn(threads=2, max_files=64) as (port, proc):
+        clients = [Client(port) for _ in range(120)]  # the kernel completes each handshake
+        for i, client in enumerate(clients):
+            client.send(f"/c{i}")
+        for i, client in enumerate(clients):  # each answer read and its connection closed in turn
+            assert client.response()[2].split()[0] == f"/c{i}".encode()
+            client.close()
+        assert Client(port).get("/after")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        assert b"accept failed" in proc.stderr.read()  # the limit was reached, not merely approached
 
 
 def test_a_slow_request_holds_one_thread_and_the_others_keep_answering():
