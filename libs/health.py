@@ -16,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from libs.store.session import read_reconnecting
+
 
 def redis_problem(redis: Redis) -> str | None:
     try:
@@ -27,8 +29,7 @@ def redis_problem(redis: Redis) -> str | None:
 
 def database_problem(engine: Engine) -> str | None:
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        read_reconnecting(engine, lambda conn: conn.execute(text("SELECT 1")))
     except SQLAlchemyError as exc:
         return f"database unreachable: {type(exc).__name__}"
     return None

@@ -30,6 +30,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from libs.scim.errors import Unavailable
+from libs.store.session import read_reconnecting
 from libs.store.tables import credentials as C
 
 log = logging.getLogger("scimbus.auth")
@@ -165,8 +166,8 @@ class CredentialCache:
             if self._by_hash is not None and time.monotonic() - self._loaded_at < max_age:
                 return self._by_hash
             try:
-                with self.engine.connect() as conn:
-                    rows = conn.execute(select(C).where(C.c.revoked_at.is_(None))).all()
+                rows = read_reconnecting(self.engine, lambda conn: conn.execute(
+                    select(C).where(C.c.revoked_at.is_(None))).all())
             except SQLAlchemyError as exc:
                 if self._by_hash is None:
                     raise Unavailable("The credentials store cannot be read; retry later.") from exc

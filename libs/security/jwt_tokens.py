@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from libs.config import Settings
 from libs.security.credentials import SCOPES, utcnow
+from libs.store.session import read_reconnecting
 from libs.store.tables import signing_keys as K
 
 log = logging.getLogger("scimbus.auth")
@@ -97,9 +98,9 @@ class SigningKeys:
             return self._rows
         with self._lock:
             horizon = utcnow() - timedelta(seconds=self.token_ttl)
-            with self.engine.connect() as conn:
-                rows = conn.execute(select(K).where(or_(K.c.retired_at.is_(None), K.c.retired_at > horizon))
-                                    .order_by(K.c.created_at.desc())).all()
+            rows = read_reconnecting(self.engine, lambda conn: conn.execute(
+                select(K).where(or_(K.c.retired_at.is_(None), K.c.retired_at > horizon))
+                .order_by(K.c.created_at.desc())).all())
             self._rows, self._loaded_at = rows, time.monotonic()
             return rows
 

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 
 from libs.scim.errors import InvalidValue, Uniqueness
 from libs.scim.filter import Filter
@@ -37,7 +36,7 @@ from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
-from libs.store.session import writer_lock
+from libs.store.session import read_reconnecting, writer_lock
 from libs.store.tables import applied_writes, changes, members, rejected_writes, resource_values, resources
 from libs.store.values import flatten
 
@@ -46,7 +45,6 @@ R = resources.c
 # type, PostgreSQL read every resource of the app to find one member (14 ms at 100,000 users).
 _MEMBER_TYPES = (USERS.name, GROUPS.name)
 _CHUNK = 500
-_T = TypeVar("_T")
 
 log = logging.getLogger("scimbus.store")
 
@@ -389,24 +387,6 @@ class DirectoryStore:
         return out
 
     # ------------------------------------------------------------------ the read side
-    def _read(self, read: Callable[[Connection], _T]) -> _T:
-        """Run ``read`` on a pooled connection, once more on a fresh one when that connection
-        turned out dead.
-
-        The reader's pool does not ping on checkout (a round trip on every request); after a
-        database restart the first read on each stale connection fails instead, SQLAlchemy
-        reports it as ``connection_invalidated`` and refreshes the whole pool, and the retry
-        gets a new connection. Reads run in autocommit (or a read-only transaction): running
-        one twice changes nothing. Still down: the error reaches the caller (503)."""
-        try:
-            with self.engine.connect() as conn:
-                return read(conn)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        with self.engine.connect() as conn:
-            return read(conn)
-
     def _documents(self, conn: Connection, schema: ResourceSchema, rows: list[Any],
                    with_members: bool, with_groups: bool) -> list[dict[str, Any]]:
         """Documents of ``rows``; a row from ``_rows_select`` with a derived list carries ``related``,
@@ -431,7 +411,7 @@ class DirectoryStore:
             row = rows[0] if rows else None
             return None if row is None else self._documents(conn, schema, [row], with_members, with_groups)[0]
 
-        return self._read(read)
+        return read_reconnecting(self.engine, read)
 
     def search(self, app: str, schema: ResourceSchema, node: Filter | None, *, start_index: int = 1,
                count: int = 100, sort_by: str | None = None, descending: bool = False,
@@ -446,7 +426,7 @@ class DirectoryStore:
                 page = rows[start_index - 1:start_index - 1 + count]
                 return len(rows), self._documents(conn, schema, page, with_members, with_groups)
 
-            return self._read(by_name)
+            return read_reconnecting(self.engine, by_name)
         where = [R.app == app, R.resource_type == schema.name]
         if node is not None:
             where.append(filter_clause(node, schema))
@@ -465,7 +445,7 @@ class DirectoryStore:
                 total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
             return total, self._documents(conn, schema, rows, with_members, with_groups)
 
-        return self._read(read)
+        return read_reconnecting(self.engine, read)
 
     def search_after(self, app: str, schema: ResourceSchema, node: Filter | None, *, after_pk: int, count: int,
                      with_members: bool = True, with_groups: bool = True
@@ -485,4 +465,4 @@ class DirectoryStore:
             next_pk = rows[-1].pk if more and rows else None
             return total, self._documents(conn, schema, rows, with_members, with_groups), next_pk
 
-        return self._read(read)
+        return read_reconnecting(self.engine, read)

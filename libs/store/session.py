@@ -15,12 +15,16 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_T = TypeVar("_T")
 
 
 def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = False, ping: bool = True) -> Engine:
@@ -31,7 +35,7 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
     Pools ping a connection on checkout (``ping``), so work never starts on a connection
     that died with a database restart. The reader's does not (that ``SELECT 1`` was a
     round trip on every read): its reads retry once when a connection is found dead
-    (``DirectoryStore._read``). Nor do the write workers' (a round trip per batch): a batch
+    (``read_reconnecting``). Nor do the write workers' (a round trip per batch): a batch
     on a dead connection fails as a whole, and RQ runs it again a second later on a new one,
     its idempotency records making the second run exact."""
     parsed = make_url(url)
@@ -47,6 +51,25 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
     options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
     return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=ping and not read_only,
                          pool_recycle=1800, **options)
+
+
+def read_reconnecting(engine: Engine, read: Callable[[Connection], _T]) -> _T:
+    """Run ``read`` on a pooled connection, once more on a fresh one when that connection
+    turned out dead: every read on the reader's engine, whose pool does not ping.
+
+    After a database restart the first statement on each stale connection fails instead;
+    SQLAlchemy reports it as ``connection_invalidated`` and marks every connection pooled
+    before it for replacement, so the retry gets a new one. ``read`` must only read (in
+    autocommit or a transaction of its own): running it twice changes nothing. Still down:
+    the error reaches the caller (503)."""
+    try:
+        with engine.connect() as conn:
+            return read(conn)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with engine.connect() as conn:
+        return read(conn)
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:

@@ -143,8 +143,10 @@ def _stored_names(stack, prefix: str) -> list[str]:
     names: list[str] = []
     with stack.client() as client:
         while True:
-            page = client.get("/Users", params={"filter": f'userName sw "{prefix}"', "count": 1000,
-                                                "startIndex": len(names) + 1}).json()
+            answer = client.get("/Users", params={"filter": f'userName sw "{prefix}"', "count": 1000,
+                                                  "startIndex": len(names) + 1})
+            assert answer.status_code == 200, answer.text
+            page = answer.json()
             names += [r["userName"] for r in page["Resources"]]
             if len(names) >= page["totalResults"] or not page["Resources"]:
                 return names

@@ -1,5 +1,5 @@
 """The directory store's read side: prebuilt statements answer as the filter compiler does,
-and the reader's pool (no ping on checkout) survives a PostgreSQL restart."""
+and every read on the reader's pool (no ping on checkout) survives a PostgreSQL restart."""
 
 from __future__ import annotations
 
@@ -94,6 +94,43 @@ def test_the_first_read_after_a_postgresql_restart_answers():
         server.start()
         assert store.search("default", USERS, node)[0] == 1
         assert store.get("default", USERS, "u1")["id"] == "u1"
+        engine.dispose()
+    finally:
+        server.close()
+
+
+def test_a_reader_process_that_never_read_credentials_or_keys_answers_after_a_restart():
+    """A reader process whose pool holds only connections from before the restart (its
+    readiness probes made them) and whose caches are empty: its first request after the
+    restart is authenticated, not answered 503."""
+    from datetime import timedelta
+
+    from libs.health import database_problem
+    from libs.security.credentials import CredentialCache
+    from libs.security.jwt_tokens import SigningKeys
+    from libs.store.migrate import upgrade
+    from tests.support.servers import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        upgrade(server.url)
+        engine = create_engine_from_url(server.url, read_only=True)
+        with engine.connect(), engine.connect():
+            pass
+        server.stop()
+        server.start()
+        credentials = CredentialCache(engine, 5, CredentialCache.bootstrap_tokens(("s3cret",), "default"))
+        assert credentials.find("s3cret").app == "default"
+        keys = SigningKeys(engine, max_age=timedelta(days=30), token_ttl=3600, refresh=5)
+        with engine.connect(), engine.connect():  # stale again, for the next reader of the pool
+            pass
+        server.stop()
+        server.start()
+        assert keys.jwks() == {"keys": []}
+        server.stop()
+        server.start()
+        assert database_problem(engine) is None
         engine.dispose()
     finally:
         server.close()
