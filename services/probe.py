@@ -16,7 +16,6 @@ from pathlib import Path
 
 from libs.config import load_settings
 
-
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Probes go to this host's own ports: never through the ``http_proxy`` of the environment."""
 

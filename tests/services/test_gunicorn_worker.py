@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import select
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import free_port, wait_for_port
+from tests.support.stack import descendants
 
 pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")
 
@@ -31,17 +31,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def gunicorn(*options: str, threads: int = 2, keepalive: int = 5, env: dict[str, str] | None = None,
              max_files: int | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
     port = free_port()
-
-    def limit_files() -> None:
-        if max_files:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
-
+    # util-linux's prlimit, not a preexec_fn: forking with a function to run is unsafe in a
+    # process with threads (the child may block on a lock one of them held)
+    limit = ["prlimit", f"--nofile={max_files}"] if max_files else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "services.gunicorn_worker.EpollWorker", "--threads", str(threads),
+        [*limit, sys.executable, "-m", "gunicorn", "-k", "services.gunicorn_worker.EpollWorker", "--threads", str(threads),
          "--keep-alive", str(keepalive), "--graceful-timeout", "10", "-b", f"127.0.0.1:{port}", *options,
          "tests.services.wsgi_probe:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        env={**os.environ, **(env or {})}, preexec_fn=limit_files)
+        env={**os.environ, **(env or {})})
     try:
         wait_for_port(port, proc=proc)
         yield port, proc
@@ -139,13 +137,8 @@ def test_many_more_connections_than_threads_are_all_served():
                 assert client.response()[2].split()[0] == f"/c{len(clients) - 1 - i}-{rnd}".encode()
 
 
-def worker_of(arbiter: subprocess.Popen) -> int | None:
-    children = Path(f"/proc/{arbiter.pid}/task/{arbiter.pid}/children").read_text().split()
-    return int(children[0]) if children else None  # None while it is still being forked
-
-
-def open_files(pid: int | None) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd")) if pid else 0
+def open_files(processes: list[int]) -> int:
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in processes)  # 0 while the worker is being forked
 
 
 def test_a_worker_out_of_file_descriptors_keeps_serving_and_takes_the_waiting_connections_later():
@@ -159,7 +152,7 @@ def test_a_worker_out_of_file_descriptors_keeps_serving_and_takes_the_waiting_co
         # Read too soon and the worker, taking one connection per turn of its loop, may close
         # each as fast as it takes the next and never reach the limit: wait until it has.
         deadline = time.monotonic() + 10
-        while open_files(worker_of(proc)) < 64:
+        while open_files(descendants(proc.pid)) < 64:
             assert time.monotonic() < deadline, "the worker never reached its descriptor limit"
             time.sleep(0.02)
         for i, client in enumerate(clients):  # each answer read and its connection closed in turn

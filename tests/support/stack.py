@@ -93,9 +93,8 @@ class Stack:
 
     def worker_pids(self) -> list[int]:
         """PIDs of the live RQ workers (the pool's children), from their Redis registry."""
-        from rq import Worker
-
         from redis.exceptions import RedisError
+        from rq import Worker
 
         try:
             return [w.pid for w in Worker.all(connection=self.redis()) if w.pid]

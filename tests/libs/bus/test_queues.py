@@ -13,9 +13,9 @@ from redis import Redis
 from rq.scheduler import RQScheduler
 
 from libs.bus import defaults
-from libs.bus.serializer import OrjsonSerializer
 from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
+from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import Unavailable
 from services.worker.main import ScimWorker
 

@@ -75,8 +75,8 @@ def test_other_filters_take_the_compiler(text):
 
 
 def test_the_first_read_after_a_postgresql_restart_answers():
-    from tests.support.servers import PostgresServer
     from libs.store.migrate import upgrade
+    from tests.support.servers import PostgresServer
 
     server = PostgresServer()
     server.start()
