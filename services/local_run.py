@@ -3,8 +3,9 @@
 Starts a Redis of its own (append-only, data under var/redis, its own port; none when
 ``SCIM_REDIS_URL`` names one), the front,
 the reader, a worker pool and the nginx gateway under honcho, after creating the token
-and migrating the database. Ctrl-C or SIGTERM stops every process it started; so does the
-death of the process that started it (``make`` does not forward SIGTERM to its children).
+and migrating the database. Ctrl-C or SIGTERM stops every process it started, in the order
+they depend on each other (``services.ordered_stop``); so does the death of the process that
+started it (``make`` does not forward SIGTERM to its children).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import urllib.error
 from pathlib import Path
 
 from honcho.environ import parse_procfile
-from honcho.manager import Manager
 from honcho.printer import Printer
 
 from libs.config import load_settings
+from services.ordered_stop import OrderedManager
 from services.probe import LOOPBACK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,7 +179,7 @@ def run(workers: int = 2) -> int:
     threading.Thread(target=announce_when_ready, args=(readiness_checks(env), url),
                      kwargs={"stop": stopped}, daemon=True).start()
     procfile = parse_procfile((DEPLOY / "Procfile").read_text())
-    manager = Manager(Printer(sys.stdout))
+    manager = OrderedManager(Printer(sys.stdout))
     for name, entry in procfile.processes.items():
         if name == "redis" and not env["SCIM_OWN_REDIS"]:
             continue  # SCIM_REDIS_URL names a Redis of the operator's: use it, start none

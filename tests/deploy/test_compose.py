@@ -61,6 +61,11 @@ def test_every_scimbus_role_waits_for_the_migration_and_redis():
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
 
+def test_the_front_stops_before_the_workers_that_apply_the_writes_it_still_holds():
+    # Compose stops in reverse dependency order; started is enough, a worker's health needs no front.
+    assert _compose()["services"]["front"]["depends_on"]["worker"] == {"condition": "service_started"}
+
+
 def test_redis_appends_to_a_volume_and_postgresql_keeps_its_data_on_one():
     compose = _compose()
     redis, postgres = compose["services"]["redis"], compose["services"]["postgres"]

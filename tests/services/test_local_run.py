@@ -92,3 +92,44 @@ def test_the_local_run_says_when_it_is_ready_and_then_takes_a_write_at_once(tmp_
         log = stack.log()
         assert log.index("scimbus: starting, to serve") < log.index("scimbus: ready after")
         assert "not ready after" not in log
+
+
+def test_stopping_the_local_run_answers_the_write_it_holds_and_stops_redis_last(tmp_path):
+    """Ctrl-C stops the roles in the order they depend on each other: the gateway takes no new
+    request and waits for its answers, then the front and reader go, then the workers, then
+    Redis. A write still waiting for a worker when the stop begins gets its 201."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.services.test_entra_flows import entra_user
+
+    with running_stack(tmp_path) as stack:
+        rq_workers = stack.worker_pids()
+        for pid in rq_workers:
+            os.kill(pid, signal.SIGSTOP)
+        with ThreadPoolExecutor(1) as pool, stack.client() as client:
+            body = entra_user()
+            answer = pool.submit(client.post, "/Users", json=body)
+            deadline = time.monotonic() + 20
+            # The front has queued the write (a stopped worker may hold it, popped, in its socket).
+            while not stack.redis().keys("rq:job:*"):
+                assert time.monotonic() < deadline and not answer.done(), answer
+                time.sleep(0.05)
+            stack.proc.send_signal(signal.SIGINT)
+            while "SIGINT received" not in stack.log():
+                assert time.monotonic() < deadline, stack.log()[-3000:]
+                time.sleep(0.05)
+            time.sleep(0.5)  # the stop has begun: only now may a worker take the write
+            for pid in rq_workers:
+                os.kill(pid, signal.SIGCONT)
+            made = answer.result(timeout=60)
+        assert made.status_code == 201, made.text
+        assert stop(stack) == []
+        log = stack.log()
+    stopped = re.findall(r"\| (\w+) stopped \(rc=", log)
+    assert sorted(stopped) == ["deliverer", "front", "gateway", "reader", "redis", "sweeper", "worker"], log
+    assert stopped[0] == "gateway" and stopped[-1] == "redis", stopped
+    assert set(stopped[1:3]) == {"front", "reader"}, stopped
+    assert "Traceback" not in log and "sending SIGKILL" not in log, log[-4000:]
+    with running_stack(tmp_path) as stack, stack.client() as client:
+        listed = client.get("/Users", params={"filter": f'userName eq "{body["userName"]}"'}).json()
+        assert [u["id"] for u in listed["Resources"]] == [made.json()["id"]]

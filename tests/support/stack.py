@@ -104,6 +104,15 @@ class Stack:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def diagnostics(self, lines: int = 15) -> str:
+        """The tails of the stack's and the gateway's logs, for a failure in CI (where the files are gone)."""
+        parts = []
+        for name, path in (("stack log", self.log_path), ("gateway error log", self.var_dir / "nginx" / "error.log")):
+            with contextlib.suppress(OSError):
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {name}, last {len(tail)} lines ---\n" + "\n".join(line[:300] for line in tail))
+        return "\n".join(parts)
+
 
 def _ssl_context(cafile: Path, client_cert: tuple[str, str] | None = None):
     import ssl
@@ -162,6 +171,9 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
             wait_for_port(stack.port, timeout=90, proc=proc)
             _wait_ready(stack)
         yield stack
+    except BaseException as exc:  # pytest's own outcomes (fail, skip) are BaseExceptions
+        exc.add_note(stack.diagnostics())
+        raise
     finally:
         stop(stack)
 
