@@ -33,6 +33,15 @@ def _fresh_schema(base: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed against the shared stack shows the tails of its logs (CI keeps no files)."""
+    report = yield
+    if report.failed and call.when == "call" and (stack := item.funcargs.get("stack")) is not None:
+        report.sections.append(("stack logs", stack.diagnostics()))
+    return report
+
+
 @pytest.fixture
 def scim(stack):
     with stack.client() as client:
