@@ -125,6 +125,24 @@ def test_scimbus_roles_probe_readyz_and_healthz_on_their_own_port(rendered):
         assert deployments[f"scimbus-{role}"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 45
 
 
+def test_serving_pods_pause_before_they_stop_accepting_and_are_given_the_time_to_finish(rendered):
+    """A terminating pod leaves its Service's endpoints while SIGTERM is sent: without the pause,
+    requests routed to it before every node knew would meet a closed port (a 503 at the gateway)."""
+    import re
+
+    from services import gunicorn_conf
+
+    template = (ROOT / "deploy/nginx/templates/scimbus.conf.template").read_text()
+    gateway_grace = int(re.search(r"proxy_read_timeout (\d+)s;", template).group(1))
+    deployments = _by_kind(rendered["example"], "Deployment")
+    for role, grace in (("gateway", gateway_grace), ("front", gunicorn_conf.graceful_timeout),
+                        ("reader", gunicorn_conf.graceful_timeout)):
+        pod = deployments[f"scimbus-{role}"]["spec"]["template"]["spec"]
+        command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep" and int(command[1]) >= 5, role
+        assert pod["terminationGracePeriodSeconds"] >= int(command[1]) + grace, role
+
+
 def test_front_and_reader_autoscale_and_every_role_has_a_disruption_budget(rendered):
     docs = rendered["example"]
     assert {h["spec"]["scaleTargetRef"]["name"] for h in _by_kind(docs, "HorizontalPodAutoscaler").values()} == {
