@@ -51,7 +51,8 @@ class OrderedManager(Manager):
         threading.Thread(target=self._stop_in_stages, name="ordered-stop", daemon=True).start()
 
     def kill(self) -> None:
-        # honcho's loop calls this 5 s after the first process exits, then every 0.1 s.
+        # honcho's loop calls this 5 s after the first process exits, then every 0.1 s: not
+        # before the patience runs out.
         if self._deadline is None or time.monotonic() >= self._deadline:
             super().kill()
 
@@ -60,6 +61,10 @@ class OrderedManager(Manager):
         unstaged = tuple(name for name in self._processes if name not in staged)
         for stage in (unstaged + self._stages[0], *self._stages[1:]):
             self._stop_stage([name for name in stage if name in self._processes])
+        # Out of patience. honcho's loop kills too, but only once some process has exited.
+        for name, process in self._processes.items():
+            if "returncode" not in process and process.get("pid") is not None:
+                self._signal(name, process["pid"], signal.SIGKILL)
 
     def _stop_stage(self, names: list[str]) -> None:
         signalled: set[str] = set()
