@@ -12,7 +12,7 @@ from libs.config import Settings
 from libs.scim import extensions
 from libs.security import limits
 from libs.web import auth, errors, instrument, logs
-from libs.web.request import register_app_routes
+from libs.web.request import drain_unread_body, register_app_routes
 
 
 def build_app(import_name: str, settings: Settings, *, service: str, blueprint: Blueprint,
@@ -34,4 +34,5 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     instrument.init_app(app, service, collectors, readiness(app))
     logs.init_app(app)
     register_app_routes(app, blueprint, f"{service}_app_scoped")
+    app.after_request(drain_unread_body(settings.max_body_bytes))
     return app

@@ -73,3 +73,22 @@ def test_count_is_capped_at_the_advertised_maximum(scim):
     config = scim.get("/ServiceProviderConfig").json()
     listed = scim.get("/Users", params={"count": 10**9}).json()
     assert listed["itemsPerPage"] <= config["filter"]["maxResults"]
+
+
+def test_an_answer_given_before_the_body_is_read_reaches_the_client_whole(stack):
+    """401 (token), 413 (Content-Length over Bulk's maxPayloadSize) and 415 (Content-Type) are
+    decided from the headers alone. The body they leave unread must not turn them into the
+    gateway's 503: it did for about a quarter of these, eight at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = b'{"x": "' + b"t" * (3 * 1024 * 1024) + b'"}'  # under the gateway's 4 MB cap
+    cases = [("/Users", {"Authorization": "Bearer not-a-token"}, 401), ("/Bulk", {}, 413),
+             ("/Users", {"Content-Type": "text/plain"}, 415)] * 40
+
+    def post(case) -> int:
+        path, headers, _ = case
+        with stack.client() as client:  # a connection each, as concurrent clients have
+            return client.post(path, content=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(post, cases)) == [status for _, _, status in cases]

@@ -108,10 +108,11 @@ def test_stopping_the_local_run_answers_the_write_it_holds_and_stops_redis_last(
             os.kill(pid, signal.SIGSTOP)
         with ThreadPoolExecutor(1) as pool, stack.client() as client:
             body = entra_user()
+            jobs_before = set(stack.redis().keys("rq:job:*"))
             answer = pool.submit(client.post, "/Users", json=body)
             deadline = time.monotonic() + 20
             # The front has queued the write (a stopped worker may hold it, popped, in its socket).
-            while not stack.redis().keys("rq:job:*"):
+            while not set(stack.redis().keys("rq:job:*")) - jobs_before:
                 assert time.monotonic() < deadline and not answer.done(), answer
                 time.sleep(0.05)
             stack.proc.send_signal(signal.SIGINT)
