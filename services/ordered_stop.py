@@ -61,7 +61,8 @@ class OrderedManager(Manager):
         unstaged = tuple(name for name in self._processes if name not in staged)
         for stage in (unstaged + self._stages[0], *self._stages[1:]):
             self._stop_stage([name for name in stage if name in self._processes])
-        # Out of patience. honcho's loop kills too, but only once some process has exited.
+        # Anything still running has outlasted the patience. honcho's loop would kill it too,
+        # but only once some process has exited, which may never happen.
         for name, process in self._processes.items():
             if "returncode" not in process and process.get("pid") is not None:
                 self._signal(name, process["pid"], signal.SIGKILL)

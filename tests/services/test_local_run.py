@@ -100,10 +100,16 @@ def test_stopping_the_local_run_answers_the_write_it_holds_and_stops_redis_last(
     Redis. A write still waiting for a worker when the stop begins gets its 201."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from rq import Queue, Worker
+
     from tests.services.test_entra_flows import entra_user
 
-    with running_stack(tmp_path) as stack:
-        rq_workers = stack.worker_pids()
+    with running_stack(tmp_path, workers=2) as stack:
+        deadline = time.monotonic() + 20
+        writes = Queue("scim-writes", connection=stack.redis())
+        while len(rq_workers := [w.pid for w in Worker.all(queue=writes)]) < 2:  # both, or one would take it
+            assert time.monotonic() < deadline, rq_workers
+            time.sleep(0.05)
         for pid in rq_workers:
             os.kill(pid, signal.SIGSTOP)
         with ThreadPoolExecutor(1) as pool, stack.client() as client:

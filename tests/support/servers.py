@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -21,11 +22,41 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+_HANDED_OUT: set[int] = set()
+_PICK = random.Random(os.getpid())
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, for a server started later; never the same twice.
+
+    Taken from below the kernel's ephemeral range: a port from ``bind(0)`` is an ephemeral
+    one, and in the seconds before a stack's service binds it any outgoing connection (a
+    client, a pool) may take it as its local port; the service then fails with EADDRINUSE
+    (seen in CI: a sweeper's metrics port). No connection is given a port below the range.
+    """
+    low = _ephemeral_low()
+    if low - 1024 < 5000:  # a range that starts too low leaves no room below it
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    while True:
+        port = _PICK.randrange(max(1024, low - 20000), low)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
