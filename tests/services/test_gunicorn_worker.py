@@ -145,14 +145,15 @@ def test_a_worker_out_of_file_descriptors_keeps_serving_and_takes_the_waiting_co
     """Past the process's descriptor limit ``accept`` fails (EMFILE) while clients wait in the
     listen backlog: the worker pauses that listener, serves what it has, and takes them as
     descriptors free up."""
-    with gunicorn(threads=2, max_files=64) as (port, proc):
+    limit = 64
+    with gunicorn(threads=2, max_files=limit) as (port, proc):
         clients = [Client(port) for _ in range(120)]  # the kernel completes each handshake
         for i, client in enumerate(clients):
             client.send(f"/c{i}")
         # Read too soon and the worker, taking one connection per turn of its loop, may close
         # each as fast as it takes the next and never reach the limit: wait until it has.
         deadline = time.monotonic() + 10
-        while open_files(descendants(proc.pid)) < 64:
+        while open_files(descendants(proc.pid)) < limit:
             assert time.monotonic() < deadline, "the worker never reached its descriptor limit"
             time.sleep(0.02)
         for i, client in enumerate(clients):  # each answer read and its connection closed in turn
