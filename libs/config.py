@@ -126,6 +126,16 @@ class Settings:
     PATCH is applied in well under 2 s (make bench)."""
     max_filter_length: int = 10000
     """Longest filter expression (query or .search) accepted."""
+    # ---- issue 16: what one request may cost -------------------------------------------
+    max_filter_terms: int = 200
+    """Most comparisons in one filter (each is a subquery): 400 invalidFilter above it. At most
+    500: SQLite refuses expressions deeper than 1,000."""
+    query_timeout: float = 10.0
+    """Seconds one statement of the reader may run (PostgreSQL statement_timeout, SQLite progress
+    handler); past it the read is 400 tooMany when its filter or sort asked for the work, else 503."""
+    max_page_members: int = 10000
+    """Most group members (of listed groups) or groups (of listed users) one list page renders: a
+    page holds the resources that fit, at least one, and itemsPerPage says how many."""
     audit_retention_days: int = 365
     """Days `scimbus audit --purge` keeps audit rows (changes, rejected writes)."""
     tls: int = 0
@@ -199,10 +209,14 @@ def _validate(s: Settings) -> None:
                 "http_threads", "reader_threads", "write_batches_in_flight",
                 # issue 5
                 "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
-                "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days")
+                "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days",
+                # issue 16
+                "query_timeout", "max_page_members")
     for name in positive:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
+    if not 1 <= s.max_filter_terms <= 500:
+        raise SettingsError(f"SCIM_MAX_FILTER_TERMS must be between 1 and 500, not {s.max_filter_terms!r}")
     if not 0 <= s.write_linger_ms <= 100:
         raise SettingsError(f"SCIM_WRITE_LINGER_MS must be between 0 and 100, not {s.write_linger_ms!r}")
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -46,7 +46,7 @@ from typing import Any
 
 from libs.scim import entra
 from libs.scim.errors import InvalidFilter
-from libs.scim.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath
+from libs.scim.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath, operands
 from libs.scim.schemas import Attribute, ResourceSchema
 from libs.scim.validate import is_unassigned, parse_datetime
 
@@ -58,14 +58,11 @@ def matches(
     node: Filter, element: dict[str, Any], schema: ResourceSchema | None, *, within: Attribute | None = None
 ) -> bool:
     """Whether ``element`` (a resource, or one element of ``within``) satisfies ``node``."""
+    # Chains in a loop: recursion follows the filter's nesting, not its number of terms.
     if isinstance(node, And):
-        return matches(node.left, element, schema, within=within) and matches(
-            node.right, element, schema, within=within
-        )
+        return all(matches(n, element, schema, within=within) for n in operands(node, And))
     if isinstance(node, Or):
-        return matches(node.left, element, schema, within=within) or matches(
-            node.right, element, schema, within=within
-        )
+        return any(matches(n, element, schema, within=within) for n in operands(node, Or))
     if isinstance(node, Not):
         return not matches(node.inner, element, schema, within=within)
     if isinstance(node, Present):

@@ -12,6 +12,12 @@ filters). A small recursive-descent parser gives both one AST, exact RFC error m
 
 Precedence is ``not`` > ``and`` > ``or`` (§3.4.2.2); keywords and attribute names are
 case-insensitive.
+
+Cost bounds (issue 16): a filter holds at most ``max_terms`` comparisons (each one a
+subquery once translated) and nests at most ``MAX_DEPTH`` parentheses, ``not`` and value
+paths deep. A chain ``a or b or …`` is a left-deep tree of binary nodes; whoever walks it
+takes the chain's operands with ``operands`` (a loop), so recursion follows the nesting,
+never the number of terms.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from libs.scim.errors import InvalidFilter, InvalidPath, ScimError
 COMPARE_OPS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"})
 MAX_FILTER_LENGTH = 10_000
 MAX_DEPTH = 32
+MAX_FILTER_TERMS = 200
+"""Default of SCIM_MAX_FILTER_TERMS: a 10,000-character filter of ``id eq "<uuid>"`` terms holds ~200."""
 
 Value = Union[str, int, float, bool, None]
 
@@ -131,12 +139,28 @@ def parse_attr_path(word: str, error: type[ScimError] = InvalidFilter) -> AttrPa
     return AttrPath(m.group("uri"), m.group("name"), m.group("sub"))
 
 
+def operands(node: Filter, kind: type[And] | type[Or]) -> list[Filter]:
+    """The operands of the chain of ``kind`` nodes at ``node``, left to right, without recursion:
+    ``a or b or c`` gives ``[a, b, c]`` however the binary nodes associate."""
+    out: list[Filter] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, kind):
+            stack += [current.right, current.left]
+        else:
+            out.append(current)
+    return out
+
+
 class _Parser:
-    def __init__(self, text: str, error: type[ScimError]) -> None:
+    def __init__(self, text: str, error: type[ScimError], max_terms: int) -> None:
         self.error = error
         self.tokens = _tokenize(text, error)
         self.pos = 0
         self.depth = 0
+        self.terms = 0
+        self.max_terms = max_terms
 
     def peek(self, offset: int = 0) -> tuple[str, str] | None:
         i = self.pos + offset
@@ -221,6 +245,10 @@ class _Parser:
         return self.parse_comparison(path)
 
     def parse_comparison(self, path: AttrPath) -> Filter:
+        self.terms += 1
+        if self.terms > self.max_terms:
+            raise self.error(f"The filter has more than {self.max_terms} comparisons, the most this server evaluates "
+                             "in one filter.")
         op = self.keyword("pr", *COMPARE_OPS)
         if op is None:
             tok = self.peek()
@@ -259,13 +287,13 @@ class _Parser:
             raise self.error(f"Unexpected {tok[1][:100]!r} after the end of the expression.")
 
 
-def parse_filter(text: str) -> Filter:
-    """Parse a filter expression; any error is ``InvalidFilter``."""
+def parse_filter(text: str, *, max_terms: int = MAX_FILTER_TERMS) -> Filter:
+    """Parse a filter expression of at most ``max_terms`` comparisons; any error is ``InvalidFilter``."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidFilter("The filter is empty.")
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidFilter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.")
-    parser = _Parser(text, InvalidFilter)
+    parser = _Parser(text, InvalidFilter, max_terms)
     node = parser.parse_or()
     parser.done()
     return node
@@ -277,7 +305,7 @@ def parse_patch_path(text: str) -> PatchPath:
         raise InvalidPath("The path is empty.")
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidPath(f"The path is longer than {MAX_FILTER_LENGTH} characters.")
-    parser = _Parser(text, InvalidPath)
+    parser = _Parser(text, InvalidPath, MAX_FILTER_TERMS)
     kind, word = parser.next()
     if kind != "word":
         raise InvalidPath(f"{text[:200]!r} is not a valid path.")
@@ -313,16 +341,25 @@ def _quote(value: Value) -> str:
     return repr(value)
 
 
+def _left_spine(node: And | Or) -> list[Filter]:
+    """``[a, b, c]`` of ``((a op b) op c)``: the chain the parser builds from ``a op b op c``."""
+    rights: list[Filter] = []
+    current: Filter = node
+    while isinstance(current, type(node)):
+        rights.append(current.right)
+        current = current.left
+    return [current, *reversed(rights)]
+
+
 def to_text(node: Filter) -> str:
     """Render a filter back to text that parses to the same tree."""
     if isinstance(node, Compare):
         return f"{node.path.text} {node.op} {_quote(node.value)}"
     if isinstance(node, Present):
         return f"{node.path.text} pr"
-    if isinstance(node, And):
-        return f"({to_text(node.left)} and {to_text(node.right)})"
-    if isinstance(node, Or):
-        return f"({to_text(node.left)} or {to_text(node.right)})"
+    if isinstance(node, (And, Or)):
+        joiner = " and " if isinstance(node, And) else " or "
+        return "(" + joiner.join(to_text(n) for n in _left_spine(node)) + ")"
     if isinstance(node, Not):
         return f"not ({to_text(node.inner)})"
     return f"{node.path.text}[{to_text(node.filter)}]"

@@ -29,14 +29,14 @@ import orjson
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from libs.scim.errors import InvalidValue, Uniqueness
+from libs.scim.errors import InvalidValue, ScimError, TooMany, Unavailable, Uniqueness
 from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
-from libs.store.session import read_reconnecting, writer_lock
+from libs.store.session import StatementTimeout, read_reconnecting, writer_lock
 from libs.store.tables import applied_writes, changes, members, rejected_writes, resource_values, resources
 from libs.store.values import flatten
 
@@ -47,6 +47,22 @@ _MEMBER_TYPES = (USERS.name, GROUPS.name)
 _CHUNK = 500
 
 log = logging.getLogger("scimbus.store")
+
+
+def _timed_out(exc: StatementTimeout, asked: bool) -> ScimError:
+    """A read stopped by the statement timeout: ``tooMany`` when the client's filter or sort asked
+    for that work (a narrower one will do), else the database is overloaded: 503, retry later."""
+    if asked:
+        return TooMany("The query ran longer than this server allows (SCIM_QUERY_TIMEOUT): narrow the filter.")
+    log.warning("a read ran past the statement timeout: %s", exc)
+    return Unavailable("The directory is too busy to answer in time; retry later.")
+
+
+def _read(engine: Engine, read, *, asked: bool):
+    try:
+        return read_reconnecting(engine, read)
+    except StatementTimeout as exc:
+        raise _timed_out(exc, asked) from None
 
 
 def utcnow() -> datetime:
@@ -175,11 +191,27 @@ _RELATED_COLUMN = {None: None, "members": members.c.group_pk, "groups": members.
 _DOCUMENT_COLUMNS = (R.pk, R.id, R.resource_type, R.version, R.created, R.last_modified, R.doc)
 
 
-def _rows_select(related: str | None):
+def _rows_select(related: str | None, *, counted: bool = False):
+    """The document columns, and ``related``: whether the row has any member/group, or with
+    ``counted`` how many (what a page budget of rendered members weighs)."""
     column = _RELATED_COLUMN[related]
     if column is None:
         return select(*_DOCUMENT_COLUMNS)
+    if counted:
+        return select(*_DOCUMENT_COLUMNS, select(func.count()).where(column == R.pk).scalar_subquery().label("related"))
     return select(*_DOCUMENT_COLUMNS, exists().where(column == R.pk).label("related"))
+
+
+def _within_budget(rows: list[Any], budget: int) -> list[Any]:
+    """The leading rows whose members (or groups) add up to at most ``budget``, and at least one
+    row: a single resource renders whole, as its GET by id does (issue 16: a page of 1,000
+    large groups rendered every member of each)."""
+    total = 0
+    for i, row in enumerate(rows):
+        total += row.related
+        if total > budget and i > 0:
+            return rows[:i]
+    return rows
 
 
 def _related(schema: ResourceSchema, with_members: bool, with_groups: bool) -> str | None:
@@ -411,12 +443,17 @@ class DirectoryStore:
             row = rows[0] if rows else None
             return None if row is None else self._documents(conn, schema, [row], with_members, with_groups)[0]
 
-        return read_reconnecting(self.engine, read)
+        return _read(self.engine, read, asked=False)
 
     def search(self, app: str, schema: ResourceSchema, node: Filter | None, *, start_index: int = 1,
                count: int = 100, sort_by: str | None = None, descending: bool = False,
-               with_members: bool = True, with_groups: bool = True) -> tuple[int, list[dict[str, Any]]]:
+               with_members: bool = True, with_groups: bool = True,
+               max_related: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """A page of the resources ``node`` matches and their total. ``max_related`` bounds the
+        members (groups' pages) or groups (users' pages) the page renders: it then holds fewer
+        than ``count`` resources when they would pass it (RFC 7644 §3.4.2.4 allows fewer)."""
         related = _related(schema, with_members, with_groups)
+        counted = related is not None and max_related is not None
         key = name_key_of(node, schema) if node is not None and not sort_by else None
         if key is not None:
             # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): at most one row,
@@ -426,7 +463,7 @@ class DirectoryStore:
                 page = rows[start_index - 1:start_index - 1 + count]
                 return len(rows), self._documents(conn, schema, page, with_members, with_groups)
 
-            return read_reconnecting(self.engine, by_name)
+            return _read(self.engine, by_name, asked=False)
         where = [R.app == app, R.resource_type == schema.name]
         if node is not None:
             where.append(filter_clause(node, schema))
@@ -436,33 +473,40 @@ class DirectoryStore:
         def read(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
             rows: list[Any] = []
             if count > 0:
-                rows = conn.execute(
-                    _rows_select(related).where(cond).order_by(*order).offset(start_index - 1).limit(count)
-                ).all()
+                rows = conn.execute(_rows_select(related, counted=counted).where(cond).order_by(*order)
+                                    .offset(start_index - 1).limit(count)).all()
             if start_index == 1 and len(rows) < count:
                 total = len(rows)  # a first page that is not full holds every match: no COUNT needed
             else:
                 total = conn.execute(select(func.count()).select_from(resources).where(cond)).scalar_one()
+            if counted:
+                rows = _within_budget(rows, max_related)  # type: ignore[arg-type]
             return total, self._documents(conn, schema, rows, with_members, with_groups)
 
-        return read_reconnecting(self.engine, read)
+        return _read(self.engine, read, asked=node is not None or bool(sort_by))
 
     def search_after(self, app: str, schema: ResourceSchema, node: Filter | None, *, after_pk: int, count: int,
-                     with_members: bool = True, with_groups: bool = True
+                     with_members: bool = True, with_groups: bool = True, max_related: int | None = None
                      ) -> tuple[int, list[dict[str, Any]], int | None]:
         """A keyset page for cursor paging (RFC 9865): up to ``count`` resources after ``after_pk``
-        in key order, the total, and the key to continue after (None on the last page)."""
+        in key order (fewer when ``max_related`` stops it, as in ``search``), the total, and the
+        key to continue after (None on the last page)."""
         where = [R.app == app, R.resource_type == schema.name]
         if node is not None:
             where.append(filter_clause(node, schema))
-        page = _rows_select(_related(schema, with_members, with_groups))
+        related = _related(schema, with_members, with_groups)
+        counted = related is not None and max_related is not None
+        page = _rows_select(related, counted=counted)
 
         def read(conn: Connection) -> tuple[int, list[dict[str, Any]], int | None]:
             total = conn.execute(select(func.count()).select_from(resources).where(and_(*where))).scalar_one()
             rows = conn.execute(page.where(and_(*where, R.pk > after_pk)).order_by(R.pk).limit(count + 1)).all()
             more = len(rows) > count
             rows = rows[:count]
+            if counted:
+                kept = _within_budget(rows, max_related)  # type: ignore[arg-type]
+                more, rows = more or len(kept) < len(rows), kept
             next_pk = rows[-1].pk if more and rows else None
             return total, self._documents(conn, schema, rows, with_members, with_groups), next_pk
 
-        return read_reconnecting(self.engine, read)
+        return _read(self.engine, read, asked=node is not None)

@@ -55,7 +55,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from libs.scim import entra
 from libs.scim.errors import InvalidFilter
-from libs.scim.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath
+from libs.scim.filter import And, AttrPath, Compare, Filter, Not, Or, Present, ValuePath, operands
 from libs.scim.schemas import GROUPS, USERS, AttrRef, Attribute, ResourceSchema
 from libs.store.tables import KEY_PREFIX, members, resource_values, resources
 from libs.store.values import column_name_attribute, fold, parse_datetime
@@ -213,10 +213,12 @@ class _Compiler:
         self.name_attr = column_name_attribute(schema)
 
     def compile(self, node: Filter) -> ColumnElement[bool]:
+        # A chain becomes one flat AND/OR: recursion (ours and SQLAlchemy's compiler's) then
+        # follows the filter's nesting, never its number of terms (issue 16: 1,100 terms, a 500).
         if isinstance(node, And):
-            return and_(self.compile(node.left), self.compile(node.right))
+            return and_(*(self.compile(n) for n in operands(node, And)))
         if isinstance(node, Or):
-            return or_(self.compile(node.left), self.compile(node.right))
+            return or_(*(self.compile(n) for n in operands(node, Or)))
         if isinstance(node, Not):
             return not_(self.compile(node.inner))
         if isinstance(node, ValuePath):
@@ -354,7 +356,7 @@ class _Compiler:
             raise InvalidFilter(f"{what}[…] needs a complex attribute.")
         if self.is_membership(ref):
             return self.membership(ref, lambda other, _sub: self.member_element(node.filter, ref, other, what))
-        conjuncts = _conjuncts(node.filter)
+        conjuncts = operands(node.filter, And)
         # Drive the lookup from one positive comparison the element must satisfy, through the
         # (path, ci_key) index: preferably ``value eq`` (Entra's emails[type eq "work"].value eq "x").
         positive = [c for c in conjuncts if isinstance(c, Compare) and c.op != "ne" and c.value is not None]
@@ -382,9 +384,9 @@ class _Compiler:
     def element(self, node: Filter, ref: AttrRef, a: Any, what: str) -> ColumnElement[bool]:
         """``node`` holds for the element (resource_pk, ordinal) of the anchor row ``a``."""
         if isinstance(node, And):
-            return and_(self.element(node.left, ref, a, what), self.element(node.right, ref, a, what))
+            return and_(*(self.element(n, ref, a, what) for n in operands(node, And)))
         if isinstance(node, Or):
-            return or_(self.element(node.left, ref, a, what), self.element(node.right, ref, a, what))
+            return or_(*(self.element(n, ref, a, what) for n in operands(node, Or)))
         if isinstance(node, Not):
             return not_(self.element(node.inner, ref, a, what))
         if isinstance(node, ValuePath):
@@ -409,11 +411,9 @@ class _Compiler:
     def member_element(self, node: Filter, ref: AttrRef, other: Any, what: str) -> ColumnElement[bool]:
         """``node`` holds for the member/group row ``other`` (one element of members/groups)."""
         if isinstance(node, And):
-            return and_(self.member_element(node.left, ref, other, what),
-                        self.member_element(node.right, ref, other, what))
+            return and_(*(self.member_element(n, ref, other, what) for n in operands(node, And)))
         if isinstance(node, Or):
-            return or_(self.member_element(node.left, ref, other, what),
-                       self.member_element(node.right, ref, other, what))
+            return or_(*(self.member_element(n, ref, other, what) for n in operands(node, Or)))
         if isinstance(node, Not):
             return not_(self.member_element(node.inner, ref, other, what))
         if isinstance(node, ValuePath):
@@ -459,12 +459,6 @@ def _member_compare(other: Any, sub: Attribute | None, op: str, value: Any, what
     if not isinstance(value, str):
         return false()
     return _text_op(column, op, value if case_exact else fold(value), case_exact=case_exact)
-
-
-def _conjuncts(node: Filter) -> list[Filter]:
-    if isinstance(node, And):
-        return _conjuncts(node.left) + _conjuncts(node.right)
-    return [node]
 
 
 def resolve(schema: ResourceSchema, text: str) -> AttrRef:

@@ -7,27 +7,43 @@ IMMEDIATE``) so two writers never deadlock upgrading a read lock.
 Writers on SQLite also queue on an OS file lock (``writer_lock``) before BEGIN: SQLite's
 own busy handler polls with sleeps of up to 100 ms, which turned two contending workers
 into ~80 writes/s; ``flock`` wakes the next writer the moment the lock is released.
+
+The reader's engine bounds each statement (issue 16): PostgreSQL's ``statement_timeout``,
+set on each connection, and on SQLite a progress handler that aborts a statement past its
+deadline (SQLite has no timeout of its own). Either way the statement fails with
+``StatementTimeout``, which ``read_reconnecting`` raises in place of the driver's error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_PROGRESS_STEPS = 10_000
+"""SQLite virtual-machine steps between two looks at the clock (a few hundred microseconds)."""
+_QUERY_CANCELED = "57014"
+"""PostgreSQL's SQLSTATE of a statement stopped by statement_timeout."""
 
 _T = TypeVar("_T")
 
 
-def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = False, ping: bool = True) -> Engine:
+class StatementTimeout(Exception):
+    """A statement of the reader ran past its ``statement_timeout`` and was stopped."""
+
+
+def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = False, ping: bool = True,
+                           statement_timeout: float | None = None) -> Engine:
     """An engine for ``url``; ``read_only`` (the reader) runs PostgreSQL statements in
     autocommit: a SCIM read needs no multi-statement snapshot, and it saves the BEGIN and
     ROLLBACK round trips of every request.
@@ -37,7 +53,9 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
     round trip on every read): its reads retry once when a connection is found dead
     (``read_reconnecting``). Nor do the write workers' (a round trip per batch): a batch
     on a dead connection fails as a whole, and RQ runs it again a second later on a new one,
-    its idempotency records making the second run exact."""
+    its idempotency records making the second run exact.
+
+    ``statement_timeout`` (seconds) stops any one statement that runs longer."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -45,12 +63,57 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
                                                      "isolation_level": None})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
+        if statement_timeout:
+            _sqlite_deadlines(engine, statement_timeout)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
-    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=ping and not read_only,
-                         pool_recycle=1800, **options)
+    engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2,
+                           pool_pre_ping=ping and not read_only, pool_recycle=1800, **options)
+    if statement_timeout:
+        _postgresql_statement_timeout(engine, statement_timeout)
+    return engine
+
+
+def _postgresql_statement_timeout(engine: Engine, seconds: float) -> None:
+    milliseconds = max(1, int(seconds * 1000))
+
+    @event.listens_for(engine, "connect")
+    def _set(dbapi_conn: Any, _record: Any) -> None:
+        # A session setting: it holds for every statement of the connection, in autocommit or not.
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {milliseconds}")
+        if not dbapi_conn.autocommit:
+            dbapi_conn.commit()
+
+
+def _sqlite_deadlines(engine: Engine, seconds: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _install(dbapi_conn: Any, record: Any) -> None:
+        deadline = record.info["scim.deadline"] = [math.inf, False]
+
+        def past_deadline() -> bool:
+            if time.monotonic() > deadline[0]:
+                deadline[1] = True  # read_reconnecting tells this abort from any other error
+                return True
+            return False
+
+        dbapi_conn.set_progress_handler(past_deadline, _PROGRESS_STEPS)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _arm(conn: Connection, *_args: Any) -> None:
+        # The deadline also covers fetching the rows: SQLite computes them as they are read.
+        deadline = conn.connection.info.get("scim.deadline")
+        if deadline is not None:
+            deadline[0], deadline[1] = time.monotonic() + seconds, False
+
+
+def _timed_out(exc: DBAPIError, conn: Connection) -> bool:
+    if getattr(exc.orig, "sqlstate", None) == _QUERY_CANCELED:
+        return True
+    deadline = conn.connection.info.get("scim.deadline") if not conn.invalidated else None
+    return bool(deadline and deadline[1])
 
 
 def read_reconnecting(engine: Engine, read: Callable[[Connection], _T]) -> _T:
@@ -63,13 +126,21 @@ def read_reconnecting(engine: Engine, read: Callable[[Connection], _T]) -> _T:
     autocommit or a transaction of its own): running it twice changes nothing. Still down:
     the error reaches the caller (503)."""
     try:
-        with engine.connect() as conn:
-            return read(conn)
+        return _read_once(engine, read)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
+    return _read_once(engine, read)
+
+
+def _read_once(engine: Engine, read: Callable[[Connection], _T]) -> _T:
     with engine.connect() as conn:
-        return read(conn)
+        try:
+            return read(conn)
+        except DBAPIError as exc:
+            if _timed_out(exc, conn):
+                raise StatementTimeout(str(exc.orig)) from None
+            raise
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:

@@ -21,7 +21,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     def attach(app: Flask) -> tuple:
         # The engine's pool connects on first use, in the gunicorn worker that serves it.
         app.extensions["scim.store"] = DirectoryStore(
-            create_engine_from_url(settings.database, read_only=True, pool_size=settings.reader_threads))
+            create_engine_from_url(settings.database, read_only=True, pool_size=settings.reader_threads,
+                                   statement_timeout=settings.query_timeout))
         app.extensions["scim.cursors"] = CursorCodec(settings)
         return ()
 

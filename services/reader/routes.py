@@ -67,7 +67,7 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
     check_filter(params.get("filter"), settings)  # issue 5: SCIM_MAX_FILTER_LENGTH
-    node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
+    node = _filter(params, settings)
     attributes = parse_attribute_list(_joined(params.get("attributes")), schema)
     excluded = parse_attribute_list(_joined(params.get("excludedAttributes")), schema)
     if "cursor" in params:
@@ -85,10 +85,18 @@ def _query(app: str | None, schema: ResourceSchema, params: dict[str, Any]) -> R
         app_key, schema, node, start_index=start_index, count=count, sort_by=sort_by,
         descending=sort_order == "descending",
         with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded),
+        max_related=settings.max_page_members,
     )
     url = base_url(app)
     resources = [project(with_location(d, url, schema), attributes, excluded) for d in docs]
     return scim_response(list_response(resources, total, start_index))
+
+
+def _filter(params: dict[str, Any], settings: Settings):
+    """The parsed filter of a query, if any, within SCIM_MAX_FILTER_TERMS comparisons."""
+    if params.get("filter") in (None, ""):
+        return None
+    return parse_filter(params["filter"], max_terms=settings.max_filter_terms)
 
 
 def _cursor_page(app_key: str, schema: ResourceSchema, node, params: dict[str, Any], attributes: list,
@@ -114,7 +122,8 @@ def _cursor_page(app_key: str, schema: ResourceSchema, node, params: dict[str, A
     after_pk = codec.open(cursor, digest) if cursor else 0
     total, docs, next_pk = _store().search_after(
         app_key, schema, node, after_pk=after_pk, count=count,
-        with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded))
+        with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded),
+        max_related=settings.max_page_members)
     body = list_response([project(with_location(d, url, schema), attributes, excluded) for d in docs], total, 1)
     del body["startIndex"]
     if next_pk is not None:
@@ -190,11 +199,12 @@ def search_all(app: str | None = None) -> Response:
     params = _search_request()
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
-    node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
+    node = _filter(params, settings)
     start_index = max(1, _int_param(params, "startIndex", 1))
     count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     url = base_url(app)
     total, resources, skip = 0, [], start_index - 1
+    budget, cut = settings.max_page_members, False  # members and groups the page may still render
     for schema in RESOURCE_TYPES.values():
         attributes = _lenient_attributes(params.get("attributes"), schema)
         excluded = _lenient_attributes(params.get("excludedAttributes"), schema)
@@ -209,10 +219,16 @@ def search_all(app: str | None = None) -> Response:
             skip -= found
             continue
         want = count - len(resources)
-        if want > 0:
+        if want > 0 and not cut:
             _, docs = _store().search(
                 app_key, schema, node, start_index=skip + 1, count=want,
-                with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded))
+                with_members=_wants("members", attributes, excluded), with_groups=_wants("groups", attributes, excluded),
+                max_related=max(budget, 0))
+            rendered = [len(d.get("members") or d.get("groups") or ()) for d in docs]
+            if resources and rendered and rendered[0] > budget:
+                docs, rendered = [], []  # only a page's first resource may pass the budget alone
+            budget -= sum(rendered)
+            cut = len(docs) < min(want, found - skip)  # shortened by the budget: no other type after it
             resources += [project(with_location(d, url, schema), attributes, excluded) for d in docs]
         skip = 0
     return scim_response(list_response(resources, total, start_index))
