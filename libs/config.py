@@ -136,6 +136,11 @@ class Settings:
     max_page_members: int = 10000
     """Most group members (of listed groups) or groups (of listed users) one list page renders: a
     page holds the resources that fit, at least one, and itemsPerPage says how many."""
+    password_hashes: int = 2
+    """Passwords one front process hashes at once (argon2id: 64 MiB and ~0.1 s each); a write that
+    finds none free within 2 s is 429 with Retry-After."""
+    bulk_max_passwords: int = 20
+    """Most password values in one POST /Bulk (each costs ~0.1 s of CPU to hash): 413 above it."""
     audit_retention_days: int = 365
     """Days `scimbus audit --purge` keeps audit rows (changes, rejected writes)."""
     tls: int = 0
@@ -211,7 +216,7 @@ def _validate(s: Settings) -> None:
                 "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
                 "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days",
                 # issue 16
-                "query_timeout", "max_page_members")
+                "query_timeout", "max_page_members", "password_hashes", "bulk_max_passwords")
     for name in positive:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")

@@ -11,12 +11,14 @@ from libs.bus.queues import Bus
 from libs.config import Settings, load_settings
 from libs.health import workers_problem
 from libs.metrics.queue import QueueDepthCollector
+from libs.scim import passwords
 from libs.web.app import build_app
 from services.front import oauth, routes
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     settings = settings or load_settings(**dict(overrides or {}))
+    passwords.limit_concurrency(settings.password_hashes)  # issue 16: argon2 costs 64 MiB a hash
 
     def attach(app: Flask) -> tuple:
         # redis-py connects lazily: nothing is opened until the first request needs the bus.

@@ -8,6 +8,9 @@ the same worker code as single writes, so each sees the ones before it.
 
 ``failOnErrors=n`` stops after the n-th error: jobs are submitted in runs of at most the
 number of errors still allowed, so no job after the n-th error is ever enqueued.
+
+Passwords are hashed here, each a deliberately slow argon2id hash: a request carrying more
+than ``SCIM_BULK_MAX_PASSWORDS`` of them is 413 before any is hashed (issue 16).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.queues import Bus
 from libs.config import Settings
 from libs.scim import passwords
-from libs.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError, from_body
+from libs.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError, TooManyRequests, from_body
 from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
@@ -82,11 +85,27 @@ def parse_request(body: Any, settings: Settings) -> tuple[list[dict[str, Any]], 
     if len(operations) > settings.bulk_max_operations:
         raise PayloadTooLarge(f"The request has {len(operations)} operations; the maximum is "
                               f"{settings.bulk_max_operations} (see /ServiceProviderConfig).")
+    hashes = sum(_passwords(op) for op in operations)
+    if hashes > settings.bulk_max_passwords:
+        raise PayloadTooLarge(f"The request sets {hashes} passwords; the maximum is {settings.bulk_max_passwords} "
+                              "per request (each costs the server a deliberately slow hash).")
     fail_on_errors = body.get("failOnErrors")
     if fail_on_errors is not None and (not isinstance(fail_on_errors, int) or isinstance(fail_on_errors, bool)
                                        or fail_on_errors < 1):
         raise InvalidValue("failOnErrors must be a positive integer.")
     return operations, fail_on_errors
+
+
+def _passwords(op: dict[str, Any]) -> int:
+    """The password values one operation carries (counted before anything is validated or hashed)."""
+    path = op.get("path")
+    schema = BY_ENDPOINT.get(path.strip("/").split("/")[0].lower()) if isinstance(path, str) else None
+    if schema is None:
+        return 0
+    method = str(op.get("method", "")).upper()
+    if method == "PATCH":
+        return passwords.count_in_patch(op.get("data"), schema)
+    return passwords.count_in_resource(op.get("data"), schema) if method in ("POST", "PUT") else 0
 
 
 def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request_id: str) -> list[_Planned]:
@@ -102,6 +121,8 @@ def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request
         planned.append(item)
         try:
             item.job = _job(op, method, bulk_id, ids, settings, app, request_id, item)
+        except TooManyRequests:
+            raise  # no hashing slot: the whole request waits, nothing of it was queued yet
         except ScimError as exc:
             item.error = exc
     return planned
