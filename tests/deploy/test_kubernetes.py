@@ -187,21 +187,22 @@ def test_network_policies_open_only_the_gateway_and_keep_redis_and_postgres_to_o
                                   "scimbus-worker"]
 
 
-def test_the_http_route_sends_reads_to_the_reader_and_writes_to_the_front(rendered):
+def test_the_http_route_goes_through_the_gateway_so_its_bounds_hold_before_the_reader(rendered):
+    # Issue 16: routed straight to front and reader, a request met none of the gateway's
+    # bounds (body buffering, timeouts, connections per client). The network policies
+    # (tests/deploy/test_network_policies.py) let front and reader hear only the gateway.
     route = _by_kind(rendered["example"], "HTTPRoute")["scimbus"]
-    reads, writes = route["spec"]["rules"]
-    assert reads["backendRefs"] == [{"name": "scimbus-reader", "port": 8000}]
-    assert {m["method"] for m in reads["matches"]} == {"GET", "HEAD", "POST"}
-    assert all(m["path"]["value"].endswith(("/.search", r"/\.search"))
-               for m in reads["matches"] if m["method"] == "POST")
-    assert writes["backendRefs"] == [{"name": "scimbus-front", "port": 8000}]
-    assert writes["matches"] == [{"path": {"type": "PathPrefix", "value": "/scim"}}]
+    (rule,) = route["spec"]["rules"]
+    assert rule["backendRefs"] == [{"name": "scimbus-gateway", "port": 80}]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/scim"}},
+                               {"path": {"type": "PathPrefix", "value": "/oauth"}}]
 
 
 def test_the_ingress_alternative_goes_through_the_method_routing_gateway(rendered):
     ingress = _by_kind(rendered["example-ingress"], "Ingress")["scimbus"]
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
-    assert [p["backend"]["service"]["name"] for p in paths] == ["scimbus-gateway"]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [
+        ("/scim", "scimbus-gateway"), ("/oauth", "scimbus-gateway")]
     assert "HTTPRoute" not in {d["kind"] for d in rendered["example-ingress"]}
 
 

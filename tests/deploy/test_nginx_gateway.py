@@ -55,8 +55,11 @@ def test_nginx_accepts_the_kubernetes_gateway(tmp_path):
     gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "scimbus-gateway")
     env = _local_upstreams({e["name"]: e["value"] for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]})
     config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("scimbus-gateway"))
-    (tmp_path / "scimbus.conf.template").write_text(config_map["data"]["scimbus.conf.template"])
-    assert nginx_problems([tmp_path / "scimbus.conf.template"], env, tmp_path / "run") == []
+    assert set(config_map["data"]) == {"scimbus.conf.template", "real-ip.conf.template"}
+    for name, text in config_map["data"].items():
+        (tmp_path / name).write_text(text)
+    templates = [tmp_path / name for name in config_map["data"]]
+    assert nginx_problems(templates, env, tmp_path / "run") == []
 
 
 def test_nginx_rejects_a_broken_copy_of_the_gateway_template(tmp_path, certificate):
