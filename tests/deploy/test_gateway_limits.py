@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from services.local_run import render_template
-from tests.support.deploy_checks import ROOT, nginx_binary
-from tests.support.servers import free_port, wait_for_port
+from tests.support.deploy_checks import ROOT, nginx_folder, running_nginx
+from tests.support.servers import free_port
 
 STALLED = 40
 PER_CLIENT = 32  # limit_conn of the template
@@ -65,10 +64,8 @@ def upstream() -> Iterator[int]:
 
 @pytest.fixture
 def gateway(upstream) -> Iterator[tuple[int, subprocess.Popen, Path]]:
-    """nginx with the local run's configuration: a folder nginx's workers (nobody, when started
-    as root) can traverse, as the local run's socket folder is."""
-    folder = Path(tempfile.mkdtemp(prefix="scimbus-gw-"))
-    folder.chmod(0o755)
+    """nginx with the local run's main configuration and the shared routing template."""
+    folder = nginx_folder()
     (folder / "tmp").mkdir()
     port = free_port()
     env = {"SCIM_NGINX_DIR": str(folder), "SCIM_SOCKET_DIR": str(folder), "SCIM_GATEWAY_LISTEN": f"127.0.0.1:{port}",
@@ -77,14 +74,10 @@ def gateway(upstream) -> Iterator[tuple[int, subprocess.Popen, Path]]:
     (folder / "scimbus.conf").write_text(
         render_template((ROOT / "deploy/nginx/templates/scimbus.conf.template").read_text(), env))
     (folder / "nginx.conf").write_text(render_template((ROOT / "deploy/nginx/local.conf.template").read_text(), env))
-    proc = subprocess.Popen([nginx_binary(), "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_port(port, timeout=20, proc=proc)
-        yield port, proc, folder
+        with running_nginx(folder, port) as proc:
+            yield port, proc, folder
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -8,12 +8,15 @@ schemas), ``nginx -t``, ``promtool`` and the metric names the code exports.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -157,6 +160,28 @@ def nginx_problems(templates: list[Path], env: dict[str, str], workdir: Path) ->
     result = subprocess.run([nginx_binary(), "-t", "-e", "stderr", "-p", str(workdir), "-c", str(workdir / "nginx.conf")],
                             capture_output=True, text=True, timeout=30)
     return [] if result.returncode == 0 else [result.stderr.strip()]
+
+
+@contextlib.contextmanager
+def running_nginx(folder: Path, port: int) -> Iterator[subprocess.Popen]:
+    """nginx in the foreground with ``folder/nginx.conf``, listening on ``port``, until the end."""
+    from tests.support.servers import wait_for_port
+
+    proc = subprocess.Popen([nginx_binary(), "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, timeout=20, proc=proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def nginx_folder() -> Path:
+    """A fresh folder nginx's workers can traverse (they run as nobody when nginx starts as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="scimbus-nginx-"))
+    folder.chmod(0o755)
+    return folder
 
 
 # --- Prometheus --------------------------------------------------------------------------
