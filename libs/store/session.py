@@ -55,12 +55,16 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
     on a dead connection fails as a whole, and RQ runs it again a second later on a new one,
     its idempotency records making the second run exact.
 
-    ``statement_timeout`` (seconds) stops any one statement that runs longer."""
+    ``statement_timeout`` (seconds) stops any one statement that runs longer.
+
+    ``hide_parameters``: an error's text names its statement but not the values bound to it,
+    which are documents, password hashes and token digests; that text reaches logs, RQ's
+    failed-job records and answers' causes (issue 16)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                                      "check_same_thread": False,
-                                                     "isolation_level": None})
+                                                     "isolation_level": None}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
         if statement_timeout:
@@ -70,7 +74,7 @@ def create_engine_from_url(url: str, *, pool_size: int = 5, read_only: bool = Fa
         parsed = parsed.set(drivername="postgresql+psycopg")
     options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
     engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size * 2,
-                           pool_pre_ping=ping and not read_only, pool_recycle=1800, **options)
+                           pool_pre_ping=ping and not read_only, pool_recycle=1800, hide_parameters=True, **options)
     if statement_timeout:
         _postgresql_statement_timeout(engine, statement_timeout)
     return engine
