@@ -1,6 +1,10 @@
+import re
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
-from libs.config import SettingsError, load_settings
+from libs.config import Settings, SettingsError, load_settings
 
 
 def test_environment_variables_are_typed(tmp_path):
@@ -48,3 +52,56 @@ def test_the_log_level_is_read_in_either_case_and_a_wrong_one_stops_the_start():
     assert load_settings({"SCIM_LOG_LEVEL": "warning"}).log_level == "WARNING"
     with pytest.raises(SettingsError, match="SCIM_LOG_LEVEL"):
         load_settings({"SCIM_LOG_LEVEL": "loud"})
+
+
+# --- the documentation states the defaults libs/config.py has (issue 16) ------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_UNITS = {"MiB": 1024 * 1024, "KiB": 1024}
+_NUMBER = r"(\d[\d,]*(?:\.\d+)?)\s*(MiB|KiB)?"
+
+
+def _defaults() -> dict[str, float]:
+    return {f"SCIM_{f.name.upper()}": getattr(Settings, f.name) for f in fields(Settings)
+            if isinstance(getattr(Settings, f.name, None), (int, float))}
+
+
+def _value(number: str, unit: str | None) -> float:
+    return float(number.replace(",", "")) * _UNITS.get(unit or "", 1)
+
+
+def _table(text: str) -> list[tuple[str, float]]:
+    return [(m[1], _value(m[2], m[3])) for m in re.finditer(rf"^\| `(SCIM_[A-Z_]+)` \| {_NUMBER}", text, re.M)]
+
+
+def _stated(text: str) -> list[tuple[str, float]]:
+    """Every default a text states: a table row ``| `SCIM_X` | 4,096 … |`` or prose
+    ``SCIM_X (30 s …)`` / ``SCIM_X seconds (600)``."""
+    rows = _table(text)
+    prose = " ".join(text.split())
+    rows += [(m[1], _value(m[2], m[3])) for m in re.finditer(rf"`(SCIM_[A-Z_]+)`(?: seconds)? \({_NUMBER}", prose)]
+    return rows
+
+
+def test_the_readme_and_docs_state_each_setting_with_its_default_in_libs_config():
+    defaults = _defaults()
+    wrong = [f"{path.name}: {name} says {value:g}, libs/config.py has {defaults[name]:g}"
+             for path in DOCUMENTS for name, value in _stated(path.read_text())
+             if name in defaults and value != defaults[name]]
+    assert wrong == []
+
+
+def test_the_readme_limits_table_lists_every_limit_with_its_default():
+    text = (ROOT / "README.md").read_text()
+    table = dict(_table(text))
+    limits = {f"SCIM_{f.name.upper()}" for f in fields(Settings)
+              if f.name.startswith(("max_", "bulk_max_")) or f.name in ("query_timeout", "password_hashes")}
+    assert limits <= set(table), f"missing from the README's limits: {sorted(limits - set(table))}"
+    assert {name: table[name] for name in limits} == {name: _defaults()[name] for name in limits}
+
+
+def test_a_default_stated_wrong_is_caught():
+    assert _stated("group members per request `SCIM_MAX_MEMBERS`\n(5,000, 413)") == [("SCIM_MAX_MEMBERS", 5000)]
+    assert _stated("| `SCIM_MAX_BODY_BYTES` | 4,194,304 (4 MiB) | 413 |") == [("SCIM_MAX_BODY_BYTES", 4194304)]
+    assert _stated("`SCIM_BULK_MAX_PAYLOAD_BYTES` (1 MiB)") == [("SCIM_BULK_MAX_PAYLOAD_BYTES", 1048576)]
