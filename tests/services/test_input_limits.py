@@ -16,6 +16,7 @@ MALICIOUS = [
     'userName eq "a") or (1 eq 1', "userName eq \"x\\u0000\"", "userName eq \"a\u0000b\"", "userName\u0000 pr",
     "(" * 300 + "userName pr" + ")" * 300, "not (" * 60 + "userName pr" + ")" * 60, "userName eq 1e999",
     'emails[value eq "a"', "userName eq \"" + "a" * 20_000 + "\"", "userName co", "' UNION SELECT * FROM credentials",
+    " or ".join(["id pr"] * 1100),  # issue 16: within the length limit, and a 500 (RecursionError) before
 ]
 
 
