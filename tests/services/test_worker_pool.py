@@ -32,7 +32,7 @@ def _start_pool(tmp_path: Path, redis_url: str, queue: str, processes: int) -> s
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
     env.update(SCIM_REDIS_URL=redis_url, SCIM_QUEUE_NAME=queue, SCIM_VAR_DIR=str(tmp_path), SCIM_TOKEN="p" * 32,
                SCIM_DATABASE_URL=f"sqlite:///{tmp_path / 'scimbus.db'}", SCIM_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--processes", str(processes),
+    return subprocess.Popen([sys.executable, "-m", "tests.support.job_functions", "worker", "--processes", str(processes),
                              "--metrics-port", str(free_port())], cwd=ROOT, env=env, start_new_session=True)
 
 

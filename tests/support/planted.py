@@ -1,0 +1,21 @@
+"""Code that no scimbus job names. A worker that imports this module or runs ``run`` obeyed
+a job planted in Redis: each leaves a marker file in the worker's var folder, which the
+attack tests look for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+IMPORTED, RAN = "planted-module-imported", "planted-function-ran"
+
+
+def _mark(name: str) -> None:
+    (Path(os.environ.get("SCIM_VAR_DIR") or ".") / name).write_text(str(os.getpid()))
+
+
+_mark(IMPORTED)
+
+
+def run(*args, **kwargs) -> None:
+    _mark(RAN)
