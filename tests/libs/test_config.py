@@ -48,3 +48,18 @@ def test_the_log_level_is_read_in_either_case_and_a_wrong_one_stops_the_start():
     assert load_settings({"SCIM_LOG_LEVEL": "warning"}).log_level == "WARNING"
     with pytest.raises(SettingsError, match="SCIM_LOG_LEVEL"):
         load_settings({"SCIM_LOG_LEVEL": "loud"})
+
+
+def test_an_operator_command_beside_a_local_run_reaches_its_redis_with_the_generated_password(tmp_path):
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).redis_url == "redis://127.0.0.1:6389/0"
+    (tmp_path / "redis-password").write_text("s3cret\n")
+    env = {"SCIM_VAR_DIR": str(tmp_path), "SCIM_REDIS_PORT": "7000"}
+    assert load_settings(env).redis_url == "redis://:s3cret@127.0.0.1:7000/0"
+    assert load_settings({**env, "SCIM_REDIS_URL": "redis://:other@bus:6379/0"}).redis_url == \
+        "redis://:other@bus:6379/0"
+
+
+def test_a_malformed_redis_url_is_refused_without_echoing_its_password():
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"SCIM_REDIS_URL": "redis:/:hunter2@bus/0"})
+    assert "SCIM_REDIS_URL" in str(refused.value) and "hunter2" not in str(refused.value)

@@ -44,7 +44,7 @@ timeout = 2
 
 def _scimbus(stack, *args: str) -> str:
     env = {"SCIM_VAR_DIR": str(stack.var_dir), "SCIM_CONFIG_FILE": str(stack.var_dir / "scimbus.toml"),
-           "SCIM_REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/0", "PATH": "/usr/bin:/bin"}
+           "SCIM_REDIS_URL": stack.redis_url, "PATH": "/usr/bin:/bin"}
     db = stack.var_dir / "database_url"
     if db.exists():
         env["SCIM_DATABASE_URL"] = db.read_text()

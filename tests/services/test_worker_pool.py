@@ -114,10 +114,10 @@ def test_when_the_pool_holding_the_scheduler_lock_stops_another_pool_takes_it_ov
 
 def test_a_scheduler_whose_redis_is_down_keeps_ticking_and_takes_the_lock_once_redis_is_up():
     port = free_port()
-    scheduler = PoolScheduler("writes", f"redis://127.0.0.1:{port}/0", OrjsonSerializer)
+    scheduler = PoolScheduler("writes", f"redis://:secret@127.0.0.1:{port}/0", OrjsonSerializer)
     scheduler.tick()  # refused: logged, not raised
     assert not scheduler.holds_lock
-    with redis_server(port=port):
+    with redis_server(port=port, password="secret"):
         assert _tick_until(scheduler, defaults.MAINTENANCE_INTERVAL + 2)
         scheduler.stop()
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-IMPORTED, RAN = "planted-module-imported", "planted-function-ran"
+IMPORTED, RAN = "planted-module-imported", "planted-function-ran"  # tests/services/test_planted_jobs.py
 
 
 def _mark(name: str) -> None:
-    (Path(os.environ.get("SCIM_VAR_DIR") or ".") / name).write_text(str(os.getpid()))
+    if os.environ.get("SCIM_VAR_DIR"):  # a stack's process
+        (Path(os.environ["SCIM_VAR_DIR"]) / name).write_text(str(os.getpid()))
 
 
 _mark(IMPORTED)
