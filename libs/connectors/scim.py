@@ -6,7 +6,8 @@
     type = "scim"
     url = "https://app.example/scim/v2"
     token = "…"                       # bearer token of the remote endpoint
-    [connectors.cloudapp.users]       # empty: the SCIM document as we hold it; or a mapping
+    [connectors.cloudapp.users]       # empty: the SCIM document as we hold it, less what is
+                                      # returned: never (the password's hash); or a mapping
     [connectors.cloudapp.groups]
 
 The remote assigns its own ids; the delivery ledger keeps ours → theirs (``remote_id``),
@@ -26,6 +27,7 @@ import httpx
 
 from libs.connectors.base import Connector, Lookup, Previous
 from libs.connectors.errors import Conflict, Rejected, Timeout, Unavailable
+from libs.connectors.mapping import withhold
 
 _ENDPOINT = {"User": "Users", "Group": "Groups"}
 _DROP = ("id", "meta", "groups", "members")
@@ -74,7 +76,8 @@ class ScimConnector(Connector):
     # ------------------------------------------------------------------ contract
     def render(self, resource_type: str, doc: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
         mapping = self.mappings[resource_type]
-        body = mapping.render(doc, lookup) if mapping.fields else {k: v for k, v in doc.items() if k not in _DROP}
+        body = mapping.render(doc, lookup) if mapping.fields else {
+            k: v for k, v in withhold(resource_type, doc).items() if k not in _DROP}
         body["externalId"] = doc["id"]
         if resource_type == "Group":
             ids = [m["value"] for m in doc.get("members") or []]
