@@ -120,8 +120,9 @@ class Connector(ABC):
         """The resource id the anchor of an entry ``read`` returned names (None: no anchor)."""
         return None
 
-    def remove_key(self, resource_type: str, key: str) -> None:
-        """Remove an entry found only in the target (resync, which decided it may)."""
+    def remove_key(self, resource_type: str, key: str) -> bool | None:
+        """Remove an entry found only in the target (resync, which decided it may); False when
+        it found the entry ours by then (adopted in the same run) and left it."""
         raise Unsupported(f"{self.kind_name} connector {self.name!r} cannot remove unknown entries")
 
     def is_removed(self, resource_type: str, fields: dict[str, Any]) -> bool:

@@ -136,6 +136,7 @@ TLSCertificateKeyFile {folder}/server.key
 sizelimit size.soft={SIZE_LIMIT} size.hard={SIZE_LIMIT} size.pr={SIZE_LIMIT} size.prtotal=unlimited
 database mdb
 maxsize 104857600
+dbnosync
 suffix "{SUFFIX}"
 rootdn "{ADMIN}"
 rootpw {PASSWORD}
