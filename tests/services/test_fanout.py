@@ -335,3 +335,20 @@ def test_resync_brings_a_directory_five_times_the_servers_size_limit_and_finds_n
     assert resync(ctx, connector, dry_run=True).drift == []
     assert len(connector.read("Group")[f"cn=all-{suffix},ou={groups},{SUFFIX}".lower()]["member"]) == len(ids)
     connector.close()
+
+
+def test_a_user_whose_dn_an_entry_not_ours_holds_is_dead_lettered_with_the_reason(engine, slapd):
+    admin = slapd.connection()
+    squatted = f"uid=squat-{uuid.uuid4().hex[:6]}"
+    assert admin.add(f"{squatted},ou=people,{SUFFIX}", ["inetOrgPerson"], {"cn": "Theirs", "sn": "T"})
+    admin.unbind()
+    connector = _ldap_connector(slapd.url)
+    ctx = DeliveryContext(Settings(), DirectoryStore(engine), None, {"corp": connector})
+    id = str(uuid.uuid4())
+    _write(ctx.store, id, squatted.removeprefix("uid="), new=True)
+    assert deliver_now(ctx, connector, ResourceKey("default", "User", id)) == "dead"
+    with engine.connect() as conn:
+        reason = ledger.dead(conn, "corp")[0]["reason"]
+    assert reason.startswith("Conflict: LDAP entry") and "is not ours: its employeeNumber is empty" in reason
+    assert _people(slapd, id) == []
+    connector.close()

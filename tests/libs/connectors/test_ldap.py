@@ -327,3 +327,25 @@ def test_reads_and_member_rewrites_go_past_the_servers_size_limit(slapd):
     members = big.read("Group")[dn_key(group_dn)]["member"]
     assert dn_key(new) in members and dn_key(old) not in members and len(members) == len(users)
     big.close()
+
+
+def test_a_member_attribute_handed_out_in_ranges_is_read_to_its_end(slapd):
+    """Active Directory answers ``member;range=0-1499`` past 1,500 values; here a relay does the
+    same past 100 in front of slapd, and the group's 250 members still read back whole."""
+    from tests.support.relay import RangingRelay
+
+    corp = _connector(slapd.url)
+    users = [_user(f"rng-{n}", f"rng.{n}") for n in range(250)]
+    group = {"id": _id("rng-group"), "displayName": "ranged", "members": [{"value": u["id"], "type": "User"}
+                                                                          for u in users]}
+    directory = Directory(*users, group)
+    for user in users:
+        _apply(corp, "User", user, directory)
+    dn = _apply(corp, "Group", group, directory)
+    corp.close()
+    with RangingRelay(slapd.port, size=100) as relay:
+        ranged = _connector(f"ldap://127.0.0.1:{relay.port}")
+        members = ranged.read("Group")[dn_key(dn)]["member"]
+        ranged.close()
+    assert relay.ranged >= 3  # 0-99, 100-199, 200-*
+    assert sorted(members) == sorted(dn_key(ranged.dn("User", ranged.render("User", u, directory))) for u in users)
