@@ -33,6 +33,7 @@ def _ended(job: Job) -> bool:
     return not job.exists(job.id, job.connection) or job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED)
 
 
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)  # the workers' refusal is the same on either store
 def test_jobs_planted_in_redis_run_no_code_of_the_planters_choosing(stack):
     redis = stack.redis()
     refused_before = stack.log().count("refused job")
