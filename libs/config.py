@@ -32,7 +32,10 @@ class Settings:
     database_url: str = ""
     """SQLAlchemy URL of the directory store; default: SQLite file under var_dir."""
     redis_url: str = "redis://127.0.0.1:6389/0"
-    """The bus. The local run starts its own Redis on 6389 (6379 may belong to another)."""
+    """The bus, with its password: ``redis://:PASSWORD@host:6379/0`` (an ACL user:
+    ``redis://USER:PASSWORD@host:6379/0``; TLS: ``rediss://``). The local run starts its own
+    Redis on 6389 (6379 may belong to another), with a password generated on first run and kept
+    in var_dir/redis-password; unset, this defaults to that Redis when the file exists."""
     token: str = ""
     """Bearer token(s) SCIM clients send, comma-separated for rotation; default: var_dir/token."""
     write_timeout: float = 30.0
@@ -202,6 +205,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             raise SettingsError(f"{path}: [scimbus] has no setting {name!r}")
         values.setdefault(name, _coerce(name, next(f.type for f in fields(Settings) if f.name == name), str(value)))
     values.setdefault("file", document)
+    if "redis_url" not in values and "redis_url" not in overrides:
+        password = read_secret(Path(overrides.get("var_dir") or values.get("var_dir") or Settings.var_dir)
+                               / REDIS_PASSWORD_FILE)
+        if password:  # an operator command next to a local run: its Redis, with its password
+            values["redis_url"] = local_redis_url(password, env.get("SCIM_REDIS_PORT") or "6389")
     if isinstance(values.get("log_level"), str):
         values["log_level"] = values["log_level"].upper()  # gunicorn's own spelling is lower case
     settings = replace(Settings(), **values, **overrides)
@@ -228,8 +236,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"SCIM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {s.log_level!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"SCIM_REDIS_URL={s.redis_url!r} is not a redis:// URL")
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):  # not echoed: it holds a password
+        raise SettingsError("SCIM_REDIS_URL is not a redis://, rediss:// or unix:// URL")
     # issue 3
     if s.group_patch_status not in (200, 204):
         raise SettingsError("SCIM_GROUP_PATCH_STATUS must be 200 or 204")
@@ -252,17 +260,38 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
         raise SettingsError(f"{path}: {exc}") from exc
 
 
-def read_or_create_token(var_dir: Path) -> str:
-    """The local run's token: generated once, kept in var_dir/token (mode 600)."""
-    path = var_dir / "token"
+REDIS_PASSWORD_FILE = "redis-password"
+"""The local run's Redis password, under var_dir (mode 600)."""
+
+
+def local_redis_url(password: str, port: str | int) -> str:
+    """The URL of the local run's own Redis (the password is URL-safe base64: no escaping)."""
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def read_secret(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def read_or_create_secret(path: Path) -> str:
+    """A random secret generated once and kept in ``path`` (mode 600); concurrent first calls
+    of several processes agree on one."""
     if path.exists():
         return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the stack made it first
         return path.read_text().strip()
     with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    return token
+        fh.write(secret + "\n")
+    return secret
+
+
+def read_or_create_token(var_dir: Path) -> str:
+    """The local run's token: generated once, kept in var_dir/token (mode 600)."""
+    return read_or_create_secret(var_dir / "token")

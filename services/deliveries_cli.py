@@ -82,6 +82,10 @@ def cmd_retry(args: argparse.Namespace) -> None:
     print(f"{args.connector}: {len(keys)} resource(s) re-queued for delivery")
 
 
+_LEFT = {"conflict": "leave conflicting", "foreign": "leave foreign"}
+"""How resync reports what it leaves (never with "would": a dry run and a real one leave it alike)."""
+
+
 def cmd_resync(args: argparse.Namespace) -> None:
     from services.worker.resync import resync
 
@@ -96,12 +100,14 @@ def cmd_resync(args: argparse.Namespace) -> None:
             filled = int(width * done / max(total, 1))
             print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    report = resync(ctx, connector, dry_run=args.dry_run, progress=progress)
+    report = resync(ctx, connector, dry_run=args.dry_run, adopt=args.adopt, prune_foreign=args.prune_foreign,
+                    progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     for d in report.drift:
         detail = f" ({', '.join(d.fields)})" if d.fields else ""
-        print(f"{'would ' if args.dry_run else ''}{d.action} {d.resource_type} {d.key}{detail}")
+        would = "would " if args.dry_run and d.action not in _LEFT else ""
+        print(f"{would}{_LEFT.get(d.action, d.action)} {d.resource_type} {d.key}{detail}")
     print(f"{args.connector}: {'drift: would have ' if args.dry_run else ''}{report.summary()}")
 
 
@@ -128,4 +134,10 @@ def register(sub) -> None:
     p = sub.add_parser("resync", help="compare a connector's target with the directory and repair the drift")
     p.add_argument("connector")
     p.add_argument("--dry-run", action="store_true", help="report the drift, change nothing")
+    p.add_argument("--adopt", action="store_true",
+                   help="take over target entries that hold a resource's place (its DN, its userName) without "
+                        "our anchor, writing it on them; without it they are reported and left")
+    p.add_argument("--prune-foreign", action="store_true",
+                   help="remove target entries whose anchor names no resource of ours (none, or another); "
+                        "without it they are reported and left")
     p.set_defaults(func=cmd_resync)

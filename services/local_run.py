@@ -1,7 +1,8 @@
 """``scimbus run``: the whole stack in the foreground, for one machine (``make run``).
 
-Starts a Redis of its own (append-only, data under var/redis, its own port; none when
-``SCIM_REDIS_URL`` names one), the front,
+Starts a Redis of its own (append-only, data under var/redis, its own port, a password
+generated on first run and kept in var/redis-password; none when ``SCIM_REDIS_URL`` names
+one), the front,
 the reader, a worker pool and the nginx gateway under honcho, after creating the token
 and migrating the database. Ctrl-C or SIGTERM stops every process it started, in the order
 they depend on each other (``services.ordered_stop``); so does the death of the process that
@@ -25,7 +26,8 @@ from pathlib import Path
 from honcho.environ import parse_procfile
 from honcho.printer import Printer
 
-from libs.config import load_settings
+from libs.config import (REDIS_PASSWORD_FILE, load_settings, local_redis_url, read_or_create_secret,
+                         read_secret)
 from services.ordered_stop import OrderedManager
 from services.probe import LOOPBACK
 
@@ -55,7 +57,12 @@ def build_env(workers: int) -> dict[str, str]:
     var_dir = Path(env.get("SCIM_VAR_DIR", ROOT / "var")).resolve()
     env["SCIM_VAR_DIR"] = str(var_dir)
     env["SCIM_OWN_REDIS"] = "" if env.get("SCIM_REDIS_URL") else "1"
-    env.setdefault("SCIM_REDIS_URL", f"redis://127.0.0.1:{env['SCIM_REDIS_PORT']}/0")
+    if env["SCIM_OWN_REDIS"]:
+        # Every role reaches it with the password (issue 16: a Redis anyone on the host could
+        # write to ran their code in the workers); redis-server reads it from a file, never
+        # from its command line, which every local user can read in ps.
+        password = read_or_create_secret(var_dir / REDIS_PASSWORD_FILE)
+        env["SCIM_REDIS_URL"] = local_redis_url(password, env["SCIM_REDIS_PORT"])
     env["SCIM_WORKER_PROCESSES"] = str(workers)
     env.setdefault("SCIM_DELIVERER_PROCESSES", "1")
     env["SCIM_NGINX_DIR"] = str(var_dir / "nginx")
@@ -65,6 +72,14 @@ def build_env(workers: int) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, whatever the umask (it holds a secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def prepare(env: dict[str, str]) -> str:
@@ -80,6 +95,9 @@ def prepare(env: dict[str, str]) -> str:
     var_dir = Path(env["SCIM_VAR_DIR"])
     for sub in ("redis", "nginx/tmp", "metrics"):
         (var_dir / sub).mkdir(parents=True, exist_ok=True)
+    if env["SCIM_OWN_REDIS"]:
+        write_private(var_dir / "redis" / "auth.conf",
+                      f"requirepass {read_secret(var_dir / REDIS_PASSWORD_FILE)}\n")
     settings = load_settings(env)
     from libs.store.migrate import upgrade
 

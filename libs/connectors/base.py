@@ -18,6 +18,11 @@ its target fields by the mapping) or told that it is gone, never a diff. So:
   ``Unsupported``.
 - ``key`` is the target's name for a resource (a row key, a DN, the relay's externalId):
   resync matches target entries to directory resources by it.
+- Ownership: a target entry is ours when it carries our *anchor*, the resource's id in a
+  field no rename changes (the SQL key column, an LDAP attribute mapped from ``id``, the
+  relay's externalId); ``owner`` reads it from an entry ``read`` returned. A connector
+  never modifies or deletes an entry that does not carry it (resync's ``--adopt`` and
+  ``--prune-foreign`` aside): meeting one where the resource belongs is a ``Conflict``.
 
 The delivery loop (``services.worker.fanout``) serialises deliveries per connector and
 resource and checks versions, so a connector never sees an older state after a newer one.
@@ -47,6 +52,9 @@ class Previous:
     present: bool
     seq: int = 0
     """The outbox seq being delivered: monotonic per resource, deletions included."""
+    adopt: bool = False
+    """Take over a target entry that holds the resource's place but not our anchor
+    (``scimbus resync --adopt``); otherwise such an entry is a ``Conflict``, left untouched."""
 
 
 @dataclass
@@ -108,8 +116,13 @@ class Connector(ABC):
         """{key: fields} of everything of this type the target holds, for resync."""
         raise Unsupported(f"{self.kind_name} connector {self.name!r} cannot read its target back")
 
-    def remove_key(self, resource_type: str, key: str) -> None:
-        """Remove an entry found only in the target (resync)."""
+    def owner(self, resource_type: str, key: str, fields: dict[str, Any]) -> str | None:
+        """The resource id the anchor of an entry ``read`` returned names (None: no anchor)."""
+        return None
+
+    def remove_key(self, resource_type: str, key: str) -> bool | None:
+        """Remove an entry found only in the target (resync, which decided it may); False when
+        it found the entry ours by then (adopted in the same run) and left it."""
         raise Unsupported(f"{self.kind_name} connector {self.name!r} cannot remove unknown entries")
 
     def is_removed(self, resource_type: str, fields: dict[str, Any]) -> bool:

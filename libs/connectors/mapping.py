@@ -15,6 +15,14 @@ No expressions, no code: a mapping cannot run anything but these steps. A ``ref`
 a referenced resource's id by one of its attributes (connectors add their own refs, such
 as ``dn`` for LDAP). The scope decides whether a resource is delivered at all: users by a
 SCIM filter and/or membership of named groups, groups by a SCIM filter.
+
+No attribute that is ``returned: never`` (RFC 7643 §2.2) leaves through a connector unless
+its mapping names it: a connector that sends the whole document (a web hook or SCIM relay
+without a mapping) sends ``withhold``'s copy. ``password`` cannot be named at all: the store
+keeps only its argon2id hash, which no application can use as a password (a SCIM relay
+would make it the remote account's password), so a mapping naming it, by path, template
+or ``ref``, is refused when the config is loaded. A configured extension attribute that is
+``returned: never`` is kept as the client wrote it: a mapping that names it delivers it.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 
 from libs.scim.evaluate import matches
 from libs.scim.filter import Filter, parse_filter
-from libs.scim.schemas import GROUPS, USERS
+from libs.scim.schemas import GROUPS, RESOURCE_TYPES, USER, USERS
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 TRANSFORMS: dict[str, Callable[[str], str]] = {"lowercase": str.lower, "uppercase": str.upper, "strip": str.strip}
@@ -36,6 +44,30 @@ _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 class MappingError(ValueError):
     """A connector's mapping or scope in the config file cannot be used."""
+
+
+HASHED = "password"
+"""The core attribute the store keeps only as an argon2id hash: no mapping may name it."""
+
+
+def withhold(resource_type: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``doc`` without its ``returned: never`` attributes, core and extension ones."""
+    schema = RESOURCE_TYPES[resource_type]
+    never = {name.lower() for name in schema.never_returned}
+    out = {k: v for k, v in doc.items() if k.lower() not in never}
+    for ext in schema.extensions:
+        hidden = {a.name.lower() for a in ext.attributes if a.returned == "never"}
+        key = next((k for k in out if k.lower() == ext.urn.lower()), None)
+        if hidden and key is not None and isinstance(out[key], dict):
+            out[key] = {k: v for k, v in out[key].items() if k.lower() not in hidden}
+    return out
+
+
+def _names_hashed(path: str) -> bool:
+    """Whether a mapping path (``password``, its URN form, a sub-path of it) reads the hash."""
+    if path.lower().startswith(USER.lower() + ":"):
+        path = path[len(USER) + 1:]
+    return re.split(r"[.\[]", path.strip(), maxsplit=1)[0].strip().lower() == HASHED
 
 
 def _get_ci(container: dict[str, Any], name: str) -> Any:
@@ -129,6 +161,11 @@ class FieldSource:
             raise MappingError(f"field {target!r}: transform must be one of {sorted(TRANSFORMS)}")
         return cls(**spec)
 
+    def names_hashed(self) -> bool:
+        """Whether this source reads ``password`` (its path, a placeholder of its template, its ref)."""
+        paths = [self.path or "", self.ref or "", *_PLACEHOLDER.findall(self.template or "")]
+        return any(_names_hashed(p) for p in paths if p)
+
     def value(self, doc: dict[str, Any], refs: Callable[[str, str], Any]) -> Any:
         if self.template is not None:
             out = _PLACEHOLDER.sub(lambda m: " ".join(_text(v) for v in resolve(doc, m[1])[:1]), self.template)
@@ -160,6 +197,10 @@ class Mapping:
     def parse(cls, spec: dict[str, Any], *, reserved: tuple[str, ...] = ()) -> Mapping:
         raw = spec.get("fields") or spec.get("columns") or spec.get("attributes") or {}
         fields = {name: FieldSource.parse(name, source) for name, source in raw.items()}
+        for name, source in fields.items():
+            if source.names_hashed():
+                raise MappingError(f"field {name!r}: password is returned: never, and scimbus keeps only an "
+                                   "argon2id hash of it, which no application can use; no connector delivers it")
         options = {k: v for k, v in spec.items() if k not in ("fields", "columns", "attributes")}
         return cls(fields, options)
 

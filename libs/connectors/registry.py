@@ -13,6 +13,7 @@ from typing import Any
 
 from libs.connectors.base import Connector, RetryPolicy
 from libs.connectors.mapping import Mapping as FieldMapping, MappingError, Scope
+from libs.scim import extensions
 
 TYPES = {
     "sql": "libs.connectors.sql:SqlConnector",
@@ -47,6 +48,7 @@ def build_connector(name: str, spec: Mapping[str, Any], default_app: str = "defa
 
 def build_connectors(settings) -> dict[str, Connector]:
     """Every connector of the config file that is not ``enabled = false``."""
+    extensions.install(settings.file)  # which extension attributes are returned: never
     tables = settings.file.get("connectors") or {}
     return {name: build_connector(name, spec, settings.default_app) for name, spec in tables.items()
             if spec.get("enabled", True)}

@@ -6,14 +6,17 @@
     type = "scim"
     url = "https://app.example/scim/v2"
     token = "…"                       # bearer token of the remote endpoint
-    [connectors.cloudapp.users]       # empty: the SCIM document as we hold it; or a mapping
+    [connectors.cloudapp.users]       # empty: the SCIM document as we hold it, less what is
+                                      # returned: never (the password's hash); or a mapping
     [connectors.cloudapp.groups]
 
 The remote assigns its own ids; the delivery ledger keeps ours → theirs (``remote_id``),
 and every relayed resource carries our id as its ``externalId``, so the mapping can be
-rebuilt from the remote alone (resync, or a ledger lost with its database). A create that
-meets an existing resource (409) adopts it by ``externalId`` and replaces it. Group members
-are translated to remote ids the same way. Writes are PUTs of the whole resource: the
+rebuilt from the remote alone (resync, or a ledger lost with its database): the externalId
+is our anchor. A create that meets an existing resource (409) replaces it when its
+``externalId`` is ours; one without (the remote's own, or another client's, holding the
+userName or displayName) is a conflict, left alone unless ``scimbus resync --adopt`` takes
+it over. Group members are translated to remote ids the same way. Writes are PUTs of the whole resource: the
 same state relayed twice leaves the remote as once.
 """
 
@@ -26,10 +29,13 @@ import httpx
 
 from libs.connectors.base import Connector, Lookup, Previous
 from libs.connectors.errors import Conflict, Rejected, Timeout, Unavailable
+from libs.connectors.mapping import withhold
 
 _ENDPOINT = {"User": "Users", "Group": "Groups"}
 _DROP = ("id", "meta", "groups", "members")
 _CHUNK = 50
+_REMOTE = "remote:"
+"""Key prefix, in ``read``, of a remote resource without an externalId (the remote's id follows)."""
 
 
 @dataclass
@@ -74,7 +80,8 @@ class ScimConnector(Connector):
     # ------------------------------------------------------------------ contract
     def render(self, resource_type: str, doc: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
         mapping = self.mappings[resource_type]
-        body = mapping.render(doc, lookup) if mapping.fields else {k: v for k, v in doc.items() if k not in _DROP}
+        body = mapping.render(doc, lookup) if mapping.fields else {
+            k: v for k, v in withhold(resource_type, doc).items() if k not in _DROP}
         body["externalId"] = doc["id"]
         if resource_type == "Group":
             ids = [m["value"] for m in doc.get("members") or []]
@@ -114,11 +121,22 @@ class ScimConnector(Connector):
         if response.status_code != 409:
             return response.json()["id"]
         existing = self._find(resource_type, [doc["id"]]).get(doc["id"])
+        if existing is None and previous.adopt:
+            existing = self._holder(resource_type, body)
         if existing is None:
             raise Conflict(f"SCIM POST /{endpoint} answered 409 and no resource has externalId {doc['id']!r}: "
-                           f"{response.text[:300]}")
+                           f"{response.text[:300]} (scimbus resync --adopt takes the one in the way over)")
         self._call("PUT", f"/{endpoint}/{existing}", json=body)
         return existing
+
+    def _holder(self, resource_type: str, body: dict[str, Any]) -> str | None:
+        """The remote id of the resource holding this one's unique name (userName, displayName)."""
+        name = "userName" if resource_type == "User" else "displayName"
+        value = str(body.get(name) or "").replace("\\", "\\\\").replace('"', '\\"')
+        found = self._call("GET", f"/{_ENDPOINT[resource_type]}",
+                           params={"filter": f'{name} eq "{value}"', "count": 2, "attributes": name}).json()
+        resources = found.get("Resources") or []
+        return resources[0]["id"] if len(resources) == 1 else None
 
     def remove(self, resource_type: str, resource_id: str, previous: Previous) -> None:
         endpoint = _ENDPOINT[resource_type]
@@ -138,9 +156,8 @@ class ScimConnector(Connector):
         start = 1
         while True:
             page = self._call("GET", f"/{_ENDPOINT[resource_type]}", params={"startIndex": start, "count": 200}).json()
-            for r in page.get("Resources", []):
-                if r.get("externalId"):
-                    out[r["externalId"]] = r
+            for r in page.get("Resources", []):  # ours by externalId; the rest keyed by the remote's id
+                out[r.get("externalId") or f"{_REMOTE}{r['id']}"] = r
             start += len(page.get("Resources", []))
             if not page.get("Resources") or start > page.get("totalResults", 0):
                 break
@@ -150,8 +167,19 @@ class ScimConnector(Connector):
                 r["members"] = sorted(users[m["value"]] for m in r.get("members") or [] if m["value"] in users)
         return out
 
-    def remove_key(self, resource_type: str, key: str) -> None:
+    def owner(self, resource_type: str, key: str, fields: dict[str, Any]) -> str | None:
+        return fields.get("externalId") or None
+
+    def remove_key(self, resource_type: str, key: str) -> bool | None:
+        if key.startswith(_REMOTE):  # a foreign resource (resync --prune-foreign)
+            path = f"/{_ENDPOINT[resource_type]}/{key[len(_REMOTE):]}"
+            now = self._call("GET", path, ok=(404,))
+            if now.status_code != 404 and now.json().get("externalId"):
+                return False  # adopted meanwhile
+            self._call("DELETE", path, ok=(404,))
+            return True
         self.remove(resource_type, key, Previous(None, True))
+        return True
 
     def close(self) -> None:
         if self._client is not None:

@@ -223,6 +223,9 @@ class SqlConnector(Connector):
                             out[str(g)]["members"].append(str(m))
         return out
 
+    def owner(self, resource_type: str, key: str, fields: dict[str, Any]) -> str | None:
+        return key  # the key column holds our id (from_config requires it)
+
     def is_removed(self, resource_type: str, fields: dict[str, Any]) -> bool:
         opts = self._opts(resource_type)
         if opts.get("on_delete") != "disable":

@@ -1,7 +1,8 @@
 """``webhook``: every change POSTed as a signed JSON event to an HTTP endpoint.
 
-The event carries the resource as it is now (the full SCIM document, or the mapped fields
-when the connector has a mapping), its version and the outbox ``seq``, which grows with
+The event carries the resource as it is now (the SCIM document without the attributes that
+are ``returned: never``, such as the password's hash, or the mapped fields when the connector
+has a mapping), its version and the outbox ``seq``, which grows with
 every change of a resource, deletions included: a receiver keeps the event with the
 highest seq and ignores older ones, so a retried or reordered delivery cannot move it back.
 ``X-Scimbus-Delivery`` names the state (connector, resource, seq) for receivers that dedupe.
@@ -27,6 +28,7 @@ import orjson
 
 from libs.connectors.base import Connector, Lookup, Previous
 from libs.connectors.errors import Rejected, Timeout, Unavailable
+from libs.connectors.mapping import withhold
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
@@ -65,7 +67,7 @@ class WebhookConnector(Connector):
 
     def render(self, resource_type: str, doc: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
         mapping = self.mappings[resource_type]
-        return mapping.render(doc, lookup) if mapping.fields else doc
+        return mapping.render(doc, lookup) if mapping.fields else withhold(resource_type, doc)
 
     def key(self, resource_type: str, doc: dict[str, Any], fields: dict[str, Any]) -> str:
         return doc["id"]

@@ -32,6 +32,7 @@ from rq.job import JobStatus
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
+from libs.bus import defaults
 from libs.config import Settings, load_settings
 from libs.connectors.base import Connector, Previous
 from libs.connectors.errors import Permanent, Retryable
@@ -47,7 +48,7 @@ from libs.store.session import create_engine_from_url
 
 log = logging.getLogger("scimbus.deliveries")
 
-DELIVER_FUNCTION = "services.worker.fanout.deliver"
+DELIVER_FUNCTION = defaults.DELIVER_FUNCTION
 LOCK_GRACE = 10
 """Seconds a resource's delivery lock outlives the job timeout (``Settings.delivery_timeout``)."""
 LOCK_WAIT = 5

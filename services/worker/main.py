@@ -16,6 +16,8 @@
   (HSET + 2 EXPIRE, sent twice per job) goes out at most once a second outside pipelines,
   far inside its 20 s TTL; a state already recorded is not written again; and the
   ``rq suspend`` flag is read at most once a second.
+- Only scimbus's own job functions run (``services.worker.allowlist``): a job planted in
+  Redis naming any other code is refused, logged and deleted before anything of it runs.
 - On SIGTERM the pool asks each worker for a warm shutdown: the job in hand is finished,
   its result published, and only then does the worker exit.
 """
@@ -41,6 +43,7 @@ from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
 from libs.health import database_problem, redis_problem
 from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
+from services.worker.allowlist import AllowedJob, refusal
 from services.worker.scheduler import PoolScheduler
 
 log = logging.getLogger("scimbus.worker")
@@ -50,6 +53,12 @@ def _count_failure(job, exc_type, exc_value, tb) -> bool:
     JOB_FAILURES.labels(getattr(exc_type, "__name__", "unknown")).inc()
     log.error("job %s raised %s: %s", getattr(job, "id", "?"), getattr(exc_type, "__name__", exc_type), exc_value)
     return True  # let RQ's default handling (retry, then failed registry) continue
+
+
+def _allowed(job_class) -> type[AllowedJob]:
+    """The job class to load jobs with: ``AllowedJob`` unless a subclass of it is given (RQ's
+    pool hands its workers plain ``Job`` by default)."""
+    return job_class if isinstance(job_class, type) and issubclass(job_class, AllowedJob) else AllowedJob
 
 
 _BEAT_EVERY = 1.0
@@ -65,10 +74,13 @@ class ScimWorker(SimpleWorker):
         kwargs.setdefault("worker_ttl", defaults.WORKER_TTL)
         kwargs.setdefault("maintenance_interval", defaults.MAINTENANCE_INTERVAL)
         kwargs.setdefault("serializer", OrjsonSerializer)
+        kwargs["job_class"] = _allowed(kwargs.get("job_class"))
         handlers = list(kwargs.pop("exception_handlers", None) or [])
         kwargs["exception_handlers"] = [_count_failure, *handlers]
         self._beat_at = self._suspension_checked_at = float("-inf")
         super().__init__(*args, **kwargs)
+        for queue in self.queues:  # RQ's pool hands over queues built for plain Job: their
+            queue.job_class = self.job_class  # registry clean-ups would call planted callbacks
         self.log_result_lifespan = False
         self.log_job_description = False
 
@@ -76,6 +88,22 @@ class ScimWorker(SimpleWorker):
         # RQ's pool asks every worker to fork a scheduler; the pool's parent runs it instead.
         kwargs["with_scheduler"] = False
         return super().work(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue) -> None:
+        reason = refusal(job, self.job_class.functions)
+        if reason is None:
+            super().execute_job(job, queue)
+            return
+        # Nothing of it is imported or run, and it is not kept: a failed-registry entry would
+        # keep a planted payload as long as the planted failure_ttl says. Only the queue's
+        # hold on it and its hash go (RQ's own delete reads more of the planted hash).
+        JOB_FAILURES.labels("RefusedJob").inc()
+        log.error("refused job %r from queue %s: %s; deleted without running (who else writes to this Redis?)",
+                  job.id[:100], queue.name, reason)
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.delete(job.key)
+            pipe.execute()
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         if pipeline is None and timeout is None and time.monotonic() - self._beat_at < _BEAT_EVERY:
@@ -119,6 +147,7 @@ class _Pool(WorkerPool):
     worker that died as soon as it reaps it."""
 
     def __init__(self, *args, scheduler: PoolScheduler, janitor: Redis, **kwargs) -> None:
+        kwargs["job_class"] = _allowed(kwargs.get("job_class"))  # its clean-ups load jobs too
         super().__init__(*args, **kwargs)
         self.scheduler = scheduler
         self.janitor = janitor  # with timeouts, unlike the workers' connection (blocking dequeues)

@@ -181,3 +181,111 @@ def test_the_operator_monitors_scrape_every_role_and_load_the_alert_rules(render
     pod_monitor = _by_kind(docs, "PodMonitor")["scimbus-worker"]
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert _by_kind(docs, "PrometheusRule")["scimbus"]["spec"]["groups"]
+
+
+def _secret(docs: list[dict]) -> tuple[str, dict[str, str]]:
+    from base64 import b64decode
+
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("scimbus-"))
+    return secret["metadata"]["name"], {k: b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_every_role_reaches_redis_as_its_acl_user_with_the_password_of_the_secret(rendered):
+    from urllib.parse import urlsplit
+
+    docs = rendered["example"]
+    name, secret = _secret(docs)
+    settings = _by_kind(docs, "ConfigMap")
+    assert not any("SCIM_REDIS_URL" in c.get("data", {}) for c in settings.values())  # no password-less URL
+    url = urlsplit(secret["SCIM_REDIS_URL"])
+    assert (url.username, url.password, url.hostname) == ("scimbus", secret["REDIS_PASSWORD"], "scimbus-redis")
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job") and \
+                doc["spec"]["template"]["metadata"]["labels"].get("scimbus/redis-client") == "true":
+            env_from = doc["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+            assert {"secretRef": {"name": name}} in env_from, doc["metadata"]["name"]
+    trigger = _by_kind(docs, "ScaledObject")["scimbus-worker"]["spec"]["triggers"][0]
+    assert trigger["metadata"]["username"] == "keda"
+    auth = _by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": name, "key": "REDIS_KEDA_PASSWORD"}]
+
+
+def test_the_kubernetes_redis_admits_only_its_acl_users_each_to_what_it_needs(rendered, tmp_path):
+    """The Redis container's own start script and probe, run here against the local
+    redis-server (its paths moved under a temporary folder, its port a free one): no
+    password-less client gets in, every role does its work as `scimbus`, and KEDA's user
+    reads the queue's length and nothing else."""
+    import os
+    import subprocess
+    import uuid
+    import warnings
+
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import AuthenticationError, NoPermissionError
+    from redis.retry import Retry
+
+    from libs.bus.messages import WriteJob
+    from libs.bus.queues import Bus
+    from libs.bus.serializer import OrjsonSerializer
+    from libs.health import redis_problem
+    from services.worker.main import ScimWorker
+    from services.worker.scheduler import PoolScheduler
+    from tests.support.job_functions import WithTestJobs
+    from tests.support.servers import free_port, wait_for_port
+
+    docs = rendered["example"]
+    _, secret = _secret(docs)
+    container = _by_kind(docs, "StatefulSet")["scimbus-redis"]["spec"]["template"]["spec"]["containers"][0]
+    port = free_port()
+    for folder in ("acl", "data"):
+        (tmp_path / folder).mkdir()
+
+    def here(text: str) -> str:
+        return (text.replace("/etc/redis-acl", str(tmp_path / "acl")).replace("/data", str(tmp_path / "data"))
+                .replace("exec redis-server", f"exec redis-server --port {port} --bind 127.0.0.1")
+                .replace("redis-cli ", f"redis-cli -p {port} "))
+
+    env = {**os.environ, **{e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]] for e in container["env"]}}
+    server = subprocess.Popen([*container["command"], here(container["args"][0])], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=server)
+        probe = container["readinessProbe"]["exec"]["command"]
+        assert subprocess.run([*probe[:-1], here(probe[-1])], env=env).returncode == 0
+        assert (tmp_path / "acl" / "users.acl").stat().st_mode & 0o777 == 0o600
+        with pytest.raises(AuthenticationError):  # once: redis-py retries a refused AUTH for 4 s
+            Redis(port=port, retry=Retry(NoBackoff(), 0)).rpush("rq:queue:scim-writes", "planted")
+
+        url = secret["SCIM_REDIS_URL"].replace("@scimbus-redis:6379", f"@127.0.0.1:{port}")
+        scimbus = Redis.from_url(url)
+        assert redis_problem(scimbus) is None
+        bus = Bus(scimbus, "scim-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
+        write = WriteJob(job_id=uuid.uuid4().hex, op="create", app="default", resource_type="User",
+                         resource_id=str(uuid.uuid4()), body={})
+        bus.submit_batch(write.job_id, [write])
+        with warnings.catch_warnings(record=True) as warned:  # RQ warns when a command is refused
+            warnings.simplefilter("always")
+            ScimWorker(["scim-writes"], connection=scimbus, job_class=WithTestJobs).work(burst=True)
+        assert [str(w.message) for w in warned if "not supported" in str(w.message)] == []
+        assert bus.await_batch(write.job_id, 1, timeout=5)[0].status == 201
+        scheduler = PoolScheduler("scim-writes", url, OrjsonSerializer)
+        scheduler.tick()
+        assert scheduler.holds_lock
+        scheduler.stop()
+        with scimbus.lock("scimbus:sweeper", timeout=5, blocking_timeout=0):  # the deliverers' and sweeper's locks
+            pass
+        for refused in (scimbus.flushall, lambda: scimbus.config_set("appendonly", "no"),
+                        lambda: scimbus.acl_setuser("default", enabled=True)):
+            with pytest.raises(NoPermissionError):
+                refused()
+
+        keda = Redis(port=port, username="keda", password=secret["REDIS_KEDA_PASSWORD"])
+        assert keda.llen("rq:queue:scim-writes") == 0
+        for refused in (lambda: keda.hgetall(f"rq:job:{write.job_id}"), lambda: keda.rpush("rq:queue:scim-writes", "x"),
+                        keda.flushall):
+            with pytest.raises(NoPermissionError):
+                refused()
+    finally:
+        server.kill()  # nothing of it is kept
+        server.wait(10)

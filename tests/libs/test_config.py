@@ -105,3 +105,18 @@ def test_a_default_stated_wrong_is_caught():
     assert _stated("group members per request `SCIM_MAX_MEMBERS`\n(5,000, 413)") == [("SCIM_MAX_MEMBERS", 5000)]
     assert _stated("| `SCIM_MAX_BODY_BYTES` | 4,194,304 (4 MiB) | 413 |") == [("SCIM_MAX_BODY_BYTES", 4194304)]
     assert _stated("`SCIM_BULK_MAX_PAYLOAD_BYTES` (1 MiB)") == [("SCIM_BULK_MAX_PAYLOAD_BYTES", 1048576)]
+
+
+def test_an_operator_command_beside_a_local_run_reaches_its_redis_with_the_generated_password(tmp_path):
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).redis_url == "redis://127.0.0.1:6389/0"
+    (tmp_path / "redis-password").write_text("s3cret\n")
+    env = {"SCIM_VAR_DIR": str(tmp_path), "SCIM_REDIS_PORT": "7000"}
+    assert load_settings(env).redis_url == "redis://:s3cret@127.0.0.1:7000/0"
+    assert load_settings({**env, "SCIM_REDIS_URL": "redis://:other@bus:6379/0"}).redis_url == \
+        "redis://:other@bus:6379/0"
+
+
+def test_a_malformed_redis_url_is_refused_without_echoing_its_password():
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"SCIM_REDIS_URL": "redis:/:hunter2@bus/0"})
+    assert "SCIM_REDIS_URL" in str(refused.value) and "hunter2" not in str(refused.value)

@@ -44,7 +44,7 @@ timeout = 2
 
 def _scimbus(stack, *args: str) -> str:
     env = {"SCIM_VAR_DIR": str(stack.var_dir), "SCIM_CONFIG_FILE": str(stack.var_dir / "scimbus.toml"),
-           "SCIM_REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/0", "PATH": "/usr/bin:/bin"}
+           "SCIM_REDIS_URL": stack.redis_url, "PATH": "/usr/bin:/bin"}
     db = stack.var_dir / "database_url"
     if db.exists():
         env["SCIM_DATABASE_URL"] = db.read_text()
@@ -285,28 +285,75 @@ def test_hand_made_drift_is_reported_by_the_dry_run_and_repaired_by_resync(targe
         wait_idle(stack)
         users, _ = _directory(scim)
         gone, edited = sorted(users)[:2]
+        deleted = _deleted_user(stack)  # deleted from the directory, and from the targets
         t = APP_SCHEMA.tables
         with engine.begin() as conn:
             conn.execute(delete(t["app_users"]).where(t["app_users"].c.scim_id == gone))
             conn.execute(update(t["app_users"]).where(t["app_users"].c.scim_id == edited).values(login="hacked"))
-            conn.execute(t["app_users"].insert().values(scim_id="stray", login="stray", enabled=True))
+            conn.execute(t["app_users"].insert().values(scim_id="stray", login="stray", enabled=True))  # the app's own
+            conn.execute(t["app_users"].insert().values(scim_id=deleted, login="back", enabled=True))  # ours, restored
         ldap = slapd.connection()
         dn = f"uid={users[edited]['userName'].lower()},ou=people,{SUFFIX}"
         from ldap3 import MODIFY_REPLACE
         assert ldap.modify(dn, {"departmentNumber": [(MODIFY_REPLACE, ["Sabotage"])]})
+        assert ldap.add(f"uid=local.admin,ou=people,{SUFFIX}", ["inetOrgPerson"], {"cn": "Local", "sn": "Admin"})
         ldap.unbind()
 
         dry = _scimbus(stack, "resync", "appdb", "--dry-run")
         assert f"would create User {gone}" in dry and f"would change User {edited} (login)" in dry, dry
-        assert "would remove User stray" in dry and "would have created 1, changed 1, removed 1" in dry, dry
+        assert f"would remove User {deleted}" in dry, dry
+        assert "leave foreign User stray (anchor stray is no resource of ours)" in dry, dry
+        assert "would have created 1, changed 1, removed 1; left 0 conflicting" in dry and "1 foreign" in dry, dry
         assert "would change User" in _scimbus(stack, "resync", "corp", "--dry-run")
         assert _sql_state(engine)[0].get(gone) is None  # the dry run changed nothing
 
-        assert "created 1, changed 1, removed 1" in _scimbus(stack, "resync", "appdb")
-        assert "changed 1" in _scimbus(stack, "resync", "corp")
+        # Without --prune-foreign, what is not ours stays, in the database and in the directory.
+        assert "created 1, changed 1, removed 1; left 0 conflicting" in _scimbus(stack, "resync", "appdb")
+        assert "stray" in _sql_state(engine)[0] and deleted not in _sql_state(engine)[0]
+        corp = _scimbus(stack, "resync", "corp")
+        assert "changed 1" in corp and f"leave foreign User uid=local.admin,ou=people,{SUFFIX.lower()} (no anchor)" \
+            in corp, corp
+        assert _ldap_entry_exists(slapd, f"uid=local.admin,ou=people,{SUFFIX}")
+        assert "pruned 1" in _scimbus(stack, "resync", "appdb", "--prune-foreign")
+        assert "pruned 1" in _scimbus(stack, "resync", "corp", "--prune-foreign")
+        assert "stray" not in _sql_state(engine)[0]
+        assert not _ldap_entry_exists(slapd, f"uid=local.admin,ou=people,{SUFFIX}")
         wait_converged(scim, engine, hook, slapd, timeout=5)
         for name in ("appdb", "corp"):
             assert "created 0, changed 0, removed 0" in _scimbus(stack, "resync", name, "--dry-run")
+
+        # An entry made by hand where a user belongs is a conflict: left, until --adopt.
+        victim = users[edited]
+        dn = f"uid={victim['userName'].lower()},ou=people,{SUFFIX}"
+        ldap = slapd.connection()
+        assert ldap.delete(dn) and ldap.add(dn, ["inetOrgPerson"], {"cn": "Someone Else", "sn": "Else"})
+        ldap.unbind()
+        assert f"leave conflicting User {dn.lower()} (no anchor)" in _scimbus(stack, "resync", "corp"), dn
+        assert "adopted 1" in _scimbus(stack, "resync", "corp", "--adopt")
+        wait_converged(scim, engine, hook, slapd, timeout=5)
+
+
+def _deleted_user(stack) -> str:
+    """The id of a user the Entra sequence deleted (the ledger of appdb knows it)."""
+    from sqlalchemy import text
+
+    from libs.config import load_settings
+    from libs.store.session import create_engine_from_url
+
+    engine = create_engine_from_url(load_settings(stack.env).database)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT resource_id FROM delivery_state WHERE connector = 'appdb' "
+                                "AND resource_type = 'User' AND present = :no"), {"no": False}).first()
+    engine.dispose()
+    assert row is not None
+    return row.resource_id
+
+
+def _ldap_entry_exists(slapd, dn: str) -> bool:
+    conn = slapd.connection()
+    found = conn.search(dn, "(objectClass=*)", "BASE")
+    conn.unbind()
+    return found
 
 
 def _deliverer_pids(stack) -> list[int]:

@@ -303,3 +303,52 @@ def test_the_sweeper_still_sees_a_change_that_committed_after_a_later_one(setup)
     # Its own delivery may fail (the target went down): only the sweeper would bring it back.
     with ctx.store.engine.connect() as conn:
         assert [p.key.resource_id for p in ledger.pending(conn, "appdb", "default", ("User",))] == [slow]
+
+
+def test_resync_brings_a_directory_five_times_the_servers_size_limit_and_finds_no_drift_after(engine, slapd):
+    """500 users and a 500-member group against a service account that may read 100 entries a
+    search: resync reads the target page by page, creates everything, and a dry run after it
+    finds nothing to do (issue 18 item 6)."""
+    from libs.scim.schemas import GROUPS
+    from services.worker.resync import resync
+    from tests.support.ldap import SIZE_LIMIT
+
+    suffix = uuid.uuid4().hex[:6]
+    people, groups = f"people{suffix}", f"groups{suffix}"
+    admin = slapd.connection()
+    for ou in (people, groups):
+        assert admin.add(f"ou={ou},{SUFFIX}", ["organizationalUnit"], {"ou": ou})
+    admin.unbind()
+    spec = tomllib.loads(ldap_connector_toml("scale", slapd.url, people=people, groups=groups))["connectors"]["scale"]
+    connector = build_connector("scale", spec)
+    store = DirectoryStore(engine)
+    ids = [str(uuid.uuid4()) for _ in range(5 * SIZE_LIMIT)]
+    with store.transaction() as conn:
+        for n, id in enumerate(ids):
+            store.insert_resource(conn, "default", USERS, id, {"userName": f"scale.{suffix}.{n}",
+                                                              "name": {"givenName": "S", "familyName": "C"}})
+        group = store.insert_resource(conn, "default", GROUPS, str(uuid.uuid4()), {"displayName": f"all-{suffix}"})
+        store.add_members(conn, "default", group, ids)
+    ctx = DeliveryContext(Settings(), store, None, {"scale": connector})
+    report = resync(ctx, connector, dry_run=False)
+    assert (report.count("create"), report.count("remove"), report.count("foreign")) == (len(ids) + 1, 0, 0)
+    assert resync(ctx, connector, dry_run=True).drift == []
+    assert len(connector.read("Group")[f"cn=all-{suffix},ou={groups},{SUFFIX}".lower()]["member"]) == len(ids)
+    connector.close()
+
+
+def test_a_user_whose_dn_an_entry_not_ours_holds_is_dead_lettered_with_the_reason(engine, slapd):
+    admin = slapd.connection()
+    squatted = f"uid=squat-{uuid.uuid4().hex[:6]}"
+    assert admin.add(f"{squatted},ou=people,{SUFFIX}", ["inetOrgPerson"], {"cn": "Theirs", "sn": "T"})
+    admin.unbind()
+    connector = _ldap_connector(slapd.url)
+    ctx = DeliveryContext(Settings(), DirectoryStore(engine), None, {"corp": connector})
+    id = str(uuid.uuid4())
+    _write(ctx.store, id, squatted.removeprefix("uid="), new=True)
+    assert deliver_now(ctx, connector, ResourceKey("default", "User", id)) == "dead"
+    with engine.connect() as conn:
+        reason = ledger.dead(conn, "corp")[0]["reason"]
+    assert reason.startswith("Conflict: LDAP entry") and "is not ours: its employeeNumber is empty" in reason
+    assert _people(slapd, id) == []
+    connector.close()

@@ -34,7 +34,7 @@ def _env(tmp_path: Path, redis_url: str, queue: str) -> dict[str, str]:
 
 
 def _start_pool(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--processes", "1",
+    return subprocess.Popen([sys.executable, "-m", "tests.support.job_functions", "worker", "--processes", "1",
                              "--metrics-port", str(free_port())], cwd=ROOT, env=env, start_new_session=True)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.services.test_entra_flows import create_user
-from tests.support.stack import running_stack, stop
+from tests.support.stack import descendants, running_stack, stop
 
 pytestmark = pytest.mark.stack
 
@@ -27,6 +27,31 @@ def test_stopping_the_local_run_leaves_no_process_behind(tmp_path, sig):
         assert left == []
         assert stack.proc.returncode is not None
         assert not next(iter(sockets)).exists()
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)  # the store plays no part
+def test_the_local_runs_redis_refuses_whoever_lacks_its_generated_password(stack):
+    """Anyone who could write to Redis could run code in the workers (issue 16): the local run's
+    Redis takes only clients that have the password it generated, kept in a file only its
+    owner reads and never on a command line (which every local user can read)."""
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import AuthenticationError
+    from redis.retry import Retry
+
+    password_file = stack.var_dir / "redis-password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 32
+    once = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}  # redis-py retries a refused AUTH for 4 s
+    with pytest.raises(AuthenticationError):
+        Redis(host="127.0.0.1", port=stack.redis_port, **once).rpush("rq:queue:scim-writes", "planted")
+    with pytest.raises(AuthenticationError):
+        Redis(host="127.0.0.1", port=stack.redis_port, password="guess", **once).ping()
+    assert stack.redis().ping()  # every role has it: the stack answers writes
+    from bench.procs import _cmdline
+
+    assert not [pid for pid in descendants(stack.proc.pid) if password in " ".join(_cmdline(pid))]
 
 
 def test_users_survive_a_restart_of_the_whole_stack(tmp_path):

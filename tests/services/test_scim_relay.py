@@ -74,6 +74,22 @@ retry = {{ base = 0.2, cap = 1.0 }}
             assert "created 1" in _scimbus(stack, "resync", "relay")
             assert _remote_state(remote)[0] == _local_state(scim)[0]
 
+            # The remote's own users are not ours: left by resync, removed with --prune-foreign; one
+            # that holds a local user's userName is a conflict, left, until --adopt takes it over.
+            theirs = remote.post("/Users", json={"userName": unique("theirs")}).json()
+            victim = next(u for u in remote.get("/Users").json()["Resources"] if u["externalId"] == users[1]["id"])
+            assert remote.delete(f"/Users/{victim['id']}").status_code == 204
+            squatter = remote.post("/Users", json={"userName": victim["userName"]}).json()
+            out = _scimbus(stack, "resync", "relay")
+            assert f"leave foreign User remote:{theirs['id']}" in out and f"leave conflicting User {users[1]['id']}" \
+                in out, out
+            assert remote.get(f"/Users/{theirs['id']}").status_code == 200
+            out = _scimbus(stack, "resync", "relay", "--adopt", "--prune-foreign")
+            assert "created 1" in out and "pruned 1" in out, out  # the squatter is ours now, not pruned
+            assert remote.get(f"/Users/{theirs['id']}").status_code == 404
+            assert remote.get(f"/Users/{squatter['id']}").json()["externalId"] == users[1]["id"]
+            assert _remote_state(remote)[0] == _local_state(scim)[0]
+
 
 def test_a_deletion_finds_a_resource_recreated_under_a_remote_id_the_ledger_never_learnt(tmp_path):
     with running_stack(tmp_path / "remote") as remote_stack, remote_stack.client() as remote:

@@ -32,7 +32,7 @@ def _start_pool(tmp_path: Path, redis_url: str, queue: str, processes: int) -> s
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCIM_")}
     env.update(SCIM_REDIS_URL=redis_url, SCIM_QUEUE_NAME=queue, SCIM_VAR_DIR=str(tmp_path), SCIM_TOKEN="p" * 32,
                SCIM_DATABASE_URL=f"sqlite:///{tmp_path / 'scimbus.db'}", SCIM_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--processes", str(processes),
+    return subprocess.Popen([sys.executable, "-m", "tests.support.job_functions", "worker", "--processes", str(processes),
                              "--metrics-port", str(free_port())], cwd=ROOT, env=env, start_new_session=True)
 
 
@@ -114,10 +114,10 @@ def test_when_the_pool_holding_the_scheduler_lock_stops_another_pool_takes_it_ov
 
 def test_a_scheduler_whose_redis_is_down_keeps_ticking_and_takes_the_lock_once_redis_is_up():
     port = free_port()
-    scheduler = PoolScheduler("writes", f"redis://127.0.0.1:{port}/0", OrjsonSerializer)
+    scheduler = PoolScheduler("writes", f"redis://:secret@127.0.0.1:{port}/0", OrjsonSerializer)
     scheduler.tick()  # refused: logged, not raised
     assert not scheduler.holds_lock
-    with redis_server(port=port):
+    with redis_server(port=port, password="secret"):
         assert _tick_until(scheduler, defaults.MAINTENANCE_INTERVAL + 2)
         scheduler.stop()
 

@@ -128,6 +128,13 @@ def reference_problems(documents: list[dict]) -> list[str]:
                 need("ConfigMap", volume["configMap"]["name"], where)
         if doc["kind"] in ("HorizontalPodAutoscaler", "ScaledObject"):
             need("Deployment", doc["spec"]["scaleTargetRef"]["name"], where)
+        for trigger in doc["spec"].get("triggers", []) if doc["kind"] == "ScaledObject" else []:
+            if "authenticationRef" in trigger:
+                need(trigger["authenticationRef"].get("kind", "TriggerAuthentication"),
+                     trigger["authenticationRef"]["name"], where)
+        if doc["kind"] == "TriggerAuthentication":
+            for ref in doc["spec"].get("secretTargetRef", []):
+                need("Secret", ref["name"], where)
         if doc["kind"] == "HTTPRoute":
             for rule in doc["spec"]["rules"]:
                 for ref in rule["backendRefs"]:

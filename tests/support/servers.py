@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -71,9 +72,10 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
 
 
 class RedisServer:
-    """A private redis-server with append-only persistence that a test can stop and restart."""
+    """A private redis-server with append-only persistence that a test can stop and restart.
+    It requires a password, as every Redis scimbus starts does: the URL carries it."""
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, port: int | None = None, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make test installs it: apt-get install redis-server)")
@@ -82,15 +84,17 @@ class RedisServer:
         self.owns_dir = data_dir is None
         self.dir = data_dir or Path(tempfile.mkdtemp(prefix="scimbus-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.password = password or secrets.token_urlsafe(16)
+        (self.dir / "auth.conf").write_text(f"requirepass {self.password}\n")
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            [self.binary, str(self.dir / "auth.conf"), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
              "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -119,9 +123,10 @@ def _terminate(proc: subprocess.Popen | None, timeout: float, sig: int = signal.
 
 
 @contextlib.contextmanager
-def redis_server(data_dir: Path | None = None, port: int | None = None) -> Iterator[str]:
-    """A private redis-server with append-only persistence; yields its URL."""
-    server = RedisServer(data_dir, port)
+def redis_server(data_dir: Path | None = None, port: int | None = None, password: str | None = None
+                 ) -> Iterator[str]:
+    """A private redis-server with append-only persistence and a password; yields its URL."""
+    server = RedisServer(data_dir, port, password)
     server.start()
     try:
         yield server.url

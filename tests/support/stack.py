@@ -34,7 +34,6 @@ class Stack:
     ports: dict[str, int]
     token: str
     log_path: Path
-    redis_url: str
     env: dict[str, str] | None = None
     scheme: str = "http"
     client_cert: tuple[str, str] | None = None
@@ -85,6 +84,15 @@ class Stack:
         if self.scheme == "https":  # the local run's self-signed certificate (SCIM_TLS=1)
             kw.setdefault("verify", _ssl_context(self.var_dir / "tls" / "cert.pem", self.client_cert))
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kw)
+
+    @property
+    def redis_url(self) -> str:
+        """The stack's Redis, with the password ``scimbus run`` generated for it (or the one named)."""
+        from libs.config import REDIS_PASSWORD_FILE, local_redis_url, read_secret
+
+        if self.env and self.env.get("SCIM_REDIS_URL"):
+            return self.env["SCIM_REDIS_URL"]
+        return local_redis_url(read_secret(self.var_dir / REDIS_PASSWORD_FILE) or "", self.redis_port)
 
     def redis(self):
         from redis import Redis
@@ -162,10 +170,9 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "--workers", str(workers)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    redis_url = env.get("SCIM_REDIS_URL") or f"redis://127.0.0.1:{ports['SCIM_REDIS_PORT']}/0"
     scheme = "https" if env.get("SCIM_TLS") == "1" or env.get("SCIM_TLS_CERT") else "http"
-    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, redis_url, env,
-                  scheme, client_cert)
+    stack = Stack(proc, tmp, ports["SCIM_PORT"], ports["SCIM_REDIS_PORT"], ports, TOKEN, log_path, env, scheme,
+                  client_cert)
     try:
         if wait_ready:
             wait_for_port(stack.port, timeout=90, proc=proc)

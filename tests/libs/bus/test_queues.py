@@ -18,6 +18,7 @@ from libs.bus.queues import Bus
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import Unavailable
 from services.worker.main import ScimWorker
+from tests.support.job_functions import WithTestJobs
 
 pytestmark = pytest.mark.redis
 
@@ -32,12 +33,14 @@ def bus(redis_conn, function="echo", **kw) -> Bus:
 
 
 def run_worker_once(redis_conn, queue="test-writes") -> None:
-    ScimWorker([queue], connection=redis_conn).work(burst=True, with_scheduler=False)
+    ScimWorker([queue], connection=redis_conn, job_class=WithTestJobs).work(burst=True, with_scheduler=False)
 
 
 def start_worker_soon(redis_url: str, delay: float = 0.5) -> subprocess.Popen:
     code = (f"import time; time.sleep({delay}); from redis import Redis; from services.worker.main import ScimWorker; "
-            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r})).work(max_idle_time=3)")
+            "from tests.support.job_functions import WithTestJobs; "
+            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r}), job_class=WithTestJobs"
+            ").work(max_idle_time=3)")
     return subprocess.Popen([sys.executable, "-c", code])
 
 
