@@ -48,7 +48,7 @@ def update_env(path: Path) -> list[str]:
         if present.get(name):
             continue
         if name in present:  # an empty `NAME=` line, as in deploy/env.example: fill it in place
-            text = re.sub(rf"^(\s*(?:export\s+)?{name}\s*=).*$", lambda m: m[1] + value, text, count=1, flags=re.M)
+            text = re.sub(rf"^(\s*(?:export\s+)?{name}\s*=).*$", lambda m, v=value: m[1] + v, text, count=1, flags=re.M)
         else:
             text += ("" if not text or text.endswith("\n") else "\n") + f"{name}={value}\n"
         added.append(name)
