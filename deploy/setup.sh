@@ -84,11 +84,11 @@ docker_engine() {
       echo "setup: starting dockerd (log: /var/log/dockerd.log)"
       nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
     fi
-    for _ in $(seq 60); do
+    for _ in $(seq 120); do
       docker info >/dev/null 2>&1 && return 0
       sleep 0.5
     done
-    echo "setup: dockerd did not answer within 30 s (see /var/log/dockerd.log)" >&2
+    echo "setup: dockerd did not answer within 60 s (see /var/log/dockerd.log)" >&2
     return 1
   fi
 }

