@@ -98,7 +98,9 @@ def images(engine) -> dict[str, str]:
     names = {"SCIM_IMAGE": f"scimbus:test-{tree}", "SCIM_NGINX_IMAGE": "scimbus-local/nginx:1.22",
              "SCIM_POSTGRES_IMAGE": "scimbus-local/postgres:15", "SCIM_REDIS_IMAGE": "scimbus-local/redis:7.0",
              "SCIM_PROMETHEUS_IMAGE": "scimbus-local/prometheus:2.42"}
-    env = {**os.environ, "ENV_FILE": "-", "SCIM_IMAGE": names["SCIM_IMAGE"], "IMAGES_BUILD_ARGS": "--quiet"}
+    # IMAGES_BUILD_ARGS="--quiet --no-cache" times a first build on a machine with a cache.
+    env = {**os.environ, "ENV_FILE": "-", "SCIM_IMAGE": names["SCIM_IMAGE"],
+           "IMAGES_BUILD_ARGS": os.environ.get("IMAGES_BUILD_ARGS", "--quiet")}
     built = _run(str(ROOT / "deploy/images/build.sh"), timeout=1800, env=env)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     # The image this tree replaced, if any: only scimbus images, never anyone else's.
