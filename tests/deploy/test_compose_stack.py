@@ -192,6 +192,31 @@ def test_redis_refuses_a_client_without_the_password(stack):
     assert answer.startswith("NOAUTH")
 
 
+def test_the_local_images_behave_as_the_official_ones_where_compose_relies_on_it(stack, images):
+    """Beyond what bringing the stack up shows (nginx's templates, initdb from POSTGRES_*,
+    Prometheus's flags): stop signals, Redis's append-only file in /data, and a first start
+    of PostgreSQL running /docker-entrypoint-initdb.d (the demo target's SQL)."""
+    import docker
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.container import DockerContainer
+
+    # Ryuk, testcontainers' reaper, is an image from a registry; the `with` below removes ours.
+    testcontainers_config.ryuk_disabled = True
+    client = docker.from_env()
+    assert client.images.get(images["SCIM_NGINX_IMAGE"]).attrs["Config"]["StopSignal"] == "SIGQUIT"
+    assert client.images.get(images["SCIM_POSTGRES_IMAGE"]).attrs["Config"]["StopSignal"] == "SIGINT"
+    assert "appendonly" in stack.run("exec", "-T", "redis", "ls", "/data/appendonlydir")
+    demo = (DockerContainer(images["SCIM_POSTGRES_IMAGE"])
+            .with_envs(POSTGRES_USER="demoapp", POSTGRES_DB="demoapp", POSTGRES_PASSWORD="demo-only")
+            .with_volume_mapping(str(ROOT / "deploy/demo/demoapp.sql"), "/docker-entrypoint-initdb.d/demoapp.sql"))
+    with demo:
+        query = ["psql", "-qtA", "-U", "demoapp", "-d", "demoapp", "-c",
+                 "SELECT string_agg(tablename, ',' ORDER BY tablename) || ' ' || pg_encoding_to_char(encoding) "
+                 "FROM pg_tables, pg_database WHERE schemaname = 'public' AND datname = 'demoapp' GROUP BY encoding"]
+        expected = "app_group_members,app_groups,app_users UTF8\n"  # the server answers during initdb too
+        assert wait_until(lambda: demo.exec(query).output.decode() == expected, 60, 1), demo.exec(query).output
+
+
 # ---------------------------------------------------------------------- an Entra sequence
 @pytest.fixture(scope="module")
 def entra(stack) -> dict:
