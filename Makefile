@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast bench bench-full bench-paging soak lint clean k8s-sync
+.PHONY: help run test test-fast bench bench-full bench-paging soak lint clean k8s-sync images compose-init
 
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
@@ -12,6 +12,8 @@ help:
 	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
 	@echo "make bench-paging - page through 1,000,000 seeded users, print the reader's memory (PAGING_ARGS=\"--users N\")"
 	@echo "make soak   - the long fault runs kept out of make test"
+	@echo "make compose-init - write what compose.yaml needs and .env lacks: fresh secrets, a self-signed certificate (never overwrites)"
+	@echo "make images - build every image compose.yaml runs from Debian packages and PyPI (offline sites); names go to .env"
 	@echo "make k8s-sync - copy the gateway template and alert rules into k8s/base (kustomize reads only its folder)"
 
 run:
@@ -60,3 +62,11 @@ clean:
 k8s-sync:
 	@deploy/setup.sh test
 	$(BIN)/python deploy/k8s_sync.py
+
+# issue 17: the first start of compose, and images for sites that cannot pull (docs/deployment.md).
+compose-init:
+	@deploy/setup.sh run
+	$(BIN)/scimbus init
+
+images:
+	deploy/images/build.sh

@@ -99,6 +99,9 @@ class Settings:
     """Seconds between two sweeps of the outbox for undelivered or due changes."""
     delivery_timeout: int = 60
     """Seconds one delivery may take; a killed deliverer's lock and job are released after about this."""
+    gateway_status_url: str = ""
+    """nginx's stub_status page, which the sweeper reads at each scrape of its /metrics and
+    exports as scim_gateway_* (issue 17; compose sets it). Empty: not exported."""
 
     # ---- Issue 5: security and tenancy -------------------------------------------------
     token_refresh: float = 2.0

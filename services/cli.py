@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
 
     security_cli.register(sub)
 
+    from services import init_cli  # issue 17: the first start of compose
+
+    init_cli.register(sub)
+
     args = parser.parse_args(argv)
     args.func(args)
 

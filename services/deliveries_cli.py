@@ -26,7 +26,12 @@ def cmd_sweeper(args: argparse.Namespace) -> None:
         from services import probe
         from services.worker.main import serve_pool_probes
 
-        serve_pool_probes(settings, args.metrics_port)
+        collectors = ()
+        if settings.gateway_status_url:  # issue 17: the gateway's counts, exported by this singleton
+            from libs.metrics.gateway import GatewayStatusCollector
+
+            collectors = (GatewayStatusCollector(settings.gateway_status_url),)
+        serve_pool_probes(settings, args.metrics_port, collectors)
         probe.record("sweeper", f"http://127.0.0.1:{args.metrics_port}/readyz")
     run_sweeper(args.interval or settings.sweep_interval)
 

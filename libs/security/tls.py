@@ -12,6 +12,7 @@ import datetime as dt
 import ipaddress
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from libs.config import Settings
@@ -42,17 +43,26 @@ def pair(settings: Settings) -> tuple[Path, Path]:
     return cert, key
 
 
-def write_self_signed(cert_path: Path, key_path: Path, days: int = 397) -> None:
+def _san(host: str):
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def write_self_signed(cert_path: Path, key_path: Path, days: int = 397, hosts: Sequence[str] = ()) -> None:
+    """A self-signed pair for ``hosts`` (names or addresses; default: this machine's loopback names)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scimbus local")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "scimbus local")])
     now = dt.datetime.now(dt.timezone.utc)
-    sans = [x509.DNSName("localhost"), x509.DNSName(socket.gethostname()),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    sans = [_san(h) for h in hosts or ("localhost", socket.gethostname(), "127.0.0.1", "::1")]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))

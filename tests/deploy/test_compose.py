@@ -77,30 +77,54 @@ def test_redis_appends_to_a_volume_and_postgresql_keeps_its_data_on_one():
 
 def test_no_secret_is_written_in_the_compose_file():
     # The demo targets of the optional profile carry demo passwords; the service's own do not.
-    services = {n: s for n, s in _compose()["services"].items() if "profiles" not in s}
+    services = {n: s for n, s in _compose()["services"].items() if s.get("profiles") != ["targets"]}
     text = yaml.safe_dump(services)
-    for name in ("SCIM_TOKEN", "POSTGRES_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD"):
+    for name in ("SCIM_TOKEN", "POSTGRES_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD", "REDISCLI_AUTH"):
         values = re.findall(rf"{name}: (\S+)", text)
         assert values
         for value in values:
             assert value.startswith("${") and ":?" in value, f"{name} must come from .env, not {value}"
     assert "${POSTGRES_PASSWORD:?" in services["front"]["environment"]["SCIM_DATABASE_URL"]
+    assert services["front"]["environment"]["SCIM_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
     assert (ROOT / ".gitignore").read_text().count("\n.env\n") == 1
 
 
-def test_the_downstream_targets_are_an_optional_profile():
+def test_the_downstream_targets_and_grafana_are_optional_profiles():
     services = _compose()["services"]
     assert services["openldap"]["profiles"] == ["targets"]
     assert services["demoapp-db"]["profiles"] == ["targets"]
-    assert all("profiles" not in s for n, s in services.items() if n not in ("openldap", "demoapp-db"))
+    # Grafana has no Debian package: offline sites run without it (issue 17).
+    assert services["grafana"]["profiles"] == ["grafana"]
+    assert all("profiles" not in s for n, s in services.items() if n not in ("openldap", "demoapp-db", "grafana"))
+
+
+def test_redis_lets_in_only_clients_with_the_password_from_env():
+    redis = _compose()["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}"
+    # redis-cli exits 0 on NOAUTH too: the probe must look for PONG.
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+
+
+def test_every_image_comes_from_a_variable_whose_default_is_the_official_image():
+    services = _compose()["services"]
+    expected = {"gateway": "${SCIM_NGINX_IMAGE:-nginx:", "redis": "${SCIM_REDIS_IMAGE:-redis:",
+                "postgres": "${SCIM_POSTGRES_IMAGE:-postgres:", "demoapp-db": "${SCIM_POSTGRES_IMAGE:-postgres:",
+                "prometheus": "${SCIM_PROMETHEUS_IMAGE:-prom/prometheus:",
+                "grafana": "${SCIM_GRAFANA_IMAGE:-grafana/grafana:", "front": "${SCIM_IMAGE:-scimbus:"}
+    for name, prefix in expected.items():
+        assert services[name]["image"].startswith(prefix), name
+    fixed = {n for n, s in services.items() if not s["image"].startswith("${")}
+    assert fixed == {"openldap"}  # a trial target only; no Debian equivalent is built for it
 
 
 def test_prometheus_scrapes_every_role_with_workers_found_by_dns():
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j["dns_sd_configs"][0] for j in config["scrape_configs"]}
     services = _compose()["services"]
-    assert jobs["scimbus-worker"]["names"] == ["worker"]
-    assert str(jobs["scimbus-worker"]["port"]) in services["worker"]["command"]
+    for role in ("worker", "deliverer", "sweeper"):
+        assert jobs[f"scimbus-{role}"]["names"] == [role]
+        assert str(jobs[f"scimbus-{role}"]["port"]) in services[role]["command"]
     for role in ("front", "reader"):
         assert jobs[f"scimbus-{role}"]["names"] == [role]
         assert services[role]["command"][-1].endswith(f":{jobs[f'scimbus-{role}']['port']}")
@@ -108,7 +132,7 @@ def test_prometheus_scrapes_every_role_with_workers_found_by_dns():
 
 def test_every_variable_compose_requires_is_in_the_env_example():
     required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
-    assert required == {"SCIM_TOKEN", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    assert required == {"SCIM_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
     example = (ROOT / "deploy/env.example").read_text()
     for name in required:
         assert re.search(rf"^{name}=$", example, re.M), f"deploy/env.example lacks {name}="

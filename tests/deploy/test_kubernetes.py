@@ -174,12 +174,25 @@ def test_the_ingress_alternative_goes_through_the_method_routing_gateway(rendere
     assert "HTTPRoute" not in {d["kind"] for d in rendered["example-ingress"]}
 
 
+def _selects(selector: dict, labels: dict) -> bool:
+    ops = {"In": lambda v, vs: v in vs, "NotIn": lambda v, vs: v not in vs}
+    return (all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+            and all(ops[e["operator"]](labels.get(e["key"]), e["values"]) for e in selector.get("matchExpressions", [])))
+
+
 def test_the_operator_monitors_scrape_every_role_and_load_the_alert_rules(rendered):
     docs = rendered["example"]
     service_monitor = _by_kind(docs, "ServiceMonitor")["scimbus-api"]
     assert service_monitor["spec"]["endpoints"][0]["port"] == "http"
-    pod_monitor = _by_kind(docs, "PodMonitor")["scimbus-worker"]
-    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    # Every pod with a metrics port is scraped (issue 17: the deliverer and sweeper were not).
+    pod_monitor = _by_kind(docs, "PodMonitor")["scimbus-pools"]
+    port = pod_monitor["spec"]["podMetricsEndpoints"][0]["port"]
+    exporting = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+                 for d in _by_kind(docs, "Deployment").values()
+                 if any(p.get("name") == port for c in d["spec"]["template"]["spec"]["containers"]
+                        for p in c.get("ports", []))}
+    assert sorted(exporting) == ["scimbus-deliverer", "scimbus-sweeper", "scimbus-worker"]
+    assert [n for n, labels in exporting.items() if not _selects(pod_monitor["spec"]["selector"], labels)] == []
     assert _by_kind(docs, "PrometheusRule")["scimbus"]["spec"]["groups"]
 
 
@@ -289,3 +302,26 @@ def test_the_kubernetes_redis_admits_only_its_acl_users_each_to_what_it_needs(re
     finally:
         server.kill()  # nothing of it is kept
         server.wait(10)
+
+
+def test_the_manifests_render_and_validate_with_every_image_from_a_private_registry(tmp_path):
+    """The offline path: an overlay maps every image the base runs to a registry of the site's
+    own (kustomize's images: are Kubernetes' image variables)."""
+    tree = _tree_copy(tmp_path)
+    example = render_kustomization(tree / "overlays/example")
+    used = {c["image"].rsplit(":", 1)[0] for d in example if d["kind"] in ("Deployment", "StatefulSet", "Job")
+            for c in d["spec"]["template"]["spec"]["containers"]}
+    assert {"registry.example.com/scimbus", "redis", "postgres"} <= used
+    offline = tree / "overlays/offline"
+    offline.mkdir()
+    images = "".join(f"  - {{name: {name}, newName: registry.site.internal/{name.split('/')[-1]}, newTag: local}}\n"
+                     for name in sorted(used))
+    (offline / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../example]\n"
+        f"images:\n{images}")
+    docs = render_kustomization(offline)
+    assert manifest_problems(docs) == []
+    images_run = {c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")
+                  for c in d["spec"]["template"]["spec"]["containers"] + d["spec"]["template"]["spec"].get(
+                      "initContainers", [])}
+    assert images_run and all(i.startswith("registry.site.internal/") and i.endswith(":local") for i in images_run)

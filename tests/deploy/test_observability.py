@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from libs.metrics.deliveries import DeliveryCollector
+from libs.metrics.gateway import GatewayStatusCollector
 from libs.metrics.queue import QueueDepthCollector
 from tests.support.deploy_checks import (
-    ROOT, collector_series_names, dashboard_problems, exported_metric_names, promql_metrics, promtool_problems,
-    rule_problems,
+    ROOT, collector_series_names, dashboard_problems, exported_metric_names, family_series_names, promql_metrics,
+    promtool_problems, rule_problems,
 )
 
 DASHBOARDS = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
@@ -28,7 +29,9 @@ def exported(redis_url) -> set[str]:
 
     redis = Redis.from_url(redis_url)
     names = (exported_metric_names() | collector_series_names(QueueDepthCollector(redis, ["scim-writes"]))
-             | collector_series_names(DeliveryCollector(lambda: {"any": (0.0, 0)})))
+             | collector_series_names(DeliveryCollector(lambda: {"any": (0.0, 0)}))
+             | {name for family in GatewayStatusCollector("http://gateway/stub_status").describe()
+                for name in family_series_names(family)})
     redis.close()
     return names
 

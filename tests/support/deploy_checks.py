@@ -234,10 +234,10 @@ def exported_metric_names() -> set[str]:
                 continue
             importlib.import_module(info.name)
     families = list(REGISTRY.collect())
-    return {name for family in families for name in _series_names(family)}
+    return {name for family in families for name in family_series_names(family)}
 
 
-def _series_names(family) -> set[str]:
+def family_series_names(family) -> set[str]:
     suffixes = {
         "counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
         "summary": ("", "_count", "_sum", "_created"), "gauge": ("",), "info": ("_info",),
@@ -247,7 +247,7 @@ def _series_names(family) -> set[str]:
 
 
 def collector_series_names(collector) -> set[str]:
-    return {name for family in collector.collect() for name in _series_names(family)}
+    return {name for family in collector.collect() for name in family_series_names(family)}
 
 
 def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
