@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from libs.security.jwt_tokens import ENTRA_AUDIENCE
 from tests.services.conftest import unique
 from tests.services.test_entra_flows import assert_scim_error, entra_user
+from tests.support.certs import issue_client, make_ca
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.stack
@@ -183,20 +184,19 @@ def test_a_jwt_that_is_not_entras_for_this_tenant_is_401(hardened, entra_key, wh
 
 def test_with_a_client_ca_only_clients_holding_its_certificate_get_in(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mtls")
-    from libs.security.tls import write_self_signed
-
-    write_self_signed(tmp / "agent.pem", tmp / "agent.key")  # a self-signed CA that is also the agent's cert
-    agent_cert = (str(tmp / "agent.pem"), str(tmp / "agent.key"))
+    ca = make_ca(tmp, "agents-ca")
+    agent = issue_client(ca, tmp, "agent")
+    agent_cert = (str(agent.cert), str(agent.key))
     with running_stack(tmp / "stack", workers=1, client_cert=agent_cert,
-                       extra_env={"SCIM_TLS": "1", "SCIM_TLS_CLIENT_CA": agent_cert[0]}) as stack:
-        with stack.client() as agent:  # presents agent.pem
-            assert agent.get("/Users", params={"count": 0}).status_code == 200
+                       extra_env={"SCIM_TLS": "1", "SCIM_TLS_CLIENT_CA": str(ca.cert)}) as stack:
+        with stack.client() as c:  # presents agent.pem
+            assert c.get("/Users", params={"count": 0}).status_code == 200
         stranger = ssl.create_default_context(cafile=str(stack.var_dir / "tls" / "cert.pem"))
         with httpx.Client(base_url=stack.url, verify=stranger, timeout=30,
                           headers={"Authorization": f"Bearer {stack.token}"}) as c:
             assert c.get("/Users", params={"count": 0}).status_code == 400  # nginx: no required certificate
-        write_self_signed(tmp / "other.pem", tmp / "other.key")
-        stranger.load_cert_chain(tmp / "other.pem", tmp / "other.key")
+        other = issue_client(make_ca(tmp, "other-ca"), tmp, "other")
+        stranger.load_cert_chain(other.cert, other.key)
         with httpx.Client(base_url=stack.url, verify=stranger, timeout=30,
                           headers={"Authorization": f"Bearer {stack.token}"}) as c:
             assert c.get("/Users", params={"count": 0}).status_code == 400  # a certificate the CA did not sign
