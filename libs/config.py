@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +24,19 @@ from typing import Any, Mapping
 
 class SettingsError(ValueError):
     """A SCIM_* variable has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class EntraCaller:
+    """An Entra application allowed to call one SCIM app with the JWTs Entra issues it."""
+
+    app_id: str
+    object_id: str | None = None
+
+
+def _guid(text: str) -> str:
+    """The canonical (lower-case) form of a GUID, as Entra writes ids in its tokens."""
+    return str(uuid.UUID(text.strip()))
 
 
 @dataclass(frozen=True)
@@ -105,11 +119,17 @@ class Settings:
     signing_key_days: int = 30
     """Age in days after which the OAuth signing key is replaced (the old one stays published)."""
     entra_tenant_id: str = ""
-    """Entra tenant whose own provisioning JWTs are accepted as bearer tokens (empty: off)."""
+    """Entra tenant (its id, a GUID) whose own provisioning JWTs are accepted as bearer tokens
+    (empty: off). Needs entra_jwks and entra_callers."""
     entra_jwks: str = ""
     """Entra's signing keys: a JWKS file path or https URL (fetched and cached for an hour)."""
-    entra_app: str = ""
-    """SCIM app that an Entra-issued JWT may use (default: default_app)."""
+    entra_callers: str = ""
+    """The Entra applications whose JWTs each SCIM app accepts, comma-separated entries
+    ``<scim app>=<application id>[:<object id>]``: the token's ``appid`` (v1) or ``azp`` (v2)
+    must be that application id and, when an object id is given, its ``oid`` that object id.
+    An entry without ``<scim app>=`` is for default_app; a SCIM app named in no entry accepts
+    no Entra JWT. Every app of a tenant gets tokens with the same issuer and audience: only
+    this tells one provisioning app from another (issue 16)."""
     jwt_leeway: int = 60
     """Clock skew in seconds allowed on the exp, nbf and iat of a JWT."""
     rate_limit: int = 0
@@ -146,6 +166,24 @@ class Settings:
     @property
     def app_names(self) -> frozenset[str]:
         return frozenset({self.default_app, *(a.strip() for a in self.apps.split(",") if a.strip())})
+
+    @property
+    def entra_callers_by_app(self) -> dict[str, tuple[EntraCaller, ...]]:
+        """``entra_callers`` parsed: SCIM app → the Entra applications it accepts JWTs from."""
+        found: dict[str, list[EntraCaller]] = {}
+        for entry in (e.strip() for e in self.entra_callers.split(",")):
+            if not entry:
+                continue
+            app, sep, caller = entry.rpartition("=")
+            app, caller = (app.strip() if sep else self.default_app), caller.strip()
+            app_id, _, object_id = caller.partition(":")
+            try:
+                parsed = EntraCaller(_guid(app_id), _guid(object_id) if object_id else None)
+            except ValueError:
+                raise SettingsError(f"SCIM_ENTRA_CALLERS: {entry!r} is not <scim app>=<application id>[:<object id>] "
+                                    "with GUIDs") from None
+            found.setdefault(app, []).append(parsed)
+        return {app: tuple(callers) for app, callers in found.items()}
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -219,6 +257,27 @@ def _validate(s: Settings) -> None:
     for name in ("bulk_max_operations", "bulk_max_payload_bytes", "cursor_ttl"):
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
+    _validate_entra(s)
+
+
+def _validate_entra(s: Settings) -> None:
+    callers = s.entra_callers_by_app
+    if not s.entra_tenant_id:
+        if callers:
+            raise SettingsError("SCIM_ENTRA_CALLERS needs SCIM_ENTRA_TENANT_ID (the tenant that issues their JWTs)")
+        return
+    try:
+        _guid(s.entra_tenant_id)
+    except ValueError:
+        raise SettingsError(f"SCIM_ENTRA_TENANT_ID={s.entra_tenant_id!r} is not a tenant id (a GUID)") from None
+    if not s.entra_jwks:
+        raise SettingsError("SCIM_ENTRA_JWKS must name Entra's JWKS (file or URL) when SCIM_ENTRA_TENANT_ID is set")
+    if not callers:
+        raise SettingsError("SCIM_ENTRA_CALLERS must name the Entra application id of each provisioning app "
+                            "allowed to call when SCIM_ENTRA_TENANT_ID is set (any app of the tenant could otherwise)")
+    unknown = sorted(set(callers) - s.app_names)
+    if unknown:
+        raise SettingsError(f"SCIM_ENTRA_CALLERS names the SCIM app {unknown[0]!r}, which is not configured (SCIM_APPS)")
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:

@@ -8,7 +8,8 @@ one app is not valid for another.
 
 Entra ID, when ``entra_tenant_id`` is set, may instead send a JWT it issued itself: issuer
 of that tenant, audience 8adf8e6e-67b2-4cf2-a259-e3dc5476c621 (the Entra provisioning
-service), signature checked against a configured JWKS (file, or URL fetched and cached).
+service), signature checked against a configured JWKS (file, or URL fetched and cached),
+issued to an Entra application that ``entra_callers`` names for the SCIM app called.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from libs.config import Settings
+from libs.config import EntraCaller, Settings
 from libs.security.credentials import SCOPES, utcnow
 from libs.store.session import read_reconnecting
 from libs.store.tables import signing_keys as K
@@ -166,22 +167,26 @@ def verify_access_token(keys: SigningKeys, token: str, app: str, leeway: int) ->
 
 
 class EntraVerifier:
-    """Checks the JWTs Entra issues for its provisioning service to one tenant."""
+    """Checks the JWTs Entra issues for its provisioning service to one tenant.
 
-    def __init__(self, tenant_id: str, jwks_source: str, app: str, leeway: int) -> None:
-        self.tenant_id, self.source, self.app, self.leeway = tenant_id, jwks_source, app, leeway
+    Issuer, audience and tenant are the same for every provisioning app of the tenant (and
+    for anything else of that tenant that asks Entra for a token to the provisioning
+    service): the calling application (``appid``/``azp``, and ``oid`` where configured) is
+    what pins a token to the one Entra app configured for a SCIM app."""
+
+    def __init__(self, tenant_id: str, jwks_source: str, callers: Mapping[str, tuple[EntraCaller, ...]],
+                 leeway: int) -> None:
+        self.tenant_id, self.source, self.callers, self.leeway = tenant_id, jwks_source, callers, leeway
         self.issuers = (f"https://sts.windows.net/{tenant_id}/", f"https://login.microsoftonline.com/{tenant_id}/v2.0")
         self._client = jwt.PyJWKClient(jwks_source, lifespan=ENTRA_JWKS_TTL) if jwks_source.startswith(
             ("https://", "http://")) else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EntraVerifier | None:
+        """None when Entra JWTs are off; ``load_settings`` has checked the rest."""
         if not settings.entra_tenant_id:
             return None
-        if not settings.entra_jwks:
-            raise ValueError("SCIM_ENTRA_JWKS must name Entra's JWKS (file or URL) when SCIM_ENTRA_TENANT_ID is set")
-        return cls(settings.entra_tenant_id, settings.entra_jwks, settings.entra_app or settings.default_app,
-                   settings.jwt_leeway)
+        return cls(settings.entra_tenant_id, settings.entra_jwks, settings.entra_callers_by_app, settings.jwt_leeway)
 
     def _key(self, token: str) -> Any:
         if self._client is not None:
@@ -194,8 +199,9 @@ class EntraVerifier:
         raise InvalidToken("the token's signing key is not in the configured Entra JWKS")
 
     def verify(self, token: str, app: str) -> TokenClaims:
-        if app != self.app:
-            raise InvalidToken(f"Entra tokens are accepted for the app {self.app!r} only")
+        allowed = self.callers.get(app)
+        if not allowed:
+            raise InvalidToken(f"Entra tokens are not accepted for the app {app!r}")
         try:
             claims = jwt.decode(token, self._key(token), algorithms=["RS256"], audience=ENTRA_AUDIENCE,
                                 issuer=self.issuers, leeway=self.leeway,
@@ -204,4 +210,15 @@ class EntraVerifier:
             raise InvalidToken(str(exc)) from exc
         if claims.get("tid", self.tenant_id) != self.tenant_id:
             raise InvalidToken("the token was issued for another tenant")
-        return TokenClaims(app, "entra", SCOPES)
+        caller = _calling_app(claims)
+        object_id = str(claims.get("oid", "")).lower()
+        if caller is None or not any(c.app_id == caller and c.object_id in (None, object_id) for c in allowed):
+            raise InvalidToken("the token was issued to an application this SCIM app does not accept")
+        return TokenClaims(app, f"entra:{caller}", SCOPES)
+
+
+def _calling_app(claims: dict[str, Any]) -> str | None:
+    """The application the token was issued to: ``appid`` (v1 tokens) or ``azp`` (v2); both,
+    if present, must agree."""
+    named = {str(claims[c]).lower() for c in ("appid", "azp") if c in claims}
+    return named.pop() if len(named) == 1 else None

@@ -1,6 +1,8 @@
+import uuid
+
 import pytest
 
-from libs.config import SettingsError, load_settings
+from libs.config import EntraCaller, SettingsError, load_settings
 
 
 def test_environment_variables_are_typed(tmp_path):
@@ -48,3 +50,31 @@ def test_the_log_level_is_read_in_either_case_and_a_wrong_one_stops_the_start():
     assert load_settings({"SCIM_LOG_LEVEL": "warning"}).log_level == "WARNING"
     with pytest.raises(SettingsError, match="SCIM_LOG_LEVEL"):
         load_settings({"SCIM_LOG_LEVEL": "loud"})
+
+
+TENANT, HR_APP, HR_OBJECT, ACME_APP = (str(uuid.uuid4()) for _ in range(4))
+
+
+def _entra(tmp_path, **env):
+    return load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_APPS": "acme", "SCIM_ENTRA_TENANT_ID": TENANT,
+                          "SCIM_ENTRA_JWKS": str(tmp_path / "jwks.json"), **env})
+
+
+def test_entra_callers_are_pinned_per_scim_app_and_default_to_the_default_app(tmp_path):
+    settings = _entra(tmp_path, SCIM_ENTRA_CALLERS=f"{HR_APP}:{HR_OBJECT.upper()}, acme={ACME_APP}")
+    assert settings.entra_callers_by_app == {"default": (EntraCaller(HR_APP, HR_OBJECT),),
+                                             "acme": (EntraCaller(ACME_APP),)}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "SCIM_ENTRA_CALLERS must name"),  # Entra JWTs of any app of the tenant would get in
+    ({"SCIM_ENTRA_CALLERS": "provisioning"}, "SCIM_ENTRA_CALLERS: 'provisioning'"),
+    ({"SCIM_ENTRA_CALLERS": f"{HR_APP}:oid"}, "SCIM_ENTRA_CALLERS"),
+    ({"SCIM_ENTRA_CALLERS": f"payroll={HR_APP}"}, "SCIM app 'payroll'"),
+    ({"SCIM_ENTRA_CALLERS": HR_APP, "SCIM_ENTRA_TENANT_ID": "contoso"}, "SCIM_ENTRA_TENANT_ID"),
+    ({"SCIM_ENTRA_CALLERS": HR_APP, "SCIM_ENTRA_JWKS": ""}, "SCIM_ENTRA_JWKS"),
+    ({"SCIM_ENTRA_CALLERS": HR_APP, "SCIM_ENTRA_TENANT_ID": ""}, "needs SCIM_ENTRA_TENANT_ID"),
+])
+def test_entra_settings_that_would_let_a_wrong_token_in_or_none_stop_the_start(tmp_path, env, message):
+    with pytest.raises(SettingsError, match=message):
+        _entra(tmp_path, **env)

@@ -28,6 +28,8 @@ from tests.support.stack import running_stack
 pytestmark = pytest.mark.stack
 
 TENANT = str(uuid.uuid4())
+PROVISIONING_APP = str(uuid.uuid4())
+"""The Entra application id of the provisioning app this stack accepts JWTs from."""
 RATE_LIMIT = 15
 
 
@@ -42,7 +44,8 @@ def hardened(tmp_path_factory, entra_key):
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(entra_key.public_key()))
     (tmp / "entra-jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "entra-1", "use": "sig"}]}))
     env = {"SCIM_TLS": "1", "SCIM_RATE_LIMIT": str(RATE_LIMIT), "SCIM_RATE_WINDOW": "60",
-           "SCIM_ENTRA_TENANT_ID": TENANT, "SCIM_ENTRA_JWKS": str(tmp / "entra-jwks.json")}
+           "SCIM_ENTRA_TENANT_ID": TENANT, "SCIM_ENTRA_JWKS": str(tmp / "entra-jwks.json"),
+           "SCIM_ENTRA_CALLERS": PROVISIONING_APP}
     with running_stack(tmp, workers=1, extra_env=env) as stack:
         yield stack
 
@@ -147,7 +150,8 @@ def test_a_token_over_its_rate_gets_429_with_retry_after_and_others_are_not_affe
 def _entra_token(key, **overrides) -> str:
     now = int(time.time())
     claims = {"iss": f"https://sts.windows.net/{TENANT}/", "aud": ENTRA_AUDIENCE, "tid": TENANT, "iat": now,
-              "nbf": now, "exp": now + 3600, "appid": "provisioning", **overrides}
+              "nbf": now, "exp": now + 3600, "appid": PROVISIONING_APP, **overrides}
+    claims = {name: value for name, value in claims.items() if value is not None}  # None: leave the claim out
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "entra-1"})
 
 
@@ -177,6 +181,18 @@ def test_a_jwt_that_is_not_entras_for_this_tenant_is_401(hardened, entra_key, wh
         path = "/nosuchapp/Users"
     with hardened.client(_entra_token(key, **overrides)) as c:
         assert_scim_error(c.get(path), 401)
+
+
+def test_a_jwt_entra_issued_to_another_app_of_the_same_tenant_is_401(hardened, entra_key):
+    """Same tenant, issuer, audience and signing key: only the calling application differs
+    (another enterprise app of the tenant, or any app that asked Entra for such a token)."""
+    for claims in ({"appid": str(uuid.uuid4())}, {"azp": str(uuid.uuid4()), "appid": None}):
+        token = _entra_token(entra_key, **claims)
+        with hardened.client(token) as c:
+            assert_scim_error(c.get("/Users", params={"count": 0}), 401)
+            assert_scim_error(c.post("/Users", json=entra_user()), 401)
+    with hardened.client(_entra_token(entra_key, azp=PROVISIONING_APP, appid=None)) as c:  # a v2 token
+        assert c.get("/Users", params={"count": 0}).status_code == 200
 
 
 # --------------------------------------------------------------------------- mutual TLS
