@@ -89,7 +89,10 @@ def parse_request(body: Any, settings: Settings) -> tuple[list[dict[str, Any]], 
     return operations, fail_on_errors
 
 
-def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request_id: str) -> list[_Planned]:
+def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request_id: str,
+         audit: dict[str, Any] | None = None) -> list[_Planned]:
+    """One job per valid operation; ``audit`` (who asked, from where) goes into every job's
+    meta, so each write of a Bulk is audited as a single write is."""
     ids: dict[str, str] = {}
     for op in operations:
         if str(op.get("method", "")).upper() == "POST" and isinstance(op.get("bulkId"), str) and op["bulkId"]:
@@ -101,14 +104,14 @@ def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request
         item = _Planned(method, bulk_id, None, None)
         planned.append(item)
         try:
-            item.job = _job(op, method, bulk_id, ids, settings, app, request_id, item)
+            item.job = _job(op, method, bulk_id, ids, settings, app, request_id, item, audit or {})
         except ScimError as exc:
             item.error = exc
     return planned
 
 
 def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, str], settings: Settings,
-         app: str, request_id: str, item: _Planned) -> WriteJob:
+         app: str, request_id: str, item: _Planned, audit: dict[str, Any]) -> WriteJob:
     if method not in _METHODS:
         raise InvalidSyntax(f"method must be POST, PUT, PATCH or DELETE, not {str(op.get('method'))[:20]!r}.")
     schema, resource_id = _parse_path(op.get("path"), ids)
@@ -134,7 +137,7 @@ def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, st
     return WriteJob(job_id=uuid.uuid4().hex, op=_METHODS[method], app=app,  # type: ignore[arg-type]
                     resource_type=schema.name, resource_id=resource_id, body=data,
                     if_match=version if isinstance(version, str) else None, request_id=request_id,
-                    meta={"answer": False, "password_hashed": True})
+                    meta={**audit, "answer": False, "password_hashed": True})
 
 
 def run(bus: Bus, planned: list[_Planned], fail_on_errors: int | None, timeout: float) -> None:

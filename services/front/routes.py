@@ -150,6 +150,6 @@ def _bulk(app: str | None) -> Response:
     operations, fail_on_errors = bulk.parse_request(check_json(json_body(settings.bulk_max_payload_bytes), settings),
                                                     settings)
     app_key = resolve_app(app, settings.default_app, settings.app_names)
-    planned = bulk.plan(operations, settings, app_key, _request_id())
+    planned = bulk.plan(operations, settings, app_key, _request_id(), _audit_meta())
     bulk.run(_bus(), planned, fail_on_errors, settings.write_timeout)
     return scim_response(bulk.response(planned, base_url(app)), 200)

@@ -107,6 +107,24 @@ def test_a_write_is_audited_with_the_token_name_and_client_ip_and_a_refused_one_
     assert stack.scimbus("audit", "--json", "--token", name, "--since", "2999-01-01").stdout == ""
 
 
+def test_a_bulk_write_is_audited_with_the_token_name_and_client_ip_as_a_single_write_is(stack):
+    """A Bulk of writes must not let a client write without leaving its name in the audit."""
+    name = unique("bulk-audited")
+    token = stack.create_token(name)["token"]
+    taken = create_user(stack.client())["userName"]
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "a", "data": entra_user()},
+        {"method": "POST", "path": "/Users", "bulkId": "b", "data": entra_user(taken)},
+    ]}
+    with stack.client(token) as c:
+        answer = c.post("/Bulk", json=body)
+    assert answer.status_code == 200, answer.text
+    assert [op["status"] for op in answer.json()["Operations"]] == ["201", "409"]
+    entries = [json.loads(line) for line in stack.scimbus("audit", "--json", "--token", name).stdout.splitlines()]
+    assert sorted((e["op"], e["outcome"]) for e in entries) == [("create", "409 uniqueness"), ("create", "ok")]
+    assert all(e["token_name"] == name and e["client_ip"] == "127.0.0.1" and e["request_id"] for e in entries)
+
+
 # --------------------------------------------------------------------------- isolation of apps
 
 
