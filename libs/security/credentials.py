@@ -150,6 +150,7 @@ class CredentialCache:
         self.refresh = refresh
         self.bootstrap = dict(bootstrap or {})
         self._by_hash: dict[str, Credential] | None = None
+        self._clients: dict[str, Credential] = {}
         self._loaded_at = 0.0
         self._lock = threading.Lock()
 
@@ -176,6 +177,7 @@ class CredentialCache:
                 return self._by_hash
             table = dict(self.bootstrap)
             table.update({r.secret_hash: _from_row(r) for r in rows})
+            self._clients = {c.id: c for c in table.values() if c.kind == "client"}
             self._by_hash, self._loaded_at = table, time.monotonic()
             return table
 
@@ -193,8 +195,9 @@ class CredentialCache:
 
     def client(self, client_id: str) -> Credential | None:
         """The active OAuth client with this id (the credential's id), else None."""
-        for table in (self._load(), self._load(min(self.refresh, MISS_REFRESH))):
-            for cred in table.values():
-                if cred.kind == "client" and cred.id == client_id and not cred.expired(utcnow()):
-                    return cred
-        return None
+        self._load()
+        found = self._clients.get(client_id)
+        if found is None:  # made a moment ago? As in find(), at most MISS_REFRESH re-reads a second
+            self._load(min(self.refresh, MISS_REFRESH))
+            found = self._clients.get(client_id)
+        return found if found is not None and not found.expired(utcnow()) else None

@@ -54,6 +54,8 @@ class TokenClaims:
     app: str
     name: str
     scopes: frozenset[str]
+    client_id: str | None = None
+    """The OAuth client an access token of ours was issued to (None for Entra's tokens)."""
 
 
 def audience(app: str) -> str:
@@ -159,11 +161,11 @@ def verify_access_token(keys: SigningKeys, token: str, app: str, leeway: int) ->
         if key is None:
             raise InvalidToken("the token's signing key is unknown")
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=audience(app), issuer=ISSUER,
-                            leeway=leeway, options={"require": ["exp", "iat", "aud", "iss", "sub"]})
+                            leeway=leeway, options={"require": ["exp", "iat", "aud", "iss", "sub", "client_id"]})
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     scopes = frozenset(str(claims.get("scope", "")).split()) & SCOPES
-    return TokenClaims(app, f"oauth:{claims['sub']}", scopes)
+    return TokenClaims(app, f"oauth:{claims['sub']}", scopes, str(claims["client_id"]))
 
 
 class EntraVerifier:

@@ -70,6 +70,11 @@ class Authenticator:
         try:
             if issuer == ISSUER:
                 claims = verify_access_token(self.keys, token, app, self.settings.jwt_leeway)
+                # The client's revocation (or expiry) ends its access tokens within token_refresh
+                # seconds, as it ends a bearer token's, not when the token expires.
+                client = self.credentials.client(claims.client_id or "")
+                if client is None or client.app != app:
+                    raise InvalidToken("the OAuth client it was issued to is revoked or expired")
             elif self.entra is not None and issuer in self.entra.issuers:
                 claims = self.entra.verify(token, app)
             else:

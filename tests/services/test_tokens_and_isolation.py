@@ -200,6 +200,21 @@ def test_an_oauth_client_gets_a_short_lived_signed_token_for_its_app_only(stack)
     assert _status(stack, tampered, path="/acme/Users") == 401
 
 
+def test_a_revoked_oauth_clients_access_token_stops_working_within_the_credentials_refresh(stack):
+    """Not at its expiry (SCIM_ACCESS_TOKEN_TTL, 600 s): a leaked client is cut off by revoking it."""
+    name = unique("revoked-client")
+    client = stack.create_token(name, client=True)
+    access = _oauth(stack, grant_type="client_credentials", client_id=client["client_id"],
+                    client_secret=client["client_secret"]).json()["access_token"]
+    read_and_write = (("GET", "/Users"), ("DELETE", f"/Users/{uuid.uuid4()}"))  # reader, front
+    assert [_status(stack, access, *call) for call in read_and_write] == [200, 404]
+    stack.scimbus("tokens", "revoke", name)
+    waited = _wait_until(lambda: [_status(stack, access, *call) for call in read_and_write] == [401, 401], timeout=10)
+    assert waited < 5  # SCIM_TOKEN_REFRESH (2 s) per process, as for a bearer token
+    time.sleep(2.5)  # by now every process of both has refreshed
+    assert {_status(stack, access, *call) for _ in range(4) for call in read_and_write} == {401}
+
+
 def test_the_token_endpoint_refuses_wrong_secrets_grants_and_scopes(stack):
     client = stack.create_token(unique("oauth"), None, "read", client=True)
     wrong = _oauth(stack, grant_type="client_credentials", client_id=client["client_id"], client_secret="nope")
