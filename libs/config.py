@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -130,6 +131,11 @@ class Settings:
     An entry without ``<scim app>=`` is for default_app; a SCIM app named in no entry accepts
     no Entra JWT. Every app of a tenant gets tokens with the same issuer and audience: only
     this tells one provisioning app from another (issue 16)."""
+    public_url: str = ""
+    """The URL clients reach this deployment at, without /scim (e.g. https://scim.example.com:8585).
+    OAuth client assertions must name ``<public_url>/oauth/token`` as their audience (never
+    taken from the request's Host or X-Forwarded-Host, which a client chooses); empty: client
+    assertions are refused. The local run sets it to the URL it serves."""
     jwt_leeway: int = 60
     """Clock skew in seconds allowed on the exp, nbf and iat of a JWT."""
     rate_limit: int = 0
@@ -162,6 +168,11 @@ class Settings:
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
+
+    @property
+    def token_endpoint(self) -> str | None:
+        """``<public_url>/oauth/token``: the audience OAuth client assertions must name."""
+        return self.public_url.rstrip("/") + "/oauth/token" if self.public_url else None
 
     @property
     def app_names(self) -> frozenset[str]:
@@ -258,6 +269,16 @@ def _validate(s: Settings) -> None:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
     _validate_entra(s)
+    if s.public_url:
+        _validate_public_url(s.public_url)
+
+
+def _validate_public_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or parts.username or parts.password or url.rstrip("/").endswith("/scim"):
+        raise SettingsError(f"SCIM_PUBLIC_URL={url!r} is not a URL such as https://scim.example.com:8585 "
+                            "(scheme, host, port; no /scim, query or user)")
 
 
 def _validate_entra(s: Settings) -> None:

@@ -78,3 +78,13 @@ def test_entra_callers_are_pinned_per_scim_app_and_default_to_the_default_app(tm
 def test_entra_settings_that_would_let_a_wrong_token_in_or_none_stop_the_start(tmp_path, env, message):
     with pytest.raises(SettingsError, match=message):
         _entra(tmp_path, **env)
+
+
+def test_the_public_url_gives_the_token_endpoint_and_a_wrong_one_stops_the_start(tmp_path):
+    settings = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_PUBLIC_URL": "https://scim.example.com:8585/"})
+    assert settings.token_endpoint == "https://scim.example.com:8585/oauth/token"
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).token_endpoint is None  # client assertions refused
+    for wrong in ("scim.example.com", "ftp://scim.example.com", "https://scim.example.com/scim",
+                  "https://user:pw@scim.example.com", "https://scim.example.com/?a=b"):
+        with pytest.raises(SettingsError, match="SCIM_PUBLIC_URL"):
+            load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_PUBLIC_URL": wrong})

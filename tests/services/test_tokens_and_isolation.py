@@ -258,3 +258,22 @@ def test_a_client_assertion_signed_with_the_clients_key_is_accepted_once(stack, 
     wrong_aud = jwt.encode({**claims, "jti": uuid.uuid4().hex, "aud": "https://elsewhere/token"}, key,
                            algorithm="RS256")
     assert _oauth(stack, **{**form, "client_assertion": wrong_aud}).status_code == 401
+
+
+def test_a_client_assertion_made_for_another_server_is_refused_whatever_host_the_request_names(stack, tmp_path):
+    """The audience is SCIM_PUBLIC_URL's token endpoint, never the Host or X-Forwarded-Host the
+    client sends: an assertion the client signed for another server cannot be replayed here."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    client = stack.create_token(unique("assert"), public_key=public.decode())
+    now = int(time.time())
+    form = {"grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    with httpx.Client(base_url=stack.url.removesuffix("/scim"), timeout=30) as c:
+        for headers in ({"X-Forwarded-Host": "idp.other.example"}, {"Host": "idp.other.example"}):
+            meant_elsewhere = jwt.encode({"iss": client["client_id"], "sub": client["client_id"], "iat": now,
+                                          "exp": now + 120, "jti": uuid.uuid4().hex,
+                                          "aud": "http://idp.other.example/oauth/token"}, key, algorithm="RS256")
+            refused = c.post("/oauth/token", data={**form, "client_assertion": meant_elsewhere}, headers=headers)
+            assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", headers
+            assert stack.url.removesuffix("/scim") + "/oauth/token" in refused.json()["error_description"]
