@@ -13,13 +13,14 @@ file's other tables and reaches code as ``Settings.file``.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import tomllib
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 
@@ -119,6 +120,10 @@ class Settings:
     """Lifetime in seconds of the OAuth access tokens issued at /oauth/token."""
     signing_key_days: int = 30
     """Age in days after which the OAuth signing key is replaced (the old one stays published)."""
+    key_encryption_key: str = ""
+    """Fernet key(s) that seal the private OAuth signing keys in the database, comma-separated
+    (the first seals, each opens); default: var_dir/key-encryption-key, which the local run
+    creates. See libs/security/key_encryption.py."""
     entra_tenant_id: str = ""
     """Entra tenant (its id, a GUID) whose own provisioning JWTs are accepted as bearer tokens
     (empty: off). Needs entra_jwks and entra_callers."""
@@ -269,6 +274,14 @@ def _validate(s: Settings) -> None:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
     _validate_entra(s)
+    for key in (k.strip() for k in s.key_encryption_key.split(",") if k.strip()):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except ValueError:
+            valid = False
+        if not valid:
+            raise SettingsError("SCIM_KEY_ENCRYPTION_KEY must hold Fernet keys (32 bytes, URL-safe base64), "
+                                "comma-separated")
     if s.public_url:
         _validate_public_url(s.public_url)
 
@@ -315,15 +328,19 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
 
 def read_or_create_token(var_dir: Path) -> str:
     """The local run's token: generated once, kept in var_dir/token (mode 600)."""
-    path = var_dir / "token"
+    return read_or_create_secret(var_dir / "token", lambda: secrets.token_urlsafe(32))
+
+
+def read_or_create_secret(path: Path, generate: Callable[[], str]) -> str:
+    """The secret kept in ``path``: made with ``generate`` and written (mode 600) the first time."""
     if path.exists():
         return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = generate()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the stack made it first
         return path.read_text().strip()
     with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    return token
+        fh.write(secret + "\n")
+    return secret

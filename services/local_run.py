@@ -81,9 +81,12 @@ def prepare(env: dict[str, str]) -> str:
     for sub in ("redis", "nginx/tmp", "metrics"):
         (var_dir / sub).mkdir(parents=True, exist_ok=True)
     settings = load_settings(env)
+    from libs.security import key_encryption
     from libs.store.migrate import upgrade
 
-    upgrade(settings.database)
+    if not settings.key_encryption_key:  # var/key-encryption-key seals the OAuth signing keys
+        key_encryption.create_local_key(settings.var_dir)
+    upgrade(settings.database, settings=settings)
     nginx_dir = Path(env["SCIM_NGINX_DIR"])
     from libs.security import tls  # issue 5: HTTPS at the gateway when SCIM_TLS / SCIM_TLS_CERT
 

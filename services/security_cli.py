@@ -75,11 +75,16 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> None:
 
 def cmd_tokens_rotate_key(args: argparse.Namespace) -> None:
     from libs.security.jwt_tokens import SigningKeys
+    from libs.security.key_encryption import KeyEncryptionError, Sealer
 
     settings = load_settings()
     keys = SigningKeys(_engine(settings), max_age=timedelta(days=settings.signing_key_days),
-                       token_ttl=settings.access_token_ttl, refresh=0)
-    print(f"new signing key {keys.rotate()}; the previous one stays published {settings.access_token_ttl} s")
+                       token_ttl=settings.access_token_ttl, refresh=0, sealer=lambda: Sealer.from_settings(settings))
+    try:
+        kid = keys.rotate()
+    except KeyEncryptionError as exc:
+        sys.exit(f"scimbus: {exc}")
+    print(f"new signing key {kid}; the previous one stays published {settings.access_token_ttl} s")
 
 
 def _when(text: str) -> datetime:

@@ -141,9 +141,12 @@ signing_keys = Table(
     "signing_keys", metadata,
     # Keys that sign the OAuth access tokens scimbus issues; published (public half) as JWKS.
     Column("kid", String(64), primary_key=True),
-    Column("private_pem", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
+    # Issue 16 (migration 0005): the public half in clear, for verifying and the JWKS; the
+    # private half sealed with the key encryption key (libs/security/key_encryption.py).
+    Column("public_pem", Text, nullable=False),
+    Column("sealed_private_key", Text, nullable=False),
 )
 
 # ---------------------------------------------------------------- issue 4: downstream deliveries

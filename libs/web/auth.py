@@ -29,6 +29,7 @@ from libs.security.credentials import CredentialCache
 from libs.security.jwt_tokens import (
     ISSUER, EntraVerifier, InvalidToken, SigningKeys, looks_like_jwt, unverified_issuer, verify_access_token,
 )
+from libs.security.key_encryption import Sealer
 from libs.security.ratelimit import RateLimiter
 from libs.store.session import create_engine_from_url
 
@@ -47,8 +48,10 @@ class Authenticator:
         self.settings = settings
         bootstrap = CredentialCache.bootstrap_tokens(settings.tokens, settings.default_app)
         self.credentials = CredentialCache(engine, settings.token_refresh, bootstrap)
+        # The key encryption key is looked up only to sign (the front's /oauth/token): a reader never needs it.
         self.keys = SigningKeys(engine, max_age=timedelta(days=settings.signing_key_days),
-                                token_ttl=settings.access_token_ttl, refresh=settings.token_refresh)
+                                token_ttl=settings.access_token_ttl, refresh=settings.token_refresh,
+                                sealer=lambda: Sealer.from_settings(settings))
         self.entra = EntraVerifier.from_settings(settings)
 
     def authenticate(self, header: str | None, app: str) -> Principal:

@@ -10,6 +10,7 @@ the client's app, signed with the current key of ``GET /oauth/jwks``. Errors use
 
 from __future__ import annotations
 
+import logging
 import time
 
 import jwt
@@ -18,8 +19,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from libs.security.credentials import Credential, CredentialError, parse_scopes
 from libs.security.jwt_tokens import issue_access_token
+from libs.security.key_encryption import KeyEncryptionError
 
 bp = Blueprint("oauth", __name__, url_prefix="/oauth")
+log = logging.getLogger("scimbus.oauth")
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
@@ -109,8 +112,13 @@ def token() -> Response:
         if not scopes <= client.scopes:
             raise OAuthError("invalid_scope", f"This client may ask for {sorted(client.scopes)} only.")
     settings = current_app.extensions["scim.settings"]
-    access = issue_access_token(_auth().keys, app=client.app, name=client.name, client_id=client.id, scopes=scopes,
-                                ttl=settings.access_token_ttl)
+    try:
+        access = issue_access_token(_auth().keys, app=client.app, name=client.name, client_id=client.id,
+                                    scopes=scopes, ttl=settings.access_token_ttl)
+    except KeyEncryptionError as exc:  # the operator's to fix; tokens already issued still verify
+        log.error("cannot sign an access token: %s", exc)
+        raise OAuthError("temporarily_unavailable", "The server cannot sign tokens now; its log says why.",
+                         503) from exc
     response = jsonify(access_token=access, token_type="Bearer", expires_in=settings.access_token_ttl,
                        scope=" ".join(sorted(scopes)))
     response.headers["Cache-Control"] = "no-store"

@@ -88,3 +88,25 @@ def test_the_public_url_gives_the_token_endpoint_and_a_wrong_one_stops_the_start
                   "https://user:pw@scim.example.com", "https://scim.example.com/?a=b"):
         with pytest.raises(SettingsError, match="SCIM_PUBLIC_URL"):
             load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_PUBLIC_URL": wrong})
+
+
+def test_a_key_encryption_key_that_is_not_a_fernet_key_stops_the_start(tmp_path):
+    from libs.security.key_encryption import new_key
+
+    two = f"{new_key()},{new_key()}"
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_KEY_ENCRYPTION_KEY": two}).key_encryption_key == two
+    for wrong in ("secret", "c2hvcnQ=", f"{new_key()},oops"):
+        with pytest.raises(SettingsError, match="SCIM_KEY_ENCRYPTION_KEY"):
+            load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_KEY_ENCRYPTION_KEY": wrong})
+
+
+def test_without_the_variable_the_key_encryption_key_is_the_local_runs_file_if_there_is_one(tmp_path):
+    from libs.security.key_encryption import configured_keys, create_local_key
+
+    settings = load_settings({"SCIM_VAR_DIR": str(tmp_path)})
+    assert configured_keys(settings) == ()  # compose, Kubernetes: nothing is made up per container
+    create_local_key(tmp_path)  # what the local run does at start
+    create_local_key(tmp_path)
+    (key,) = configured_keys(settings)
+    assert (tmp_path / "key-encryption-key").read_text() == key + "\n"
+    assert (tmp_path / "key-encryption-key").stat().st_mode & 0o777 == 0o600

@@ -76,6 +76,28 @@ def test_the_credentials_table_keeps_only_hashes(stack):
     assert secret not in dump and secret[8:] not in dump
 
 
+def test_the_signing_keys_table_holds_no_private_key_in_clear(stack):
+    """A copy of the database (a backup, a replica) must not let anyone sign access tokens."""
+    from sqlalchemy import create_engine, text
+
+    from libs.config import load_settings
+
+    client = stack.create_token(unique("oauth"), client=True)
+    assert _oauth(stack, grant_type="client_credentials", client_id=client["client_id"],
+                  client_secret=client["client_secret"]).status_code == 200  # a signing key exists
+    settings = load_settings(stack.env)
+    engine = create_engine(settings.database)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM signing_keys")).all()
+    engine.dispose()
+    assert rows and not any("PRIVATE KEY" in str(value) for row in rows for value in row)
+    # The local run's key (var/key-encryption-key, mode 600) opens them.
+    from libs.security.key_encryption import Sealer
+
+    assert (stack.var_dir / "key-encryption-key").stat().st_mode & 0o777 == 0o600
+    assert all("PRIVATE KEY" in Sealer.from_settings(settings).open(row.sealed_private_key) for row in rows)
+
+
 def test_a_read_only_token_reads_and_gets_403_on_writes(stack):
     token = stack.create_token(unique("ro"), None, "read")["token"]
     with stack.client(token) as c:
@@ -213,6 +235,44 @@ def test_a_revoked_oauth_clients_access_token_stops_working_within_the_credentia
     assert waited < 5  # SCIM_TOKEN_REFRESH (2 s) per process, as for a bearer token
     time.sleep(2.5)  # by now every process of both has refreshed
     assert {_status(stack, access, *call) for _ in range(4) for call in read_and_write} == {401}
+
+
+def test_a_forged_token_with_a_published_kid_is_refused_without_reading_a_private_key(stack):
+    """Issue 16: a token with our issuer and a published kid made the server parse a stored
+    private key (20-50 ms of CPU, unauthenticated) before it checked the signature. Here every
+    private key in the database is unreadable: a request that still reads one answers 500."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from libs.config import load_settings
+
+    client = stack.create_token(unique("oauth"), client=True)
+    genuine = _oauth(stack, grant_type="client_credentials", client_id=client["client_id"],
+                     client_secret=client["client_secret"]).json()["access_token"]
+    kid = jwt.get_unverified_header(genuine)["kid"]
+    now = int(time.time())
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode({"iss": "scimbus", "aud": "scimbus:default", "sub": "x", "client_id": client["client_id"],
+                         "scope": "read write", "iat": now, "exp": now + 600}, attacker, algorithm="RS256",
+                        headers={"kid": kid})
+    engine = create_engine(load_settings(stack.env).database)
+    private = [c["name"] for c in inspect(engine).get_columns("signing_keys") if "private" in c["name"]]
+    with engine.begin() as conn:
+        saved = conn.execute(text(f"SELECT kid, {', '.join(private)} FROM signing_keys")).all()
+        conn.execute(text(f"UPDATE signing_keys SET {', '.join(f'{c} = :x' for c in private)}"), {"x": "unreadable"})
+    try:
+        time.sleep(2.5)  # every process has re-read the table (SCIM_TOKEN_REFRESH)
+        for _ in range(3):  # both processes of the reader and of the front
+            assert _status(stack, forged) == 401
+            assert _status(stack, forged, "DELETE", f"/Users/{uuid.uuid4()}") == 401
+            assert _status(stack, genuine) == 200
+        with httpx.Client(base_url=stack.url.removesuffix("/scim"), timeout=30) as c:
+            assert kid in [k["kid"] for k in c.get("/oauth/jwks").json()["keys"]]
+    finally:
+        with engine.begin() as conn:
+            for row in saved:
+                conn.execute(text(f"UPDATE signing_keys SET {', '.join(f'{c} = :{c}' for c in private)} "
+                                  "WHERE kid = :kid"), dict(row._mapping))
+        engine.dispose()
 
 
 def test_the_token_endpoint_refuses_wrong_secrets_grants_and_scopes(stack):

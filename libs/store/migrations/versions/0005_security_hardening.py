@@ -1,0 +1,65 @@
+"""Security hardening (issue 16): signing keys sealed at rest, public halves in clear.
+
+``signing_keys.private_pem`` (a plaintext PEM) becomes ``sealed_private_key``: the same key
+sealed with the key encryption key (libs/security/key_encryption.py), and ``public_pem`` its
+public half, which is all that verifying a token or publishing the JWKS reads. Existing keys
+keep their kid, so tokens they signed stay valid. Sealing them needs the key encryption key:
+a database that holds signing keys cannot be migrated without it (the local run creates
+one before it migrates).
+
+Revision ID: 0005
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import context, op
+
+revision = "0005"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def _sealer():
+    from libs.config import load_settings
+    from libs.security.key_encryption import Sealer
+
+    return Sealer.from_settings(context.config.attributes.get("settings") or load_settings())
+
+
+_keys = sa.table("signing_keys", sa.column("kid", sa.String), sa.column("private_pem", sa.Text),
+                 sa.column("public_pem", sa.Text), sa.column("sealed_private_key", sa.Text))
+
+
+def upgrade() -> None:
+    from libs.security.jwt_tokens import public_pem_of
+
+    with op.batch_alter_table("signing_keys") as batch_op:
+        batch_op.add_column(sa.Column("public_pem", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("sealed_private_key", sa.Text(), nullable=True))
+    conn = op.get_bind()
+    rows = conn.execute(sa.select(_keys.c.kid, _keys.c.private_pem)).all()
+    if rows:
+        sealer = _sealer()
+        for kid, pem in rows:
+            conn.execute(_keys.update().where(_keys.c.kid == kid).values(
+                public_pem=public_pem_of(pem), sealed_private_key=sealer.seal(pem)))
+    with op.batch_alter_table("signing_keys") as batch_op:
+        batch_op.alter_column("public_pem", existing_type=sa.Text(), nullable=False)
+        batch_op.alter_column("sealed_private_key", existing_type=sa.Text(), nullable=False)
+        batch_op.drop_column("private_pem")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("signing_keys") as batch_op:
+        batch_op.add_column(sa.Column("private_pem", sa.Text(), nullable=True))
+    conn = op.get_bind()
+    rows = conn.execute(sa.select(_keys.c.kid, _keys.c.sealed_private_key)).all()
+    if rows:
+        sealer = _sealer()
+        for kid, sealed in rows:
+            conn.execute(_keys.update().where(_keys.c.kid == kid).values(private_pem=sealer.open(sealed)))
+    with op.batch_alter_table("signing_keys") as batch_op:
+        batch_op.alter_column("private_pem", existing_type=sa.Text(), nullable=False)
+        batch_op.drop_column("sealed_private_key")
+        batch_op.drop_column("public_pem")
