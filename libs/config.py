@@ -99,7 +99,8 @@ class Settings:
     bulk_max_payload_bytes: int = 1024 * 1024
     """Largest POST /Bulk body (advertised in /ServiceProviderConfig; 413 above)."""
     cursor_secret: str = ""
-    """Key that signs RFC 9865 paging cursors; default: derived from the bearer token(s)."""
+    """Key that signs RFC 9865 paging cursors; default: a random key of the database's, made
+    by migration 0005 (libs/security/cursor_key.py)."""
     cursor_ttl: int = 600
     """Seconds a paging cursor stays valid."""
     # --- end issue 3 ---

@@ -149,6 +149,15 @@ signing_keys = Table(
     Column("sealed_private_key", Text, nullable=False),
 )
 
+service_keys = Table(
+    "service_keys", metadata,
+    # Issue 16 (migration 0005): keys of the service's own, made at migration, shared by every
+    # process: "cursor" signs paging cursors (libs/security/cursor_key.py).
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 # ---------------------------------------------------------------- issue 4: downstream deliveries
 # Per connector and resource, what the target holds (migration 0002). A change ``seq`` is
 # handled for a connector once delivered_seq or dead_seq reaches it; the sweeper re-enqueues

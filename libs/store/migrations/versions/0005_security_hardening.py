@@ -1,4 +1,4 @@
-"""Security hardening (issue 16): signing keys sealed at rest, public halves in clear.
+"""Security hardening (issue 16): signing keys sealed at rest, a cursor key of its own.
 
 ``signing_keys.private_pem`` (a plaintext PEM) becomes ``sealed_private_key``: the same key
 sealed with the key encryption key (libs/security/key_encryption.py), and ``public_pem`` its
@@ -7,9 +7,15 @@ keep their kid, so tokens they signed stay valid. Sealing them needs the key enc
 a database that holds signing keys cannot be migrated without it (the local run creates
 one before it migrates).
 
+``service_keys`` holds keys the service makes for itself; the "cursor" key that signs paging
+cursors (no longer derived from the bearer token) is made here, once per database.
+
 Revision ID: 0005
 Revises: 0003
 """
+
+import secrets
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -49,8 +55,19 @@ def upgrade() -> None:
         batch_op.alter_column("sealed_private_key", existing_type=sa.Text(), nullable=False)
         batch_op.drop_column("private_pem")
 
+    service_keys = op.create_table(
+        "service_keys",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_service_keys")),
+    )
+    op.bulk_insert(service_keys, [{"name": "cursor", "value": secrets.token_urlsafe(32),
+                                   "created_at": datetime.now(timezone.utc)}])
+
 
 def downgrade() -> None:
+    op.drop_table("service_keys")
     with op.batch_alter_table("signing_keys") as batch_op:
         batch_op.add_column(sa.Column("private_pem", sa.Text(), nullable=True))
     conn = op.get_bind()
