@@ -149,6 +149,23 @@ signing_keys = Table(
     Column("sealed_private_key", Text, nullable=False),
 )
 
+credential_events = Table(
+    "credential_events", metadata,
+    # Issue 16 (migration 0005): the audit of credentials made and revoked (scimbus tokens):
+    # who, when, what; never a secret or its hash.
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("action", String(16), nullable=False),  # "create" | "revoke"
+    Column("credential_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("scopes", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("actor", String(128)),  # the operator: user@host of the command
+    Index(None, "at"),
+)
+
 service_keys = Table(
     "service_keys", metadata,
     # Issue 16 (migration 0005): keys of the service's own, made at migration, shared by every

@@ -63,6 +63,23 @@ def test_two_tokens_work_during_a_rotation_and_the_revoked_one_stops_without_a_r
     assert f"{name}-old" in listing and "revoked" in listing and old not in listing and new not in listing
 
 
+def test_making_and_revoking_a_token_is_audited_with_who_did_it_and_no_secret(stack):
+    """An operator who makes himself a token, uses it and revokes it leaves a trace."""
+    import getpass
+    import socket
+
+    name = unique("audited-token")
+    token = json.loads(stack.scimbus("tokens", "create", name, "--scopes", "read").stdout)["token"]
+    stack.scimbus("tokens", "revoke", name)
+    shown = stack.scimbus("audit", "--json", "--token", name).stdout
+    entries = [json.loads(line) for line in shown.splitlines()]
+    assert [(e["op"], e["resource_type"], e["detail"]) for e in entries] == [
+        ("create", "Credential", "token scopes=read"), ("revoke", "Credential", "token scopes=read")]
+    assert all(e["actor"] == f"{getpass.getuser()}@{socket.gethostname()}" for e in entries)
+    assert token not in shown and token[8:] not in shown
+    assert "by=" in stack.scimbus("audit", "--token", name).stdout
+
+
 def test_the_credentials_table_keeps_only_hashes(stack):
     secret = stack.create_token(unique("hashed"))["token"]
     from sqlalchemy import create_engine, text
@@ -119,6 +136,8 @@ def test_a_write_is_audited_with_the_token_name_and_client_ip_and_a_refused_one_
         user = create_user(c)
         assert_scim_error(c.post("/Users", json=entra_user(user["userName"])), 409)
     entries = [json.loads(line) for line in stack.scimbus("audit", "--json", "--token", name).stdout.splitlines()]
+    made, *entries = entries  # the token's own creation comes first
+    assert (made["op"], made["resource_type"]) == ("create", "Credential")
     assert [(e["op"], e["outcome"]) for e in entries] == [("create", "ok"), ("create", "409 uniqueness")]
     assert entries[0]["resource_id"] == user["id"] and entries[0]["client_ip"] == "127.0.0.1"
     assert all(e["request_id"] for e in entries)
@@ -142,7 +161,8 @@ def test_a_bulk_write_is_audited_with_the_token_name_and_client_ip_as_a_single_w
         answer = c.post("/Bulk", json=body)
     assert answer.status_code == 200, answer.text
     assert [op["status"] for op in answer.json()["Operations"]] == ["201", "409"]
-    entries = [json.loads(line) for line in stack.scimbus("audit", "--json", "--token", name).stdout.splitlines()]
+    entries = [json.loads(line) for line in stack.scimbus("audit", "--json", "--token", name).stdout.splitlines()
+               if json.loads(line)["resource_type"] == "User"]
     assert sorted((e["op"], e["outcome"]) for e in entries) == [("create", "409 uniqueness"), ("create", "ok")]
     assert all(e["token_name"] == name and e["client_ip"] == "127.0.0.1" and e["request_id"] for e in entries)
 

@@ -7,6 +7,7 @@ keep their kid, so tokens they signed stay valid. Sealing them needs the key enc
 a database that holds signing keys cannot be migrated without it (the local run creates
 one before it migrates).
 
+``credential_events`` audits credentials made and revoked (who, when, what; no secret).
 ``service_keys`` holds keys the service makes for itself; the "cursor" key that signs paging
 cursors (no longer derived from the bearer token) is made here, once per database.
 
@@ -24,6 +25,8 @@ revision = "0005"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
+
+PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def _sealer():
@@ -65,8 +68,26 @@ def upgrade() -> None:
     op.bulk_insert(service_keys, [{"name": "cursor", "value": secrets.token_urlsafe(32),
                                    "created_at": datetime.now(timezone.utc)}])
 
+    op.create_table(
+        "credential_events",
+        sa.Column("seq", PK, autoincrement=True, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("app", sa.String(length=64), nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column("credential_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("scopes", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("actor", sa.String(length=128), nullable=True),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_credential_events")),
+    )
+    op.create_index(op.f("ix_credential_events_at"), "credential_events", ["at"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_credential_events_at"), table_name="credential_events")
+    op.drop_table("credential_events")
     op.drop_table("service_keys")
     with op.batch_alter_table("signing_keys") as batch_op:
         batch_op.add_column(sa.Column("private_pem", sa.Text(), nullable=True))
