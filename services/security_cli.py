@@ -124,9 +124,10 @@ def cmd_audit(args: argparse.Namespace) -> None:
             print(json.dumps(entry.as_dict()))
         else:
             by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
+            theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
             print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
                   f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
-                  f"request={entry.request_id}{by}")
+                  f"request={entry.request_id}{theirs}{by}")
 
 
 def _friendly(func):

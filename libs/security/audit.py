@@ -26,7 +26,7 @@ log = logging.getLogger("scimbus.audit")
 
 def audit_fields(job: WriteJob) -> dict[str, Any]:
     return {"token_name": _clip(job.meta.get("token_name"), 128), "client_ip": _clip(job.meta.get("client_ip"), 64),
-            "outcome": "ok"}
+            "client_request_id": _clip(job.meta.get("client_request_id"), 128), "outcome": "ok"}
 
 
 def _clip(value: Any, size: int) -> str | None:
@@ -57,10 +57,12 @@ class AuditEntry:
     token_name: str | None
     client_ip: str | None
     request_id: str | None
+    """Ours (the gateway's); the client's own X-Request-Id is ``client_request_id``."""
     job_id: str | None
     actor: str | None = None
     """The operator (user@host) who made or revoked a credential; None for writes."""
     detail: str | None = None
+    client_request_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "at": self.at.isoformat()}
@@ -72,7 +74,8 @@ _NONE = null().cast(String)
 
 
 def _writes(table) -> Select:
-    return select(*(table.c[c] for c in _COLUMNS), _NONE.label("actor"), _NONE.label("detail"))
+    return select(*(table.c[c] for c in _COLUMNS), _NONE.label("actor"), _NONE.label("detail"),
+                  table.c.client_request_id)
 
 
 def _credential_events() -> Select:
@@ -82,7 +85,8 @@ def _credential_events() -> Select:
     return select(e.c.at, e.c.app, e.c.action.label("op"), literal("Credential", String).label("resource_type"),
                   e.c.credential_id.label("resource_id"), literal("ok", String).label("outcome"),
                   e.c.name.label("token_name"), _NONE.label("client_ip"), _NONE.label("request_id"),
-                  _NONE.label("job_id"), e.c.actor, (e.c.kind + " scopes=" + e.c.scopes).label("detail"))
+                  _NONE.label("job_id"), e.c.actor, (e.c.kind + " scopes=" + e.c.scopes).label("detail"),
+                  _NONE.label("client_request_id"))
 
 
 def query(engine: Engine, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,

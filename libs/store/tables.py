@@ -97,6 +97,8 @@ changes = Table(
     Column("token_name", String(128)),
     Column("client_ip", String(64)),
     Column("outcome", String(64), nullable=False, server_default="ok"),
+    # Issue 16 (migration 0005): request_id is ours (the gateway's); this is the client's own.
+    Column("client_request_id", String(128)),
     Index(None, "app", "resource_type", "resource_id"),
     Index(None, "at"),
 )
@@ -117,6 +119,7 @@ rejected_writes = Table(
     Column("client_ip", String(64)),
     Column("outcome", String(64), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("client_request_id", String(128)),  # issue 16 (migration 0005)
     Index(None, "at"),
 )
 

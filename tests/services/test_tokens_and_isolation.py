@@ -148,6 +148,23 @@ def test_a_write_is_audited_with_the_token_name_and_client_ip_and_a_refused_one_
     assert stack.scimbus("audit", "--json", "--token", name, "--since", "2999-01-01").stdout == ""
 
 
+def test_a_client_cannot_choose_the_request_id_of_its_audit_row_and_its_own_is_kept_beside_ours(stack):
+    """A client's X-Request-Id (one of another request's, or a lie) never becomes the audit's id."""
+    name = unique("request-ids")
+    token = stack.create_token(name)["token"]
+    with stack.client(token) as c:
+        sent = c.post("/Users", json=entra_user(), headers={"X-Request-Id": "0123456789abcdef0123456789abcdef"})
+        refused = c.delete(f"/Users/{uuid.uuid4()}", headers={"X-Request-Id": "not-even-hex; see log"})
+    assert sent.status_code == 201 and refused.status_code == 404
+    ours = [sent.headers["X-Request-Id"], refused.headers["X-Request-Id"]]
+    assert "0123456789abcdef0123456789abcdef" not in ours and all(len(i) == 32 for i in ours)
+    entries = [json.loads(line) for line in stack.scimbus("audit", "--json", "--token", name).stdout.splitlines()
+               if json.loads(line)["resource_type"] == "User"]
+    assert [(e["request_id"], e["client_request_id"]) for e in entries] == [
+        (ours[0], "0123456789abcdef0123456789abcdef"), (ours[1], "not-even-hex; see log")]
+    assert "client-request=0123456789abcdef0123456789abcdef" in stack.scimbus("audit", "--token", name).stdout
+
+
 def test_a_bulk_write_is_audited_with_the_token_name_and_client_ip_as_a_single_write_is(stack):
     """A Bulk of writes must not let a client write without leaving its name in the audit."""
     name = unique("bulk-audited")

@@ -8,6 +8,7 @@ a database that holds signing keys cannot be migrated without it (the local run 
 one before it migrates).
 
 ``credential_events`` audits credentials made and revoked (who, when, what; no secret).
+``changes`` and ``rejected_writes`` keep the client's own X-Request-Id beside ours.
 ``service_keys`` holds keys the service makes for itself; the "cursor" key that signs paging
 cursors (no longer derived from the bearer token) is made here, once per database.
 
@@ -84,8 +85,15 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_credential_events_at"), "credential_events", ["at"], unique=False)
 
+    for table in ("changes", "rejected_writes"):
+        with op.batch_alter_table(table) as batch_op:
+            batch_op.add_column(sa.Column("client_request_id", sa.String(length=128), nullable=True))
+
 
 def downgrade() -> None:
+    for table in ("changes", "rejected_writes"):
+        with op.batch_alter_table(table) as batch_op:
+            batch_op.drop_column("client_request_id")
     op.drop_index(op.f("ix_credential_events_at"), table_name="credential_events")
     op.drop_table("credential_events")
     op.drop_table("service_keys")
