@@ -41,19 +41,25 @@ _keys = sa.table("signing_keys", sa.column("kid", sa.String), sa.column("private
                  sa.column("public_pem", sa.Text), sa.column("sealed_private_key", sa.Text))
 
 
+def _rewrite_keys(source: str, values) -> None:
+    """Each stored signing key's row, given ``values(sealer, text of source)``; the key
+    encryption key is looked up only when there is a key to rewrite."""
+    conn = op.get_bind()
+    rows = conn.execute(sa.select(_keys.c.kid, _keys.c[source])).all()
+    if rows:
+        sealer = _sealer()
+        for kid, text in rows:
+            conn.execute(_keys.update().where(_keys.c.kid == kid).values(**values(sealer, text)))
+
+
 def upgrade() -> None:
     from libs.security.jwt_tokens import public_pem_of
 
     with op.batch_alter_table("signing_keys") as batch_op:
         batch_op.add_column(sa.Column("public_pem", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("sealed_private_key", sa.Text(), nullable=True))
-    conn = op.get_bind()
-    rows = conn.execute(sa.select(_keys.c.kid, _keys.c.private_pem)).all()
-    if rows:
-        sealer = _sealer()
-        for kid, pem in rows:
-            conn.execute(_keys.update().where(_keys.c.kid == kid).values(
-                public_pem=public_pem_of(pem), sealed_private_key=sealer.seal(pem)))
+    _rewrite_keys("private_pem", lambda sealer, pem: {"public_pem": public_pem_of(pem),
+                                                      "sealed_private_key": sealer.seal(pem)})
     with op.batch_alter_table("signing_keys") as batch_op:
         batch_op.alter_column("public_pem", existing_type=sa.Text(), nullable=False)
         batch_op.alter_column("sealed_private_key", existing_type=sa.Text(), nullable=False)
@@ -99,12 +105,7 @@ def downgrade() -> None:
     op.drop_table("service_keys")
     with op.batch_alter_table("signing_keys") as batch_op:
         batch_op.add_column(sa.Column("private_pem", sa.Text(), nullable=True))
-    conn = op.get_bind()
-    rows = conn.execute(sa.select(_keys.c.kid, _keys.c.sealed_private_key)).all()
-    if rows:
-        sealer = _sealer()
-        for kid, sealed in rows:
-            conn.execute(_keys.update().where(_keys.c.kid == kid).values(private_pem=sealer.open(sealed)))
+    _rewrite_keys("sealed_private_key", lambda sealer, sealed: {"private_pem": sealer.open(sealed)})
     with op.batch_alter_table("signing_keys") as batch_op:
         batch_op.alter_column("private_pem", existing_type=sa.Text(), nullable=False)
         batch_op.drop_column("sealed_private_key")
