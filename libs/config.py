@@ -312,7 +312,8 @@ def _validate_entra(s: Settings) -> None:
                             "allowed to call when SCIM_ENTRA_TENANT_ID is set (any app of the tenant could otherwise)")
     unknown = sorted(set(callers) - s.app_names)
     if unknown:
-        raise SettingsError(f"SCIM_ENTRA_CALLERS names the SCIM app {unknown[0]!r}, which is not configured (SCIM_APPS)")
+        raise SettingsError(f"SCIM_ENTRA_CALLERS names the SCIM app {unknown[0]!r}, which is not configured "
+                            "(SCIM_APPS)")
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:

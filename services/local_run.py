@@ -91,7 +91,8 @@ def prepare(env: dict[str, str]) -> str:
     from libs.security import tls  # issue 5: HTTPS at the gateway when SCIM_TLS / SCIM_TLS_CERT
 
     env["SCIM_SCHEME"] = tls.configure_gateway(env, settings, nginx_dir)
-    env.setdefault("SCIM_PUBLIC_URL", f"{env['SCIM_SCHEME']}://127.0.0.1:{env['SCIM_PORT']}")  # see Settings.public_url
+    # The audience of OAuth client assertions (Settings.public_url): the URL this run serves.
+    env.setdefault("SCIM_PUBLIC_URL", f"{env['SCIM_SCHEME']}://127.0.0.1:{env['SCIM_PORT']}")
     sockets = Path(tempfile.mkdtemp(prefix="scimbus-"))
     sockets.chmod(0o755)  # nginx's workers run as nobody when it was started as root
     env["SCIM_SOCKET_DIR"] = str(sockets)

@@ -144,8 +144,8 @@ class SigningKeys:
         """Start signing with a new key; the old ones stay published one token lifetime."""
         kid, now = uuid.uuid4().hex, utcnow()
         private_pem = new_private_pem()
-        row = {"kid": kid, "public_pem": public_pem_of(private_pem), "sealed_private_key": self._seal().seal(private_pem),
-               "created_at": now}
+        row = {"kid": kid, "public_pem": public_pem_of(private_pem),
+               "sealed_private_key": self._seal().seal(private_pem), "created_at": now}
         with self.engine.begin() as conn:
             conn.execute(update(K).where(K.c.retired_at.is_(None)).values(retired_at=now))
             conn.execute(insert(K), row)

@@ -61,7 +61,8 @@ def _client_by_assertion(assertion: str) -> Credential:
     # client sends) would accept an assertion the client made for any other server.
     audience = settings.token_endpoint
     if audience is None:
-        raise OAuthError("invalid_client", "Client assertions are not accepted here (SCIM_PUBLIC_URL is not set).", 401)
+        raise OAuthError("invalid_client", "Client assertions are not accepted here (SCIM_PUBLIC_URL is not set).",
+                         401)
     try:
         client_id = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
         cred = _auth().credentials.client(client_id) if isinstance(client_id, str) else None

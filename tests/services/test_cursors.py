@@ -48,5 +48,6 @@ def test_the_cursor_key_is_the_databases_own_random_key_unless_one_is_set(databa
     settings = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_TOKEN": "t" * 32})
     made = cursor_secret(settings, engine)
     assert len(made) >= 43 and "t" * 32 not in made and made == cursor_secret(settings, engine)
-    assert cursor_secret(load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_CURSOR_SECRET": "mine"}), engine) == "mine"
+    chosen = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_CURSOR_SECRET": "mine"})
+    assert cursor_secret(chosen, engine) == "mine"
     engine.dispose()

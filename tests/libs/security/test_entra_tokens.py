@@ -60,6 +60,7 @@ def test_a_token_of_the_tenant_issued_to_another_caller_is_refused(verifier, ent
 
 def test_a_scim_app_no_caller_is_configured_for_accepts_no_entra_token(tmp_path, entra_key):
     settings = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_APPS": "acme", "SCIM_ENTRA_TENANT_ID": TENANT,
-                              "SCIM_ENTRA_JWKS": str(tmp_path / "jwks.json"), "SCIM_ENTRA_CALLERS": f"acme={ACME_APP}"})
+                              "SCIM_ENTRA_JWKS": str(tmp_path / "jwks.json"),
+                              "SCIM_ENTRA_CALLERS": f"acme={ACME_APP}"})
     with pytest.raises(InvalidToken, match="not accepted"):
         EntraVerifier.from_settings(settings).verify(_token(entra_key, appid=ACME_APP), "default")

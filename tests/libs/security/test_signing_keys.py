@@ -72,7 +72,8 @@ def test_the_jwks_and_verification_parse_each_public_key_once_not_per_call(engin
     token = _issue(keys)
     parsed = []
     real = jwt_tokens.serialization.load_pem_public_key
-    monkeypatch.setattr(jwt_tokens.serialization, "load_pem_public_key", lambda *a, **kw: parsed.append(1) or real(*a, **kw))
+    monkeypatch.setattr(jwt_tokens.serialization, "load_pem_public_key",
+                        lambda *a, **kw: parsed.append(1) or real(*a, **kw))
     first = keys.jwks()
     for _ in range(50):
         assert keys.jwks() == first
