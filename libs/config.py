@@ -13,16 +13,32 @@ file's other tables and reaches code as ``Settings.file``.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import tomllib
+import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
     """A SCIM_* variable has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class EntraCaller:
+    """An Entra application allowed to call one SCIM app with the JWTs Entra issues it."""
+
+    app_id: str
+    object_id: str | None = None
+
+
+def _guid(text: str) -> str:
+    """The canonical (lower-case) form of a GUID, as Entra writes ids in its tokens."""
+    return str(uuid.UUID(text.strip()))
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,8 @@ class Settings:
     bulk_max_payload_bytes: int = 1024 * 1024
     """Largest POST /Bulk body (advertised in /ServiceProviderConfig; 413 above)."""
     cursor_secret: str = ""
-    """Key that signs RFC 9865 paging cursors; default: derived from the bearer token(s)."""
+    """Key that signs RFC 9865 paging cursors; default: a random key of the database's, made
+    by migration 0005 (libs/security/cursor_key.py)."""
     cursor_ttl: int = 600
     """Seconds a paging cursor stays valid."""
     # --- end issue 3 ---
@@ -110,12 +127,27 @@ class Settings:
     """Lifetime in seconds of the OAuth access tokens issued at /oauth/token."""
     signing_key_days: int = 30
     """Age in days after which the OAuth signing key is replaced (the old one stays published)."""
+    key_encryption_key: str = ""
+    """Fernet key(s) that seal the private OAuth signing keys in the database, comma-separated
+    (the first seals, each opens); default: var_dir/key-encryption-key, which the local run
+    creates. See libs/security/key_encryption.py."""
     entra_tenant_id: str = ""
-    """Entra tenant whose own provisioning JWTs are accepted as bearer tokens (empty: off)."""
+    """Entra tenant (its id, a GUID) whose own provisioning JWTs are accepted as bearer tokens
+    (empty: off). Needs entra_jwks and entra_callers."""
     entra_jwks: str = ""
     """Entra's signing keys: a JWKS file path or https URL (fetched and cached for an hour)."""
-    entra_app: str = ""
-    """SCIM app that an Entra-issued JWT may use (default: default_app)."""
+    entra_callers: str = ""
+    """The Entra applications whose JWTs each SCIM app accepts, comma-separated entries
+    ``<scim app>=<application id>[:<object id>]``: the token's ``appid`` (v1) or ``azp`` (v2)
+    must be that application id and, when an object id is given, its ``oid`` that object id.
+    An entry without ``<scim app>=`` is for default_app; a SCIM app named in no entry accepts
+    no Entra JWT. Every app of a tenant gets tokens with the same issuer and audience: only
+    this tells one provisioning app from another (issue 16)."""
+    public_url: str = ""
+    """The URL clients reach this deployment at, without /scim (e.g. https://scim.example.com:8585).
+    OAuth client assertions must name ``<public_url>/oauth/token`` as their audience (never
+    taken from the request's Host or X-Forwarded-Host, which a client chooses); empty: client
+    assertions are refused. The local run sets it to the URL it serves."""
     jwt_leeway: int = 60
     """Clock skew in seconds allowed on the exp, nbf and iat of a JWT."""
     rate_limit: int = 0
@@ -165,8 +197,31 @@ class Settings:
         return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
 
     @property
+    def token_endpoint(self) -> str | None:
+        """``<public_url>/oauth/token``: the audience OAuth client assertions must name."""
+        return self.public_url.rstrip("/") + "/oauth/token" if self.public_url else None
+
+    @property
     def app_names(self) -> frozenset[str]:
         return frozenset({self.default_app, *(a.strip() for a in self.apps.split(",") if a.strip())})
+
+    @property
+    def entra_callers_by_app(self) -> dict[str, tuple[EntraCaller, ...]]:
+        """``entra_callers`` parsed: SCIM app → the Entra applications it accepts JWTs from."""
+        found: dict[str, list[EntraCaller]] = {}
+        for entry in (e.strip() for e in self.entra_callers.split(",")):
+            if not entry:
+                continue
+            app, sep, caller = entry.rpartition("=")
+            app, caller = (app.strip() if sep else self.default_app), caller.strip()
+            app_id, _, object_id = caller.partition(":")
+            try:
+                parsed = EntraCaller(_guid(app_id), _guid(object_id) if object_id else None)
+            except ValueError:
+                raise SettingsError(f"SCIM_ENTRA_CALLERS: {entry!r} is not <scim app>=<application id>[:<object id>] "
+                                    "with GUIDs") from None
+            found.setdefault(app, []).append(parsed)
+        return {app: tuple(callers) for app, callers in found.items()}
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -249,6 +304,46 @@ def _validate(s: Settings) -> None:
     for name in ("bulk_max_operations", "bulk_max_payload_bytes", "cursor_ttl"):
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
+    _validate_entra(s)
+    for key in (k.strip() for k in s.key_encryption_key.split(",") if k.strip()):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except ValueError:
+            valid = False
+        if not valid:
+            raise SettingsError("SCIM_KEY_ENCRYPTION_KEY must hold Fernet keys (32 bytes, URL-safe base64), "
+                                "comma-separated")
+    if s.public_url:
+        _validate_public_url(s.public_url)
+
+
+def _validate_public_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or parts.username or parts.password or url.rstrip("/").endswith("/scim"):
+        raise SettingsError(f"SCIM_PUBLIC_URL={url!r} is not a URL such as https://scim.example.com:8585 "
+                            "(scheme, host, port; no /scim, query or user)")
+
+
+def _validate_entra(s: Settings) -> None:
+    callers = s.entra_callers_by_app
+    if not s.entra_tenant_id:
+        if callers:
+            raise SettingsError("SCIM_ENTRA_CALLERS needs SCIM_ENTRA_TENANT_ID (the tenant that issues their JWTs)")
+        return
+    try:
+        _guid(s.entra_tenant_id)
+    except ValueError:
+        raise SettingsError(f"SCIM_ENTRA_TENANT_ID={s.entra_tenant_id!r} is not a tenant id (a GUID)") from None
+    if not s.entra_jwks:
+        raise SettingsError("SCIM_ENTRA_JWKS must name Entra's JWKS (file or URL) when SCIM_ENTRA_TENANT_ID is set")
+    if not callers:
+        raise SettingsError("SCIM_ENTRA_CALLERS must name the Entra application id of each provisioning app "
+                            "allowed to call when SCIM_ENTRA_TENANT_ID is set (any app of the tenant could otherwise)")
+    unknown = sorted(set(callers) - s.app_names)
+    if unknown:
+        raise SettingsError(f"SCIM_ENTRA_CALLERS names the SCIM app {unknown[0]!r}, which is not configured "
+                            "(SCIM_APPS)")
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
@@ -279,13 +374,13 @@ def read_secret(path: Path) -> str | None:
         return None
 
 
-def read_or_create_secret(path: Path) -> str:
-    """A random secret generated once and kept in ``path`` (mode 600); concurrent first calls
-    of several processes agree on one."""
+def read_or_create_secret(path: Path, generate: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
+    """The secret kept in ``path``: made with ``generate`` and written (mode 600) the first
+    time; concurrent first calls of several processes agree on one."""
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
+    secret = generate()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the stack made it first

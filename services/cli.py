@@ -72,10 +72,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
+    from libs.security.key_encryption import KeyEncryptionError
     from libs.store.migrate import upgrade
 
     settings = load_settings()
-    upgrade(settings.database)
+    try:
+        upgrade(settings.database, settings=settings)
+    except KeyEncryptionError as exc:  # 0005 seals the signing keys already stored
+        sys.exit(f"scimbus: cannot migrate: {exc}")
     print(f"database is at the latest revision: {settings.database.split('@')[-1]}")
 
 

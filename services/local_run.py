@@ -99,13 +99,18 @@ def prepare(env: dict[str, str]) -> str:
         write_private(var_dir / "redis" / "auth.conf",
                       f"requirepass {read_secret(var_dir / REDIS_PASSWORD_FILE)}\n")
     settings = load_settings(env)
+    from libs.security import key_encryption
     from libs.store.migrate import upgrade
 
-    upgrade(settings.database)
+    if not settings.key_encryption_key:  # var/key-encryption-key seals the OAuth signing keys
+        key_encryption.create_local_key(settings.var_dir)
+    upgrade(settings.database, settings=settings)
     nginx_dir = Path(env["SCIM_NGINX_DIR"])
     from libs.security import tls  # issue 5: HTTPS at the gateway when SCIM_TLS / SCIM_TLS_CERT
 
     env["SCIM_SCHEME"] = tls.configure_gateway(env, settings, nginx_dir)
+    # The audience of OAuth client assertions (Settings.public_url): the URL this run serves.
+    env.setdefault("SCIM_PUBLIC_URL", f"{env['SCIM_SCHEME']}://127.0.0.1:{env['SCIM_PORT']}")
     sockets = Path(tempfile.mkdtemp(prefix="scimbus-"))
     sockets.chmod(0o755)  # nginx's workers run as nobody when it was started as root
     env["SCIM_SOCKET_DIR"] = str(sockets)

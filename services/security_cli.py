@@ -8,7 +8,10 @@ give it to the client, revoke the old one — no restart.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
+import socket
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,7 +41,8 @@ def cmd_tokens_create(args: argparse.Namespace) -> None:
         cred, secret = CredentialAdmin(_engine(settings)).create(
             _app(settings, args.app), args.name, scopes=parse_scopes(args.scopes),
             kind="client" if args.client or public_key else "token",
-            expires_in=timedelta(days=args.expires_days) if args.expires_days else None, public_key=public_key)
+            expires_in=timedelta(days=args.expires_days) if args.expires_days else None, public_key=public_key,
+            actor=operator())
     except CredentialError as exc:
         sys.exit(f"scimbus: {exc}")
     out = {"app": cred.app, "name": cred.name, "kind": cred.kind, "scopes": sorted(cred.scopes),
@@ -67,7 +71,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> None:
 
     settings = load_settings()
     try:
-        cred = CredentialAdmin(_engine(settings)).revoke(_app(settings, args.app), args.name)
+        cred = CredentialAdmin(_engine(settings)).revoke(_app(settings, args.app), args.name, actor=operator())
     except CredentialError as exc:
         sys.exit(f"scimbus: {exc}")
     print(f"revoked {cred.app}/{cred.name}; every service refuses it within {settings.token_refresh:g} s")
@@ -75,11 +79,26 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> None:
 
 def cmd_tokens_rotate_key(args: argparse.Namespace) -> None:
     from libs.security.jwt_tokens import SigningKeys
+    from libs.security.key_encryption import KeyEncryptionError, Sealer
 
     settings = load_settings()
     keys = SigningKeys(_engine(settings), max_age=timedelta(days=settings.signing_key_days),
-                       token_ttl=settings.access_token_ttl, refresh=0)
-    print(f"new signing key {keys.rotate()}; the previous one stays published {settings.access_token_ttl} s")
+                       token_ttl=settings.access_token_ttl, refresh=0, sealer=lambda: Sealer.from_settings(settings))
+    try:
+        kid = keys.rotate()
+    except KeyEncryptionError as exc:
+        sys.exit(f"scimbus: {exc}")
+    print(f"new signing key {kid}; the previous one stays published {settings.access_token_ttl} s")
+
+
+def operator() -> str:
+    """Who runs this command, as this host knows them (sudo's caller too): the audit's actor
+    of a credential made or revoked. Whoever runs it holds the database's credentials, so
+    this is as good as the host's own accounts, no better."""
+    user = getpass.getuser()
+    caller = os.environ.get("SUDO_USER")
+    who = f"{caller} (sudo as {user})" if caller and caller != user else user
+    return f"{who}@{socket.gethostname()}"
 
 
 def _when(text: str) -> datetime:
@@ -104,9 +123,11 @@ def cmd_audit(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps(entry.as_dict()))
         else:
+            by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
+            theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
             print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
                   f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
-                  f"request={entry.request_id}")
+                  f"request={entry.request_id}{theirs}{by}")
 
 
 def _friendly(func):

@@ -3,7 +3,9 @@
 A committed write is its ``changes`` row (the outbox row written in the write's own
 transaction), which now also carries the credential's name, the client IP and the outcome.
 A write the worker refused (404, 409, 412 …) gets a ``rejected_writes`` row, written after
-its transaction rolled back, so it never reaches the outbox. ``scimbus audit`` reads both.
+its transaction rolled back, so it never reaches the outbox. A credential made or revoked
+(``scimbus tokens``) gets a ``credential_events`` row in the same transaction, naming the
+operator. ``scimbus audit`` reads all three.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, delete, exists, false, func, or_, select, union_all
+from sqlalchemy import Engine, Select, String, delete, exists, false, func, literal, null, or_, select, union_all
 
 from libs.bus.messages import WriteJob
 from libs.security.credentials import utcnow
-from libs.store.tables import changes, delivery_cursors, rejected_writes
+from libs.store.tables import changes, credential_events, delivery_cursors, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
 
 
 def audit_fields(job: WriteJob) -> dict[str, Any]:
     return {"token_name": _clip(job.meta.get("token_name"), 128), "client_ip": _clip(job.meta.get("client_ip"), 64),
-            "outcome": "ok"}
+            "client_request_id": _clip(job.meta.get("client_request_id"), 128), "outcome": "ok"}
 
 
 def _clip(value: Any, size: int) -> str | None:
@@ -55,7 +57,12 @@ class AuditEntry:
     token_name: str | None
     client_ip: str | None
     request_id: str | None
-    job_id: str
+    """Ours (the gateway's); the client's own X-Request-Id is ``client_request_id``."""
+    job_id: str | None
+    actor: str | None = None
+    """The operator (user@host) who made or revoked a credential; None for writes."""
+    detail: str | None = None
+    client_request_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "at": self.at.isoformat()}
@@ -63,6 +70,23 @@ class AuditEntry:
 
 _COLUMNS = ("at", "app", "op", "resource_type", "resource_id", "outcome", "token_name", "client_ip", "request_id",
             "job_id")
+_NONE = null().cast(String)
+
+
+def _writes(table) -> Select:
+    return select(*(table.c[c] for c in _COLUMNS), _NONE.label("actor"), _NONE.label("detail"),
+                  table.c.client_request_id)
+
+
+def _credential_events() -> Select:
+    """Credentials made and revoked, as audit entries: op create/revoke, resource the
+    credential's id, token_name its name."""
+    e = credential_events
+    return select(e.c.at, e.c.app, e.c.action.label("op"), literal("Credential", String).label("resource_type"),
+                  e.c.credential_id.label("resource_id"), literal("ok", String).label("outcome"),
+                  e.c.name.label("token_name"), _NONE.label("client_ip"), _NONE.label("request_id"),
+                  _NONE.label("job_id"), e.c.actor, (e.c.kind + " scopes=" + e.c.scopes).label("detail"),
+                  _NONE.label("client_request_id"))
 
 
 def query(engine: Engine, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
@@ -70,22 +94,23 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
           limit: int = 1000) -> Iterator[AuditEntry]:
     """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409"."""
     parts = []
-    for table in (changes, rejected_writes):
-        stmt = select(*(table.c[c] for c in _COLUMNS))
+    for table, stmt in ((changes, _writes(changes)), (rejected_writes, _writes(rejected_writes)),
+                        (credential_events, _credential_events())):
+        columns = stmt.selected_columns
         if app:
-            stmt = stmt.where(table.c.app == app)
+            stmt = stmt.where(columns.app == app)
         if resource_id:
-            stmt = stmt.where(table.c.resource_id == resource_id)
+            stmt = stmt.where(columns.resource_id == resource_id)
         if token_name:
-            stmt = stmt.where(table.c.token_name == token_name)
+            stmt = stmt.where(columns.token_name == token_name)
         if since:
-            stmt = stmt.where(table.c.at >= since)
+            stmt = stmt.where(columns.at >= since)
         if until:
-            stmt = stmt.where(table.c.at < until)
-        if outcome == "rejected" and table is changes:
+            stmt = stmt.where(columns.at < until)
+        if outcome == "rejected" and table is not rejected_writes:
             stmt = stmt.where(false())
         elif outcome and outcome != "rejected":
-            stmt = stmt.where(table.c.outcome.startswith(outcome))
+            stmt = stmt.where(columns.outcome.startswith(outcome))
         parts.append(stmt)
     union = union_all(*parts).subquery()
     with engine.connect() as conn:
@@ -107,4 +132,5 @@ def purge(engine: Engine, retention_days: int) -> int:
             or_(~exists().select_from(delivery_cursors), changes.c.seq <= handled),
         )).rowcount
         gone += conn.execute(delete(rejected_writes).where(rejected_writes.c.at < horizon)).rowcount
+        gone += conn.execute(delete(credential_events).where(credential_events.c.at < horizon)).rowcount
     return gone

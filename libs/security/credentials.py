@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from libs.scim.errors import Unavailable
 from libs.store.session import read_reconnecting
+from libs.store.tables import credential_events
 from libs.store.tables import credentials as C
 
 log = logging.getLogger("scimbus.auth")
@@ -104,8 +105,10 @@ class CredentialAdmin:
         self.engine = engine
 
     def create(self, app: str, name: str, *, scopes: frozenset[str] = SCOPES, kind: str = "token",
-               expires_in: timedelta | None = None, public_key: str | None = None) -> tuple[Credential, str]:
-        """A new credential and its secret (the only time the secret exists outside its holder)."""
+               expires_in: timedelta | None = None, public_key: str | None = None,
+               actor: str | None = None) -> tuple[Credential, str]:
+        """A new credential and its secret (the only time the secret exists outside its holder);
+        ``actor`` (the operator) goes into the audit event written with it."""
         secret = new_secret()
         now = utcnow()
         row = {"id": uuid.uuid4().hex, "app": app, "name": name, "kind": kind, "secret_hash": hash_secret(secret),
@@ -114,6 +117,7 @@ class CredentialAdmin:
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(C), row)
+                conn.execute(insert(credential_events), _event("create", _Row(row), now, actor))
         except IntegrityError as exc:
             raise CredentialError(f"app {app!r} already has a credential named {name!r}") from exc
         return _from_row(_Row(row)), secret
@@ -125,11 +129,14 @@ class CredentialAdmin:
         with self.engine.connect() as conn:
             return [_from_row(r) for r in conn.execute(stmt)]
 
-    def revoke(self, app: str, name: str) -> Credential:
+    def revoke(self, app: str, name: str, actor: str | None = None) -> Credential:
+        now = utcnow()
         with self.engine.begin() as conn:
             done = conn.execute(update(C).where(C.c.app == app, C.c.name == name, C.c.revoked_at.is_(None))
-                                .values(revoked_at=utcnow()))
+                                .values(revoked_at=now))
             row = conn.execute(select(C).where(C.c.app == app, C.c.name == name)).first()
+            if row is not None and done.rowcount:
+                conn.execute(insert(credential_events), _event("revoke", row, now, actor))
         if row is None:
             raise CredentialError(f"app {app!r} has no credential named {name!r}")
         if done.rowcount == 0:
@@ -142,6 +149,12 @@ class _Row:
         self.__dict__.update(values)
 
 
+def _event(action: str, row, at: datetime, actor: str | None) -> dict:
+    """The audit row of a credential made or revoked: what and by whom, never its secret or hash."""
+    return {"at": at, "app": row.app, "action": action, "credential_id": row.id, "name": row.name, "kind": row.kind,
+            "scopes": row.scopes, "expires_at": row.expires_at, "actor": actor[:128] if actor else None}
+
+
 class CredentialCache:
     """The live credentials of every app, re-read every ``refresh`` seconds."""
 
@@ -150,6 +163,7 @@ class CredentialCache:
         self.refresh = refresh
         self.bootstrap = dict(bootstrap or {})
         self._by_hash: dict[str, Credential] | None = None
+        self._clients: dict[str, Credential] = {}
         self._loaded_at = 0.0
         self._lock = threading.Lock()
 
@@ -176,6 +190,7 @@ class CredentialCache:
                 return self._by_hash
             table = dict(self.bootstrap)
             table.update({r.secret_hash: _from_row(r) for r in rows})
+            self._clients = {c.id: c for c in table.values() if c.kind == "client"}
             self._by_hash, self._loaded_at = table, time.monotonic()
             return table
 
@@ -193,8 +208,9 @@ class CredentialCache:
 
     def client(self, client_id: str) -> Credential | None:
         """The active OAuth client with this id (the credential's id), else None."""
-        for table in (self._load(), self._load(min(self.refresh, MISS_REFRESH))):
-            for cred in table.values():
-                if cred.kind == "client" and cred.id == client_id and not cred.expired(utcnow()):
-                    return cred
-        return None
+        self._load()
+        found = self._clients.get(client_id)
+        if found is None:  # made a moment ago? As in find(), at most MISS_REFRESH re-reads a second
+            self._load(min(self.refresh, MISS_REFRESH))
+            found = self._clients.get(client_id)
+        return found if found is not None and not found.expired(utcnow()) else None

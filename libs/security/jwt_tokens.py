@@ -8,7 +8,8 @@ one app is not valid for another.
 
 Entra ID, when ``entra_tenant_id`` is set, may instead send a JWT it issued itself: issuer
 of that tenant, audience 8adf8e6e-67b2-4cf2-a259-e3dc5476c621 (the Entra provisioning
-service), signature checked against a configured JWKS (file, or URL fetched and cached).
+service), signature checked against a configured JWKS (file, or URL fetched and cached),
+issued to an Entra application that ``entra_callers`` names for the SCIM app called.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -29,8 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from libs.config import Settings
-from libs.security.credentials import SCOPES, utcnow
+from libs.config import EntraCaller, Settings
+from libs.security.credentials import MISS_REFRESH, SCOPES, utcnow
+from libs.security.key_encryption import KeyEncryptionError, Sealer
 from libs.store.session import read_reconnecting
 from libs.store.tables import signing_keys as K
 
@@ -53,6 +55,8 @@ class TokenClaims:
     app: str
     name: str
     scopes: frozenset[str]
+    client_id: str | None = None
+    """The OAuth client an access token of ours was issued to (None for Entra's tokens)."""
 
 
 def audience(app: str) -> str:
@@ -78,19 +82,43 @@ def new_private_pem() -> str:
                              serialization.NoEncryption()).decode()
 
 
-def public_jwk(kid: str, private_pem: str) -> dict[str, Any]:
+def public_pem_of(private_pem: str) -> str:
     key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    return {**jwk, "kid": kid, "use": "sig", "alg": ALGORITHM}
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@dataclass(frozen=True)
+class _PublicKey:
+    key: Any
+    jwk: dict[str, Any]
+
+    @classmethod
+    def parse(cls, kid: str, public_pem: str) -> _PublicKey:
+        key = serialization.load_pem_public_key(public_pem.encode())
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key))
+        return cls(key, {**jwk, "kid": kid, "use": "sig", "alg": ALGORITHM})
 
 
 class SigningKeys:
-    """The signing keys in the database, cached for ``refresh`` seconds."""
+    """The signing keys in the database, cached for ``refresh`` seconds.
 
-    def __init__(self, engine: Engine, *, max_age: timedelta, token_ttl: int, refresh: float) -> None:
+    Verifying a token and publishing the JWKS use only the public halves, each parsed once
+    per process (issue 16: a forged token, or a JWKS request, used to make the server parse
+    stored private keys, 20-50 ms of CPU each, before any signature was checked). The private
+    half of the current key is read, opened with the key encryption key (``sealer``) and
+    parsed only to sign, once per key and process; a process that only verifies (the
+    reader) never needs the key encryption key."""
+
+    def __init__(self, engine: Engine, *, max_age: timedelta, token_ttl: int, refresh: float,
+                 sealer: Callable[[], Sealer] | None = None) -> None:
         self.engine, self.max_age, self.token_ttl, self.refresh = engine, max_age, token_ttl, refresh
+        self._sealer = sealer
         self._rows: list[Any] | None = None
-        self._loaded_at = 0.0
+        self._public: dict[str, _PublicKey] = {}
+        self._jwks: dict[str, Any] = {"keys": []}
+        self._signer: tuple[str, Any] | None = None
+        self._loaded_at = self._missed_at = 0.0
         self._lock = threading.Lock()
 
     def _published(self) -> list[Any]:
@@ -99,56 +127,78 @@ class SigningKeys:
         with self._lock:
             horizon = utcnow() - timedelta(seconds=self.token_ttl)
             rows = read_reconnecting(self.engine, lambda conn: conn.execute(
-                select(K).where(or_(K.c.retired_at.is_(None), K.c.retired_at > horizon))
+                select(K.c.kid, K.c.public_pem, K.c.created_at, K.c.retired_at)
+                .where(or_(K.c.retired_at.is_(None), K.c.retired_at > horizon))
                 .order_by(K.c.created_at.desc())).all())
+            public = {r.kid: self._public.get(r.kid) or _PublicKey.parse(r.kid, r.public_pem) for r in rows}
+            self._public, self._jwks = public, {"keys": [public[r.kid].jwk for r in rows]}
             self._rows, self._loaded_at = rows, time.monotonic()
             return rows
+
+    def _seal(self) -> Sealer:
+        if self._sealer is None:
+            raise KeyEncryptionError("this process verifies tokens only; it has no key encryption key")
+        return self._sealer()
 
     def rotate(self) -> str:
         """Start signing with a new key; the old ones stay published one token lifetime."""
         kid, now = uuid.uuid4().hex, utcnow()
+        private_pem = new_private_pem()
+        row = {"kid": kid, "public_pem": public_pem_of(private_pem),
+               "sealed_private_key": self._seal().seal(private_pem), "created_at": now}
         with self.engine.begin() as conn:
             conn.execute(update(K).where(K.c.retired_at.is_(None)).values(retired_at=now))
-            conn.execute(insert(K), {"kid": kid, "private_pem": new_private_pem(), "created_at": now})
+            conn.execute(insert(K), row)
         self._rows = None
         return kid
 
-    def current(self) -> tuple[str, str]:
-        """(kid, private PEM) of the key that signs now, rotating a key that got too old."""
+    def current(self) -> tuple[str, Any]:
+        """(kid, private key) of the key that signs now, rotating a key that got too old."""
         active = [r for r in self._published() if r.retired_at is None]
         if active:
             created = active[0].created_at
             created = created if created.tzinfo else created.replace(tzinfo=utcnow().tzinfo)
-            if utcnow() - created < self.max_age:
-                return active[0].kid, active[0].private_pem
-        try:
-            self.rotate()
-        except IntegrityError:  # another process rotated at the same moment: either key will do
-            self._rows = None
-        active = [r for r in self._published() if r.retired_at is None]
-        return active[0].kid, active[0].private_pem
+            if utcnow() - created >= self.max_age:
+                active = []
+        if not active:
+            try:
+                self.rotate()
+            except IntegrityError:  # another process rotated at the same moment: either key will do
+                self._rows = None
+            active = [r for r in self._published() if r.retired_at is None]
+        kid = active[0].kid
+        signer = self._signer
+        if signer is None or signer[0] != kid:
+            sealed = read_reconnecting(self.engine, lambda conn: conn.execute(
+                select(K.c.sealed_private_key).where(K.c.kid == kid)).scalar_one())
+            private = serialization.load_pem_private_key(self._seal().open(sealed).encode(), password=None)
+            self._signer = signer = (kid, private)
+        return signer
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [public_jwk(r.kid, r.private_pem) for r in self._published()]}
+        """The published public keys; the same object until the set of keys changes."""
+        self._published()
+        return self._jwks
 
     def public_key(self, kid: str) -> Any:
-        for row in self._published():
-            if row.kid == kid:
-                return serialization.load_pem_private_key(row.private_pem.encode(), password=None).public_key()
-        self._rows = None  # a key made by another process a moment ago: look once more
-        for row in self._published():
-            if row.kid == kid:
-                return serialization.load_pem_private_key(row.private_pem.encode(), password=None).public_key()
-        return None
+        self._published()
+        found = self._public.get(kid)
+        # A key made by another process a moment ago? Look again, but at most MISS_REFRESH
+        # times a second: forged tokens with made-up kids must not each cost a query.
+        if found is None and time.monotonic() - self._missed_at >= MISS_REFRESH:
+            self._missed_at, self._rows = time.monotonic(), None
+            self._published()
+            found = self._public.get(kid)
+        return found.key if found is not None else None
 
 
 def issue_access_token(keys: SigningKeys, *, app: str, name: str, client_id: str, scopes: frozenset[str],
                        ttl: int) -> str:
-    kid, pem = keys.current()
+    kid, key = keys.current()
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": audience(app), "sub": name, "client_id": client_id,
               "scope": " ".join(sorted(scopes)), "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid.uuid4().hex}
-    return jwt.encode(claims, pem, algorithm=ALGORITHM, headers={"kid": kid})
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
 def verify_access_token(keys: SigningKeys, token: str, app: str, leeway: int) -> TokenClaims:
@@ -158,30 +208,34 @@ def verify_access_token(keys: SigningKeys, token: str, app: str, leeway: int) ->
         if key is None:
             raise InvalidToken("the token's signing key is unknown")
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=audience(app), issuer=ISSUER,
-                            leeway=leeway, options={"require": ["exp", "iat", "aud", "iss", "sub"]})
+                            leeway=leeway, options={"require": ["exp", "iat", "aud", "iss", "sub", "client_id"]})
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     scopes = frozenset(str(claims.get("scope", "")).split()) & SCOPES
-    return TokenClaims(app, f"oauth:{claims['sub']}", scopes)
+    return TokenClaims(app, f"oauth:{claims['sub']}", scopes, str(claims["client_id"]))
 
 
 class EntraVerifier:
-    """Checks the JWTs Entra issues for its provisioning service to one tenant."""
+    """Checks the JWTs Entra issues for its provisioning service to one tenant.
 
-    def __init__(self, tenant_id: str, jwks_source: str, app: str, leeway: int) -> None:
-        self.tenant_id, self.source, self.app, self.leeway = tenant_id, jwks_source, app, leeway
+    Issuer, audience and tenant are the same for every provisioning app of the tenant (and
+    for anything else of that tenant that asks Entra for a token to the provisioning
+    service): the calling application (``appid``/``azp``, and ``oid`` where configured) is
+    what pins a token to the one Entra app configured for a SCIM app."""
+
+    def __init__(self, tenant_id: str, jwks_source: str, callers: Mapping[str, tuple[EntraCaller, ...]],
+                 leeway: int) -> None:
+        self.tenant_id, self.source, self.callers, self.leeway = tenant_id, jwks_source, callers, leeway
         self.issuers = (f"https://sts.windows.net/{tenant_id}/", f"https://login.microsoftonline.com/{tenant_id}/v2.0")
         self._client = jwt.PyJWKClient(jwks_source, lifespan=ENTRA_JWKS_TTL) if jwks_source.startswith(
             ("https://", "http://")) else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EntraVerifier | None:
+        """None when Entra JWTs are off; ``load_settings`` has checked the rest."""
         if not settings.entra_tenant_id:
             return None
-        if not settings.entra_jwks:
-            raise ValueError("SCIM_ENTRA_JWKS must name Entra's JWKS (file or URL) when SCIM_ENTRA_TENANT_ID is set")
-        return cls(settings.entra_tenant_id, settings.entra_jwks, settings.entra_app or settings.default_app,
-                   settings.jwt_leeway)
+        return cls(settings.entra_tenant_id, settings.entra_jwks, settings.entra_callers_by_app, settings.jwt_leeway)
 
     def _key(self, token: str) -> Any:
         if self._client is not None:
@@ -194,8 +248,9 @@ class EntraVerifier:
         raise InvalidToken("the token's signing key is not in the configured Entra JWKS")
 
     def verify(self, token: str, app: str) -> TokenClaims:
-        if app != self.app:
-            raise InvalidToken(f"Entra tokens are accepted for the app {self.app!r} only")
+        allowed = self.callers.get(app)
+        if not allowed:
+            raise InvalidToken(f"Entra tokens are not accepted for the app {app!r}")
         try:
             claims = jwt.decode(token, self._key(token), algorithms=["RS256"], audience=ENTRA_AUDIENCE,
                                 issuer=self.issuers, leeway=self.leeway,
@@ -204,4 +259,15 @@ class EntraVerifier:
             raise InvalidToken(str(exc)) from exc
         if claims.get("tid", self.tenant_id) != self.tenant_id:
             raise InvalidToken("the token was issued for another tenant")
-        return TokenClaims(app, "entra", SCOPES)
+        caller = _calling_app(claims)
+        object_id = str(claims.get("oid", "")).lower()
+        if caller is None or not any(c.app_id == caller and c.object_id in (None, object_id) for c in allowed):
+            raise InvalidToken("the token was issued to an application this SCIM app does not accept")
+        return TokenClaims(app, f"entra:{caller}", SCOPES)
+
+
+def _calling_app(claims: dict[str, Any]) -> str | None:
+    """The application the token was issued to: ``appid`` (v1 tokens) or ``azp`` (v2); both,
+    if present, must agree."""
+    named = {str(claims[c]).lower() for c in ("appid", "azp") if c in claims}
+    return named.pop() if len(named) == 1 else None

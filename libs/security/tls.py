@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from libs.config import Settings
+
+log = logging.getLogger("scimbus.tls")
 
 ENTRA_CIPHERS = ":".join((
     "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
@@ -40,7 +43,25 @@ def pair(settings: Settings) -> tuple[Path, Path]:
     cert, key = folder / "cert.pem", folder / "key.pem"
     if not (cert.exists() and key.exists()):
         write_self_signed(cert, key)
+    elif _is_ca(cert):
+        log.warning("%s is a CA certificate made by an older scimbus: delete %s to get a leaf certificate, "
+                    "then trust the new one where the old one was trusted", cert, folder)
     return cert, key
+
+
+def _is_ca(path: Path) -> bool:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+
+
+def local_hosts() -> tuple[str, ...]:
+    """The names a client on this machine may use: the default SANs of the local run's certificate."""
+    return ("localhost", socket.gethostname(), "127.0.0.1", "::1")
 
 
 def _san(host: str):
@@ -52,24 +73,39 @@ def _san(host: str):
         return x509.DNSName(host)
 
 
-def write_self_signed(cert_path: Path, key_path: Path, days: int = 397, hosts: Sequence[str] = ()) -> None:
-    """A self-signed pair for ``hosts`` (names or addresses; default: this machine's loopback names)."""
+def write_self_signed(cert_path: Path, key_path: Path, hosts: Sequence[str] | None = None, days: int = 397) -> None:
+    """A self-signed server certificate for ``hosts`` (DNS names or IP addresses) and its key.
+
+    A leaf, not a CA (issue 16): CA:FALSE, the host names as subjectAltName (what clients
+    match; the CN is ignored), serverAuth only. A CA:TRUE certificate that a client was told
+    to trust could sign a certificate for any other host with its key; this one can vouch
+    for nothing but itself. Trusting it (the Entra agent's host, a test's ``cafile``) works
+    as before: OpenSSL and Windows accept a self-signed leaf as its own anchor."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    hosts = list(dict.fromkeys(hosts or local_hosts()))
+    if not hosts:
+        raise ValueError("a certificate needs at least one host name")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "scimbus local")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64])])
     now = dt.datetime.now(dt.timezone.utc)
-    sans = [_san(h) for h in hosts or ("localhost", socket.gethostname(), "127.0.0.1", "::1")]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

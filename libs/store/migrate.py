@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
+
+if TYPE_CHECKING:
+    from libs.config import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -18,5 +22,15 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head", settings: Settings | None = None) -> None:
+    """``settings``: what a data migration needs besides the URL (0005 seals signing keys with
+    their key encryption key); by default read from the environment, only if needed."""
+    cfg = alembic_config(url)
+    cfg.attributes["settings"] = settings
+    command.upgrade(cfg, revision)
+
+
+def downgrade(url: str, revision: str, settings: Settings | None = None) -> None:
+    cfg = alembic_config(url)
+    cfg.attributes["settings"] = settings
+    command.downgrade(cfg, revision)

@@ -97,6 +97,8 @@ changes = Table(
     Column("token_name", String(128)),
     Column("client_ip", String(64)),
     Column("outcome", String(64), nullable=False, server_default="ok"),
+    # Issue 16 (migration 0005): request_id is ours (the gateway's); this is the client's own.
+    Column("client_request_id", String(128)),
     Index(None, "app", "resource_type", "resource_id"),
     Index(None, "at"),
 )
@@ -117,6 +119,7 @@ rejected_writes = Table(
     Column("client_ip", String(64)),
     Column("outcome", String(64), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("client_request_id", String(128)),  # issue 16 (migration 0005)
     Index(None, "at"),
 )
 
@@ -141,9 +144,38 @@ signing_keys = Table(
     "signing_keys", metadata,
     # Keys that sign the OAuth access tokens scimbus issues; published (public half) as JWKS.
     Column("kid", String(64), primary_key=True),
-    Column("private_pem", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("retired_at", DateTime(timezone=True)),
+    # Issue 16 (migration 0005): the public half in clear, for verifying and the JWKS; the
+    # private half sealed with the key encryption key (libs/security/key_encryption.py).
+    Column("public_pem", Text, nullable=False),
+    Column("sealed_private_key", Text, nullable=False),
+)
+
+credential_events = Table(
+    "credential_events", metadata,
+    # Issue 16 (migration 0005): the audit of credentials made and revoked (scimbus tokens):
+    # who, when, what; never a secret or its hash.
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("action", String(16), nullable=False),  # "create" | "revoke"
+    Column("credential_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("scopes", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("actor", String(128)),  # the operator: user@host of the command
+    Index(None, "at"),
+)
+
+service_keys = Table(
+    "service_keys", metadata,
+    # Issue 16 (migration 0005): keys of the service's own, made at migration, shared by every
+    # process: "cursor" signs paging cursors (libs/security/cursor_key.py).
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 # ---------------------------------------------------------------- issue 4: downstream deliveries

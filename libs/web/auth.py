@@ -29,6 +29,7 @@ from libs.security.credentials import CredentialCache
 from libs.security.jwt_tokens import (
     ISSUER, EntraVerifier, InvalidToken, SigningKeys, looks_like_jwt, unverified_issuer, verify_access_token,
 )
+from libs.security.key_encryption import Sealer
 from libs.security.ratelimit import RateLimiter
 from libs.store.session import create_engine_from_url
 
@@ -47,8 +48,10 @@ class Authenticator:
         self.settings = settings
         bootstrap = CredentialCache.bootstrap_tokens(settings.tokens, settings.default_app)
         self.credentials = CredentialCache(engine, settings.token_refresh, bootstrap)
+        # The key encryption key is looked up only to sign (the front's /oauth/token): a reader never needs it.
         self.keys = SigningKeys(engine, max_age=timedelta(days=settings.signing_key_days),
-                                token_ttl=settings.access_token_ttl, refresh=settings.token_refresh)
+                                token_ttl=settings.access_token_ttl, refresh=settings.token_refresh,
+                                sealer=lambda: Sealer.from_settings(settings))
         self.entra = EntraVerifier.from_settings(settings)
 
     def authenticate(self, header: str | None, app: str) -> Principal:
@@ -70,6 +73,11 @@ class Authenticator:
         try:
             if issuer == ISSUER:
                 claims = verify_access_token(self.keys, token, app, self.settings.jwt_leeway)
+                # The client's revocation (or expiry) ends its access tokens within token_refresh
+                # seconds, as it ends a bearer token's, not when the token expires.
+                client = self.credentials.client(claims.client_id or "")
+                if client is None or client.app != app:
+                    raise InvalidToken("the OAuth client it was issued to is revoked or expired")
             elif self.entra is not None and issuer in self.entra.issuers:
                 claims = self.entra.verify(token, app)
             else:

@@ -16,6 +16,7 @@ import orjson
 from flask import Flask, Response, g, has_request_context, request
 
 from libs.config import Settings
+from libs.web.request import request_id
 
 access = logging.getLogger("scimbus.access")
 
@@ -29,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname, "logger": record.name, "message": record.getMessage(),
         }
         if has_request_context():
-            line["request_id"] = request.headers.get("X-Request-Id")
+            line["request_id"] = request_id()
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

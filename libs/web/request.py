@@ -1,14 +1,16 @@
-"""Reading SCIM requests: the JSON body, the app in the URL, the base URL for locations."""
+"""Reading SCIM requests: the JSON body, the app in the URL, the base URL for locations, the request id."""
 
 from __future__ import annotations
 
 import contextlib
+import re
+import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.routing import BaseConverter
 from werkzeug.sansio.utils import get_current_url
@@ -56,6 +58,27 @@ def drain_unread_body(max_bytes: int) -> Callable[[Response], Response]:
         return response
 
     return drain
+
+
+_GATEWAY_REQUEST_ID = re.compile(r"[0-9A-Fa-f-]{16,64}")
+"""What a gateway's own id looks like: nginx's $request_id (32 hex digits), Envoy's (a UUID)."""
+
+
+def request_id() -> str:
+    """Our id of this request: the one the gateway stamped (it overwrites the client's), else
+    one made here. A value no gateway makes (a client that reached this process directly)
+    is not taken for ours."""
+    ours = g.get("scim_request_id")
+    if ours is None:
+        given = request.headers.get("X-Request-Id", "")
+        ours = g.scim_request_id = given if _GATEWAY_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return ours
+
+
+def client_request_id() -> str | None:
+    """The id the client sent (the gateway passes it as X-Client-Request-Id), kept beside ours."""
+    given = request.headers.get("X-Client-Request-Id")
+    return given[:128] if given else None
 
 
 def resolve_app(app: str | None, default_app: str, apps: frozenset[str]) -> str:

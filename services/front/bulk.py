@@ -108,7 +108,10 @@ def _passwords(op: dict[str, Any]) -> int:
     return passwords.count_in_resource(op.get("data"), schema) if method in ("POST", "PUT") else 0
 
 
-def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request_id: str) -> list[_Planned]:
+def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request_id: str,
+         audit: dict[str, Any] | None = None) -> list[_Planned]:
+    """One job per valid operation; ``audit`` (who asked, from where) goes into every job's
+    meta, so each write of a Bulk is audited as a single write is."""
     ids: dict[str, str] = {}
     for op in operations:
         if str(op.get("method", "")).upper() == "POST" and isinstance(op.get("bulkId"), str) and op["bulkId"]:
@@ -120,7 +123,7 @@ def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request
         item = _Planned(method, bulk_id, None, None)
         planned.append(item)
         try:
-            item.job = _job(op, method, bulk_id, ids, settings, app, request_id, item)
+            item.job = _job(op, method, bulk_id, ids, settings, app, request_id, item, audit or {})
         except TooManyRequests:
             raise  # no hashing slot: the whole request waits, nothing of it was queued yet
         except ScimError as exc:
@@ -129,7 +132,7 @@ def plan(operations: list[dict[str, Any]], settings: Settings, app: str, request
 
 
 def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, str], settings: Settings,
-         app: str, request_id: str, item: _Planned) -> WriteJob:
+         app: str, request_id: str, item: _Planned, audit: dict[str, Any]) -> WriteJob:
     if method not in _METHODS:
         raise InvalidSyntax(f"method must be POST, PUT, PATCH or DELETE, not {str(op.get('method'))[:20]!r}.")
     schema, resource_id = _parse_path(op.get("path"), ids)
@@ -155,7 +158,7 @@ def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, st
     return WriteJob(job_id=uuid.uuid4().hex, op=_METHODS[method], app=app,  # type: ignore[arg-type]
                     resource_type=schema.name, resource_id=resource_id, body=data,
                     if_match=version if isinstance(version, str) else None, request_id=request_id,
-                    meta={"answer": False, "password_hashed": True})
+                    meta={**audit, "answer": False, "password_hashed": True})
 
 
 def run(bus: Bus, planned: list[_Planned], fail_on_errors: int | None, timeout: float) -> None:

@@ -22,7 +22,7 @@ from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
 from libs.scim.validate import validate_resource
 from libs.security.limits import check_json, check_members
 from libs.web.errors import render_error
-from libs.web.request import base_url, json_body, resolve_app
+from libs.web.request import base_url, client_request_id, json_body, request_id, resolve_app
 from libs.web.responses import scim_response
 from services.front import bulk
 
@@ -51,10 +51,6 @@ def _schema(endpoint: str) -> ResourceSchema:
     return schema
 
 
-def _request_id() -> str:
-    return request.headers.get("X-Request-Id") or uuid.uuid4().hex
-
-
 def _selection(schema: ResourceSchema) -> tuple[list, list]:
     return (parse_attribute_list(request.args.get("attributes"), schema),
             parse_attribute_list(request.args.get("excludedAttributes"), schema))
@@ -70,7 +66,8 @@ def _body(settings: Settings, *, patch: bool = False):
 def _audit_meta() -> dict[str, str | None]:
     """Who asked, for the audit row the worker writes: never the secret itself."""
     principal = g.get("scim_principal")
-    return {"token_name": principal.name if principal else None, "client_ip": request.remote_addr}
+    return {"token_name": principal.name if principal else None, "client_ip": request.remote_addr,
+            "client_request_id": client_request_id()}
 
 
 def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, body=None,
@@ -80,7 +77,7 @@ def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, bod
     job = WriteJob(
         job_id=uuid.uuid4().hex, op=op, app=resolve_app(app, settings.default_app, settings.app_names),
         resource_type=schema.name, resource_id=resource_id, body=body,
-        if_match=request.headers.get("If-Match"), request_id=_request_id(), meta={**_audit_meta(), **(meta or {})},
+        if_match=request.headers.get("If-Match"), request_id=request_id(), meta={**_audit_meta(), **(meta or {})},
     )
     result = _bus().apply(job, settings.write_timeout)
     if result.status >= 400:
@@ -150,6 +147,6 @@ def _bulk(app: str | None) -> Response:
     operations, fail_on_errors = bulk.parse_request(check_json(json_body(settings.bulk_max_payload_bytes), settings),
                                                     settings)
     app_key = resolve_app(app, settings.default_app, settings.app_names)
-    planned = bulk.plan(operations, settings, app_key, _request_id())
+    planned = bulk.plan(operations, settings, app_key, request_id(), _audit_meta())
     bulk.run(_bus(), planned, fail_on_errors, settings.write_timeout)
     return scim_response(bulk.response(planned, base_url(app)), 200)

@@ -8,6 +8,7 @@ from flask import Flask
 
 from libs.config import Settings, load_settings
 from libs.health import database_problem
+from libs.security.cursor_key import cursor_secret
 from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
 from libs.web.app import build_app
@@ -20,10 +21,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     def attach(app: Flask) -> tuple:
         # The engine's pool connects on first use, in the gunicorn worker that serves it.
-        app.extensions["scim.store"] = DirectoryStore(
+        store = DirectoryStore(
             create_engine_from_url(settings.database, read_only=True, pool_size=settings.reader_threads,
                                    statement_timeout=settings.query_timeout))
-        app.extensions["scim.cursors"] = CursorCodec(settings)
+        app.extensions["scim.store"] = store
+        app.extensions["scim.cursors"] = CursorCodec(settings, lambda: cursor_secret(settings, store.engine))
         return ()
 
     def readiness(app: Flask) -> tuple:

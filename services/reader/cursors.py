@@ -12,6 +12,7 @@ plus ``.``, all RFC 3986 unreserved characters.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -23,11 +24,18 @@ _SALT = "scimbus.cursor.v1"
 
 
 class CursorCodec:
-    def __init__(self, settings: Settings) -> None:
-        secret = settings.cursor_secret or hashlib.sha256(
-            ("scimbus-cursor\n" + "\n".join(sorted(settings.tokens))).encode()).hexdigest()
-        self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
+    """``secret``: the signing key, asked for at the first cursor (libs/security/cursor_key.py)."""
+
+    def __init__(self, settings: Settings, secret: Callable[[], str]) -> None:
+        self._secret = secret
+        self._signer: URLSafeTimedSerializer | None = None
         self.ttl = settings.cursor_ttl
+
+    @property
+    def _serializer(self) -> URLSafeTimedSerializer:
+        if self._signer is None:
+            self._signer = URLSafeTimedSerializer(self._secret(), salt=_SALT)
+        return self._signer
 
     @staticmethod
     def query_digest(app: str, resource_type: str, filter_text: Any) -> str:

@@ -1,10 +1,11 @@
 import re
+import uuid
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from libs.config import Settings, SettingsError, load_settings
+from libs.config import EntraCaller, Settings, SettingsError, load_settings
 
 
 def test_environment_variables_are_typed(tmp_path):
@@ -120,3 +121,63 @@ def test_a_malformed_redis_url_is_refused_without_echoing_its_password():
     with pytest.raises(SettingsError) as refused:
         load_settings({"SCIM_REDIS_URL": "redis:/:hunter2@bus/0"})
     assert "SCIM_REDIS_URL" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+TENANT, HR_APP, HR_OBJECT, ACME_APP = (str(uuid.uuid4()) for _ in range(4))
+
+
+def _entra(tmp_path, **env):
+    return load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_APPS": "acme", "SCIM_ENTRA_TENANT_ID": TENANT,
+                          "SCIM_ENTRA_JWKS": str(tmp_path / "jwks.json"), **env})
+
+
+def test_entra_callers_are_pinned_per_scim_app_and_default_to_the_default_app(tmp_path):
+    settings = _entra(tmp_path, SCIM_ENTRA_CALLERS=f"{HR_APP}:{HR_OBJECT.upper()}, acme={ACME_APP}")
+    assert settings.entra_callers_by_app == {"default": (EntraCaller(HR_APP, HR_OBJECT),),
+                                             "acme": (EntraCaller(ACME_APP),)}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "SCIM_ENTRA_CALLERS must name"),  # Entra JWTs of any app of the tenant would get in
+    ({"SCIM_ENTRA_CALLERS": "provisioning"}, "SCIM_ENTRA_CALLERS: 'provisioning'"),
+    ({"SCIM_ENTRA_CALLERS": f"{HR_APP}:oid"}, "SCIM_ENTRA_CALLERS"),
+    ({"SCIM_ENTRA_CALLERS": f"payroll={HR_APP}"}, "SCIM app 'payroll'"),
+    ({"SCIM_ENTRA_CALLERS": HR_APP, "SCIM_ENTRA_TENANT_ID": "contoso"}, "SCIM_ENTRA_TENANT_ID"),
+    ({"SCIM_ENTRA_CALLERS": HR_APP, "SCIM_ENTRA_JWKS": ""}, "SCIM_ENTRA_JWKS"),
+    ({"SCIM_ENTRA_CALLERS": HR_APP, "SCIM_ENTRA_TENANT_ID": ""}, "needs SCIM_ENTRA_TENANT_ID"),
+])
+def test_entra_settings_that_would_let_a_wrong_token_in_or_none_stop_the_start(tmp_path, env, message):
+    with pytest.raises(SettingsError, match=message):
+        _entra(tmp_path, **env)
+
+
+def test_the_public_url_gives_the_token_endpoint_and_a_wrong_one_stops_the_start(tmp_path):
+    settings = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_PUBLIC_URL": "https://scim.example.com:8585/"})
+    assert settings.token_endpoint == "https://scim.example.com:8585/oauth/token"
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).token_endpoint is None  # client assertions refused
+    for wrong in ("scim.example.com", "ftp://scim.example.com", "https://scim.example.com/scim",
+                  "https://user:pw@scim.example.com", "https://scim.example.com/?a=b"):
+        with pytest.raises(SettingsError, match="SCIM_PUBLIC_URL"):
+            load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_PUBLIC_URL": wrong})
+
+
+def test_a_key_encryption_key_that_is_not_a_fernet_key_stops_the_start(tmp_path):
+    from libs.security.key_encryption import new_key
+
+    two = f"{new_key()},{new_key()}"
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_KEY_ENCRYPTION_KEY": two}).key_encryption_key == two
+    for wrong in ("secret", "c2hvcnQ=", f"{new_key()},oops"):
+        with pytest.raises(SettingsError, match="SCIM_KEY_ENCRYPTION_KEY"):
+            load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_KEY_ENCRYPTION_KEY": wrong})
+
+
+def test_without_the_variable_the_key_encryption_key_is_the_local_runs_file_if_there_is_one(tmp_path):
+    from libs.security.key_encryption import configured_keys, create_local_key
+
+    settings = load_settings({"SCIM_VAR_DIR": str(tmp_path)})
+    assert configured_keys(settings) == ()  # compose, Kubernetes: nothing is made up per container
+    create_local_key(tmp_path)  # what the local run does at start
+    create_local_key(tmp_path)
+    (key,) = configured_keys(settings)
+    assert (tmp_path / "key-encryption-key").read_text() == key + "\n"
+    assert (tmp_path / "key-encryption-key").stat().st_mode & 0o777 == 0o600

@@ -99,6 +99,25 @@ def test_a_forged_or_foreign_cursor_is_400_invalid_cursor(scim):
         assert_scim_error(scim.get("/Groups", params={"cursor": first["nextCursor"]}), 400, "invalidCursor")
 
 
+def test_a_cursor_is_no_offline_oracle_for_the_bearer_token(scim, stack):
+    """Issue 16: cursors (which travel in URLs and logs) were signed with a key derived from the
+    bearer token, so one cursor let anyone check guesses of the token offline. Here the guess
+    is right, and still the cursor's signature does not confirm it."""
+    import hashlib
+
+    from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+    scim.post("/Users", json=entra_user())
+    scim.post("/Users", json=entra_user())
+    cursor = scim.get("/Users", params={"cursor": "", "count": 1, "attributes": "id"}).json()["nextCursor"]
+    guessed = hashlib.sha256(("scimbus-cursor\n" + stack.token).encode()).hexdigest()  # the derivation
+    with pytest.raises(BadSignature):
+        URLSafeTimedSerializer(guessed, salt="scimbus.cursor.v1").loads(cursor)
+    with pytest.raises(BadSignature):
+        URLSafeTimedSerializer(stack.token, salt="scimbus.cursor.v1").loads(cursor)
+    assert scim.get("/Users", params={"cursor": cursor, "count": 1}).status_code == 200  # it still pages
+
+
 def test_cursor_paging_refuses_a_bad_count_and_mixing_with_start_index(scim):
     assert_scim_error(scim.get("/Users", params={"cursor": "", "count": 0}), 400, "invalidCount")
     assert_scim_error(scim.get("/Users", params={"cursor": "", "count": "ten"}), 400, "invalidCount")

@@ -22,11 +22,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from libs.security.jwt_tokens import ENTRA_AUDIENCE
 from tests.services.conftest import unique
 from tests.services.test_entra_flows import assert_scim_error, entra_user
+from tests.support.certs import issue_client, make_ca
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.stack
 
 TENANT = str(uuid.uuid4())
+PROVISIONING_APP = str(uuid.uuid4())
+"""The Entra application id of the provisioning app this stack accepts JWTs from."""
 RATE_LIMIT = 15
 
 
@@ -41,7 +44,8 @@ def hardened(tmp_path_factory, entra_key):
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(entra_key.public_key()))
     (tmp / "entra-jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "entra-1", "use": "sig"}]}))
     env = {"SCIM_TLS": "1", "SCIM_RATE_LIMIT": str(RATE_LIMIT), "SCIM_RATE_WINDOW": "60",
-           "SCIM_ENTRA_TENANT_ID": TENANT, "SCIM_ENTRA_JWKS": str(tmp / "entra-jwks.json")}
+           "SCIM_ENTRA_TENANT_ID": TENANT, "SCIM_ENTRA_JWKS": str(tmp / "entra-jwks.json"),
+           "SCIM_ENTRA_CALLERS": PROVISIONING_APP}
     with running_stack(tmp, workers=1, extra_env=env) as stack:
         yield stack
 
@@ -146,7 +150,8 @@ def test_a_token_over_its_rate_gets_429_with_retry_after_and_others_are_not_affe
 def _entra_token(key, **overrides) -> str:
     now = int(time.time())
     claims = {"iss": f"https://sts.windows.net/{TENANT}/", "aud": ENTRA_AUDIENCE, "tid": TENANT, "iat": now,
-              "nbf": now, "exp": now + 3600, "appid": "provisioning", **overrides}
+              "nbf": now, "exp": now + 3600, "appid": PROVISIONING_APP, **overrides}
+    claims = {name: value for name, value in claims.items() if value is not None}  # None: leave the claim out
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "entra-1"})
 
 
@@ -178,25 +183,36 @@ def test_a_jwt_that_is_not_entras_for_this_tenant_is_401(hardened, entra_key, wh
         assert_scim_error(c.get(path), 401)
 
 
+def test_a_jwt_entra_issued_to_another_app_of_the_same_tenant_is_401(hardened, entra_key):
+    """Same tenant, issuer, audience and signing key: only the calling application differs
+    (another enterprise app of the tenant, or any app that asked Entra for such a token)."""
+    for claims in ({"appid": str(uuid.uuid4())}, {"azp": str(uuid.uuid4()), "appid": None}):
+        token = _entra_token(entra_key, **claims)
+        with hardened.client(token) as c:
+            assert_scim_error(c.get("/Users", params={"count": 0}), 401)
+            assert_scim_error(c.post("/Users", json=entra_user()), 401)
+    with hardened.client(_entra_token(entra_key, azp=PROVISIONING_APP, appid=None)) as c:  # a v2 token
+        assert c.get("/Users", params={"count": 0}).status_code == 200
+
+
 # --------------------------------------------------------------------------- mutual TLS
 
 
 def test_with_a_client_ca_only_clients_holding_its_certificate_get_in(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mtls")
-    from libs.security.tls import write_self_signed
-
-    write_self_signed(tmp / "agent.pem", tmp / "agent.key")  # a self-signed CA that is also the agent's cert
-    agent_cert = (str(tmp / "agent.pem"), str(tmp / "agent.key"))
+    ca = make_ca(tmp, "agents-ca")
+    agent = issue_client(ca, tmp, "agent")
+    agent_cert = (str(agent.cert), str(agent.key))
     with running_stack(tmp / "stack", workers=1, client_cert=agent_cert,
-                       extra_env={"SCIM_TLS": "1", "SCIM_TLS_CLIENT_CA": agent_cert[0]}) as stack:
-        with stack.client() as agent:  # presents agent.pem
-            assert agent.get("/Users", params={"count": 0}).status_code == 200
+                       extra_env={"SCIM_TLS": "1", "SCIM_TLS_CLIENT_CA": str(ca.cert)}) as stack:
+        with stack.client() as c:  # presents agent.pem
+            assert c.get("/Users", params={"count": 0}).status_code == 200
         stranger = ssl.create_default_context(cafile=str(stack.var_dir / "tls" / "cert.pem"))
         with httpx.Client(base_url=stack.url, verify=stranger, timeout=30,
                           headers={"Authorization": f"Bearer {stack.token}"}) as c:
             assert c.get("/Users", params={"count": 0}).status_code == 400  # nginx: no required certificate
-        write_self_signed(tmp / "other.pem", tmp / "other.key")
-        stranger.load_cert_chain(tmp / "other.pem", tmp / "other.key")
+        other = issue_client(make_ca(tmp, "other-ca"), tmp, "other")
+        stranger.load_cert_chain(other.cert, other.key)
         with httpx.Client(base_url=stack.url, verify=stranger, timeout=30,
                           headers={"Authorization": f"Bearer {stack.token}"}) as c:
             assert c.get("/Users", params={"count": 0}).status_code == 400  # a certificate the CA did not sign

@@ -60,3 +60,21 @@ def test_the_bootstrap_token_belongs_to_the_default_app(engine):
 def test_unknown_scopes_are_refused(raw):
     with pytest.raises(CredentialError):
         parse_scopes(raw)
+
+
+def test_making_and_revoking_a_credential_is_audited_with_its_operator_and_no_secret(engine):
+    from libs.security import audit
+
+    admin = CredentialAdmin(engine)
+    cred, secret = admin.create("acme", "entra", kind="client", actor="alice@admin-host")
+    admin.revoke("acme", "entra", actor="bob@admin-host")
+    with pytest.raises(CredentialError):
+        admin.revoke("acme", "entra", actor="bob@admin-host")  # nothing revoked: nothing audited
+    entries = list(audit.query(engine, token_name="entra"))
+    assert [(e.op, e.actor, e.app, e.resource_id) for e in entries] == [
+        ("create", "alice@admin-host", "acme", cred.id), ("revoke", "bob@admin-host", "acme", cred.id)]
+    assert entries[0].detail == "client scopes=read write" and entries[0].resource_type == "Credential"
+    shown = repr([e.as_dict() for e in entries])
+    assert secret not in shown and hash_secret(secret) not in shown
+    assert list(audit.query(engine, token_name="entra", outcome="rejected")) == []
+    assert audit.purge(engine, retention_days=1) == 0  # young events stay

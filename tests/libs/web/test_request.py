@@ -1,0 +1,27 @@
+"""Request ids: ours, never one a client chose; the client's kept beside (issue 16)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from libs.web.request import client_request_id, request_id
+
+app = Flask(__name__)
+
+
+def test_the_gateways_id_is_ours_and_the_clients_travels_beside_it():
+    headers = {"X-Request-Id": "5f0c2b1e9a8d4c3b2a1f0e9d8c7b6a59", "X-Client-Request-Id": "their-id-42"}
+    with app.test_request_context("/scim/Users", headers=headers):
+        assert request_id() == "5f0c2b1e9a8d4c3b2a1f0e9d8c7b6a59" == request_id()
+        assert client_request_id() == "their-id-42"
+
+
+def test_an_id_no_gateway_makes_is_replaced_by_one_of_ours():
+    """A client that reaches the front directly cannot plant its own text as our id."""
+    for given in ("", "abc", "x" * 32, "a' OR 1=1", "0" * 200, "ok; forged=1"):
+        with app.test_request_context("/scim/Users", headers={"X-Request-Id": given} if given else {}):
+            ours = request_id()
+            assert ours != given and len(ours) == 32 and int(ours, 16) >= 0 and ours == request_id()
+            assert client_request_id() is None
+    with app.test_request_context("/scim/Users", headers={"X-Request-Id": "3e9d5b0c-8a1f-4c2d-9e7b-6a5f4d3c2b1a"}):
+        assert request_id() == "3e9d5b0c-8a1f-4c2d-9e7b-6a5f4d3c2b1a"  # Envoy's, under the Gateway API route
