@@ -12,7 +12,7 @@ from typing import Any
 
 from libs.config import Settings
 from libs.scim.extensions import all_schemas
-from libs.scim.schemas import RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG
+from libs.scim.schemas import RESOURCE_TYPES, SERVICE_PROVIDER_CONFIG, as_enforced
 
 DOCS_URL = "https://github.com/scimbus/scimbus#readme"
 
@@ -44,8 +44,10 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
     }
 
 
-def schemas(base_url: str) -> list[dict[str, Any]]:
-    return [s.to_document(base_url) for s in all_schemas()]
+def schemas(base_url: str, settings: Settings, app: str) -> list[dict[str, Any]]:
+    """Every schema, with the uniqueness ``app`` enforces (it may differ from app to app)."""
+    unique_group_names = settings.group_names_unique(app)
+    return [as_enforced(s, unique_group_names=unique_group_names).to_document(base_url) for s in all_schemas()]
 
 
 def resource_types(base_url: str) -> list[dict[str, Any]]:

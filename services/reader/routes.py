@@ -35,6 +35,11 @@ def _store() -> DirectoryStore:
     return current_app.extensions["scim.store"]
 
 
+def _app_key(app: str | None) -> str:
+    settings = _settings()
+    return resolve_app(app, settings.default_app, settings.app_names)
+
+
 def _schema(endpoint: str) -> ResourceSchema:
     if endpoint.lower() == "me":
         raise NotImplementedOperation("/Me is not supported: a bearer token names no SCIM user.")
@@ -133,7 +138,7 @@ def list_resources(endpoint: str, app: str | None = None) -> Response:
     if endpoint.lower() == "serviceproviderconfig":
         return scim_response(discovery.service_provider_config(_settings(), base_url(app)))
     if endpoint.lower() == "schemas":
-        docs = discovery.schemas(base_url(app))
+        docs = discovery.schemas(base_url(app), _settings(), _app_key(app))
         return scim_response(list_response(docs, len(docs), 1))
     if endpoint.lower() == "resourcetypes":
         docs = discovery.resource_types(base_url(app))
@@ -144,8 +149,8 @@ def list_resources(endpoint: str, app: str | None = None) -> Response:
 @bp.get("/<endpoint>/<path:resource_id>")
 def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     if endpoint.lower() in ("schemas", "resourcetypes"):
-        docs = discovery.schemas(base_url(app)) if endpoint.lower() == "schemas" else \
-            discovery.resource_types(base_url(app))
+        docs = discovery.schemas(base_url(app), _settings(), _app_key(app)) if endpoint.lower() == "schemas" \
+            else discovery.resource_types(base_url(app))
         for doc in docs:
             if doc["id"].lower() == resource_id.lower():
                 return scim_response(doc)

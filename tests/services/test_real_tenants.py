@@ -1,0 +1,161 @@
+"""What real tenants send beyond Microsoft's documented flows (issue 15), over HTTP against
+the whole stack, on SQLite and PostgreSQL: repeated externalIds and group names, a /Schemas
+that publishes exactly the uniqueness each app enforces, lenient URLs, one policy for
+undeclared attributes.
+
+The session stack serves two apps: the default one (group names may repeat, RFC 7643) and
+``acme`` (``SCIM_GROUP_DISPLAY_NAME_UNIQUENESS=acme=server``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.services.conftest import unique
+from tests.services.test_entra_flows import ENTERPRISE, GROUP, PATCH_OP, assert_scim_error, patch, query
+
+pytestmark = pytest.mark.stack
+
+APPS = ["default", "acme"]
+
+
+@pytest.fixture(params=APPS)
+def app_client(request, scim, acme):
+    """(client, path prefix of the app) for each app of the session stack."""
+    return (scim, "") if request.param == "default" else (acme, "/acme")
+
+
+# ---------------------------------------------------------------- uniqueness, as /Schemas says
+
+def _sample(attribute: dict[str, Any], member_id: str) -> Any:
+    """A value for ``attribute`` (a /Schemas attribute document), or None when a client cannot set it."""
+    if attribute["mutability"] == "readOnly":
+        return None
+    kind = attribute["type"]
+    if kind == "complex":
+        subs = {s["name"]: _sample(s, member_id) for s in attribute.get("subAttributes", [])}
+        if attribute["name"] in ("members", "manager"):  # references: an existing resource's id
+            subs = {"value": member_id}
+        value = {k: v for k, v in subs.items() if v is not None}
+        if not value:
+            return None
+        if "primary" in value:
+            value["primary"] = True
+    elif kind == "reference":
+        if set(attribute.get("referenceTypes", [])) & {"User", "Group"}:
+            return None
+        value = f"https://example.com/{uuid.uuid4().hex}"
+    else:
+        value = {"string": (attribute.get("canonicalValues") or [f"v-{uuid.uuid4().hex[:12]}"])[0], "boolean": True,
+                 "integer": 7, "decimal": 1.5, "dateTime": "2026-01-02T03:04:05Z", "binary": "AAEC"}[kind]
+    return [value] if attribute["multiValued"] else value
+
+
+def _case_variant(value: Any) -> Any:
+    """The same value in another case: a case-insensitive uniqueness must still see it."""
+    return value.upper() if isinstance(value, str) and value.upper() != value else value
+
+
+def _attributes(client, prefix: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(endpoint, key in a body, attribute document) of every attribute the app publishes."""
+    schemas = {s["id"]: s for s in client.get(f"{prefix}/Schemas").json()["Resources"]}
+    out = []
+    for resource_type in client.get(f"{prefix}/ResourceTypes").json()["Resources"]:
+        endpoint = resource_type["endpoint"]
+        for attribute in schemas[resource_type["schema"]]["attributes"]:
+            out.append((endpoint, attribute["name"], attribute))
+        for extension in resource_type["schemaExtensions"]:
+            for attribute in schemas[extension["schema"]]["attributes"]:
+                out.append((endpoint, f"{extension['schema']}:{attribute['name']}", attribute))
+    # RFC 7643 §3.1's common attributes are in no schema: externalId is "uniqueness": "none".
+    out += [(e, "externalId", {"name": "externalId", "type": "string", "multiValued": False, "caseExact": True,
+                               "mutability": "readWrite", "uniqueness": "none"}) for e in ("/Users", "/Groups")]
+    return out
+
+
+def _fresh(endpoint: str) -> dict[str, Any]:
+    """The required attributes, with values no other resource has."""
+    if endpoint == "/Users":
+        return {"userName": f"{unique('uq')}@contoso.example"}
+    return {"schemas": [GROUP], "displayName": unique("uq-group")}
+
+
+def test_every_attribute_is_exactly_as_unique_as_the_apps_schemas_publish(app_client):
+    """For every attribute /Schemas lists (and externalId), two resources with the same value
+    (for a case-insensitive one, in another case): 409 uniqueness where the app publishes
+    server or global, 201 where it publishes none."""
+    client, prefix = app_client
+    member = client.post(f"{prefix}/Users", json=_fresh("/Users")).json()["id"]
+    checked = {}
+    for endpoint, key, attribute in _attributes(client, prefix):
+        value = _sample(attribute, member)
+        if value is None:
+            continue
+        first = client.post(f"{prefix}{endpoint}", json={**_fresh(endpoint), key: value})
+        assert first.status_code == 201, (key, first.text)
+        again = value if attribute.get("caseExact", True) else _case_variant(value)
+        second = client.post(f"{prefix}{endpoint}", json={**_fresh(endpoint), key: again})
+        if attribute["uniqueness"] == "none":
+            assert second.status_code == 201, (key, second.text)
+        else:
+            assert_scim_error(second, 409, "uniqueness")
+            renamed = client.post(f"{prefix}{endpoint}", json=_fresh(endpoint)).json()
+            taken = patch(client, f"{prefix}{endpoint}/{renamed['id']}", {"op": "replace", "path": key, "value": again})
+            assert_scim_error(taken, 409, "uniqueness")
+        checked[(endpoint, key)] = attribute["uniqueness"]
+    unique_ones = {k: v for k, v in checked.items() if v != "none"}
+    expected = {("/Users", "userName"): "server"}
+    if prefix == "/acme":
+        expected[("/Groups", "displayName")] = "server"
+    assert unique_ones == expected
+    assert checked[("/Users", "externalId")] == checked[("/Groups", "externalId")] == "none"
+    assert {("/Users", "emails"), ("/Users", "password"), ("/Users", f"{ENTERPRISE}:manager"),
+            ("/Groups", "displayName"), ("/Groups", "members")} <= set(checked)  # complex, writeOnly, extensions
+
+
+def test_two_concurrent_creates_of_one_group_name_give_one_201_and_one_409_where_names_are_unique(stack, acme_token):
+    """The unique index on unique_name_key decides a race the check before the insert cannot see."""
+    import concurrent.futures
+
+    name = unique("race-group")
+    with stack.client(acme_token) as first, stack.client(acme_token) as second:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda c: c.post("/acme/Groups", json={"schemas": [GROUP], "displayName": name}),
+                                    (first, second)))
+        assert sorted(a.status_code for a in answers) == [201, 409]
+        assert query(first, "/acme/Groups", f'displayName eq "{name}"')["totalResults"] == 1
+
+
+def test_a_bulk_request_creates_users_sharing_an_external_id_and_a_group_holding_each_of_them(scim):
+    nickname = unique("john")
+    response = scim.post("/Bulk", json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                                        "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "contoso",
+         "data": {"userName": f"{nickname}@contoso.example", "externalId": nickname}},
+        {"method": "POST", "path": "/Users", "bulkId": "fabrikam",
+         "data": {"userName": f"{nickname}@fabrikam.example", "externalId": nickname}},
+        {"method": "POST", "path": "/Groups", "bulkId": "both",
+         "data": {"schemas": [GROUP], "displayName": unique("both"),
+                  "members": [{"value": "bulkId:contoso"}, {"value": "bulkId:fabrikam"}]}}]})
+    ops = response.json()["Operations"]
+    assert [o["status"] for o in ops] == ["201", "201", "201"], response.text
+    ids = [o["location"].rsplit("/", 1)[1] for o in ops]
+    group = scim.get(f"/Groups/{ids[2]}").json()
+    assert sorted(m["value"] for m in group["members"]) == sorted(ids[:2])
+    found = query(scim, "/Users", f'externalId eq "{nickname}"')
+    assert sorted(r["id"] for r in found["Resources"]) == sorted(ids[:2])
+
+
+def test_patch_and_put_may_give_a_user_an_external_id_another_user_holds(scim):
+    nickname = unique("john")
+    holder = scim.post("/Users", json={"userName": f"{nickname}@contoso.example", "externalId": nickname}).json()
+    other = scim.post("/Users", json={"userName": f"{nickname}@fabrikam.example"}).json()
+    patched = patch(scim, f"/Users/{other['id']}", {"op": "Replace", "path": "externalId", "value": nickname})
+    assert patched.status_code == 200 and patched.json()["externalId"] == nickname
+    put = scim.put(f"/Users/{other['id']}", json={"userName": other["userName"], "externalId": nickname})
+    assert put.status_code == 200, put.text
+    assert {r["id"] for r in query(scim, "/Users", f'externalId eq "{nickname}"')["Resources"]} == {
+        holder["id"], other["id"]}
