@@ -1,9 +1,11 @@
-"""Reading SCIM requests: the JSON body, the app in the URL, the base URL for locations."""
+"""Reading SCIM requests: the path as meant, the JSON body, the app in the URL, the base URL
+for locations."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -16,6 +18,31 @@ from werkzeug.sansio.utils import get_current_url
 from libs.scim.errors import InvalidSyntax, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/scim+json", "application/json")
+
+_SLASHES = re.compile(r"//+")
+
+
+def lenient_path(path: str) -> str:
+    """``/scim/Users/`` → ``/scim/Users``, ``/scim//Users`` → ``/scim/Users``: what a client that
+    joins URLs (a base ending in ``/`` plus ``/Users``, or a collection plus ``/``) means."""
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    return path.rstrip("/") or "/"
+
+
+class LenientPaths:
+    """WSGI middleware: routes see ``lenient_path(PATH_INFO)``, so a trailing slash after a
+    collection, an id or ``.search``, and a doubled slash, change nothing. The gateway
+    routes the same paths by method (its ``.search`` location allows the trailing slash)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.endswith("/") or "//" in path:
+            environ["PATH_INFO"] = lenient_path(path)
+        return self.app(environ, start_response)
 
 
 def json_body(max_bytes: int) -> Any:

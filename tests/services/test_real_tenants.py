@@ -159,3 +159,47 @@ def test_patch_and_put_may_give_a_user_an_external_id_another_user_holds(scim):
     assert put.status_code == 200, put.text
     assert {r["id"] for r in query(scim, "/Users", f'externalId eq "{nickname}"')["Resources"]} == {
         holder["id"], other["id"]}
+
+
+# ---------------------------------------------------------------- URLs as clients build them
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+def test_collections_ids_and_searches_answer_with_a_trailing_slash_through_the_gateway(app_client):
+    """Clients that join URLs send /Users/ (and /scim//Users from a base ending in /); each
+    verb, under /scim and /scim/<app>, answers as without the slash."""
+    client, prefix = app_client
+    name = f"{unique('slash')}@contoso.example"
+    created = client.post(f"{prefix}/Users/", json={"userName": name})
+    assert created.status_code == 201, created.text
+    user_id = created.json()["id"]
+    assert created.headers["Location"].endswith(f"{prefix}/Users/{user_id}")
+    listed = client.get(f"{prefix}/Users/", params={"filter": f'userName eq "{name}"'})
+    assert [r["id"] for r in listed.json()["Resources"]] == [user_id]
+    doubled = f"{client.base_url}{prefix[1:] + '/' if prefix else ''}/Users"  # …/scim//Users: a base ending in /
+    assert client.get(doubled, params={"filter": f'userName eq "{name}"'}).json()["totalResults"] == 1
+    assert client.get(f"{prefix}/Users/{user_id}/").json()["id"] == user_id
+    assert client.head(f"{prefix}/Users/{user_id}/").status_code == 200
+    assert client.get(f"{prefix}/Groups/", params={"count": 1}).status_code == 200
+    search = {"schemas": [SEARCH], "filter": f'userName eq "{name}"'}
+    for path in (f"{prefix}/Users/.search/", f"{prefix}/.search/"):  # the gateway sends them to the reader
+        found = client.post(path, json=search)
+        assert found.status_code == 200 and found.json()["totalResults"] == 1, (path, found.text)
+    patched = patch(client, f"{prefix}/Users/{user_id}/", {"op": "replace", "path": "title", "value": "Eng"})
+    assert patched.status_code == 200 and patched.json()["title"] == "Eng"
+    assert client.put(f"{prefix}/Users/{user_id}/", json={"userName": name}).status_code == 200
+    for path in ("/Schemas/", "/ResourceTypes/", "/ResourceTypes/User/", "/ServiceProviderConfig/",
+                 "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User/"):
+        assert client.get(f"{prefix}{path}").status_code == 200, path
+    bulk = client.post(f"{prefix}/Bulk/", json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                                                "Operations": [{"method": "DELETE", "path": f"/Users/{user_id}/"}]})
+    assert [o["status"] for o in bulk.json()["Operations"]] == ["204"], bulk.text
+    assert_scim_error(client.delete(f"{prefix}/Users/{user_id}/"), 404)
+
+
+def test_a_search_with_a_trailing_slash_needs_only_the_read_scope(stack):
+    token = stack.create_token(unique("reader"), scopes="read")["token"]
+    with stack.client(token) as client:
+        answer = client.post("/Users/.search/", json={"schemas": [SEARCH], "filter": 'userName eq "nobody"'})
+    assert answer.status_code == 200, answer.text
