@@ -39,6 +39,11 @@ BATCH_DURATION = Histogram(
 JOB_FAILURES = Counter(
     "scim_job_failures_total", "Write jobs that raised in a worker (retried or failed).", ["exception"],
 )
+UNDECLARED_ATTRIBUTES = Counter(
+    "scim_undeclared_attributes_total",
+    "Attributes no schema declares, ignored in writes (SCIM_UNKNOWN_ATTRIBUTES=ignore), by name: declare the "
+    "ones you need. At most 100 names per process; then (other).", ["attribute"],
+)
 
 
 def observe_request(service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
@@ -53,6 +58,10 @@ def _request_children(service: str, method: str, endpoint: str, status: int) -> 
     # sets are few (route patterns, never ids), so each pair is looked up once.
     return (HTTP_REQUESTS.labels(service, method, endpoint, str(status)),
             HTTP_LATENCY.labels(service, method, endpoint))
+
+
+def count_undeclared(attribute: str) -> None:
+    UNDECLARED_ATTRIBUTES.labels(attribute).inc()
 
 
 def observe_job(op: str, resource_type: str, outcome: str, seconds: float) -> None:

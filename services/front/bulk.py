@@ -24,6 +24,7 @@ from libs.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimE
 from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
+from libs.scim.undeclared import Policy
 from libs.scim.validate import validate_resource
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -124,7 +125,10 @@ def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, st
     item.resource_id = resource_id
     data = _substitute(op.get("data"), ids)
     if method in ("POST", "PUT"):
-        data = passwords.hash_in_resource(validate_resource(data, schema, max_value_length=settings.max_value_length))
+        policy = Policy(settings.unknown_attributes)  # PATCH data: the worker applies the same policy
+        data = validate_resource(data, schema, max_value_length=settings.max_value_length, undeclared=policy)
+        policy.report()
+        data = passwords.hash_in_resource(data)
     elif method == "PATCH":
         parse_patch_request(data, max_operations=settings.max_operations)
         data = passwords.hash_in_patch(data, schema)

@@ -18,6 +18,7 @@ from libs.scim.errors import Mutability, NotFound, PreconditionFailed, ScimError
 from libs.scim.patch import apply_patch, parse_patch_request
 from libs.scim.render import etag
 from libs.scim.schemas import GROUPS, RESOURCE_TYPES, USERS, ResourceSchema
+from libs.scim.undeclared import Policy
 from libs.scim.validate import validate_resource
 from libs.store.directory import DirectoryStore, StoredResource, clash, name_key
 
@@ -170,8 +171,12 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
     schema = RESOURCE_TYPES[job.resource_type]
     current = _load(store, conn, job, schema)
     operations = parse_patch_request(job.body)
+    # Undeclared attributes: ignored (and reported by this worker) or rejected, as the front
+    # does for the bodies of POST and PUT.
+    policy = Policy(settings.unknown_attributes)
     result = apply_patch(current.doc, operations, schema,
-                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk])
+                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk], undeclared=policy)
+    policy.report()
     if result.changed:
         passwords.seal(result.resource, current.doc, keep_if_absent=False, hashed=_hashed(job))
         _check_immutable(schema, current.doc, result.resource)

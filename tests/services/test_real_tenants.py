@@ -203,3 +203,131 @@ def test_a_search_with_a_trailing_slash_needs_only_the_read_scope(stack):
     with stack.client(token) as client:
         answer = client.post("/Users/.search/", json={"schemas": [SEARCH], "filter": 'userName eq "nobody"'})
     assert answer.status_code == 200, answer.text
+
+
+# ---------------------------------------------------------------- undeclared attributes
+
+CONTOSO = "urn:ietf:params:scim:schemas:extension:Contoso:2.0:User"
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+
+
+def _metric(stack, port_name: str, name: str, labels: str) -> float:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{stack.ports[port_name]}/metrics").text
+    line = next((x for x in text.splitlines() if x.startswith(f"{name}{{") and labels in x), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+def _undeclared_count(stack, attribute: str) -> float:
+    """What the front (bodies) and the workers (PATCH) counted for ``attribute``."""
+    return sum(_metric(stack, port, "scim_undeclared_attributes_total", f'attribute="{attribute}"')
+               for port in ("SCIM_FRONT_PORT", "SCIM_WORKER_METRICS_PORT"))
+
+
+def _writes_with_undeclared_attributes(client, prefix: str, grade: str) -> list:
+    """POST, PUT, PATCH (path, path-less, value filter, undeclared URN), Bulk: each carries
+    ``urn:…:Contoso:2.0:User:<grade>``, which no schema of the stack declares."""
+    name = f"{unique('cc')}@contoso.example"
+    answers = [client.post(f"{prefix}/Users", json={"userName": name, CONTOSO: {grade: "A"}, "title": "Eng"})]
+    user = answers[0].json()
+    answers.append(client.put(f"{prefix}/Users/{user['id']}",
+                              json={"userName": name, f"{CONTOSO}:{grade}": "B", "title": "Eng"}))
+    for operation in ({"op": "Replace", "path": f"{CONTOSO}:{grade}", "value": "C"},
+                      {"op": "add", "path": CONTOSO, "value": {grade: "D"}},
+                      {"op": "replace", "value": {f"{CONTOSO}:{grade}": "E", "title": "Lead"}},
+                      {"op": "replace", "path": f'{CONTOSO}:{grade}[type eq "work"].value', "value": "F"},
+                      {"op": "remove", "path": f"{CONTOSO}:{grade}"}):
+        answers.append(patch(client, f"{prefix}/Users/{user['id']}", operation))
+    bulk = client.post(f"{prefix}/Bulk", json={"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "b", "data": {"userName": unique("cc"), CONTOSO: {grade: "G"}}},
+        {"method": "PUT", "path": f"/Users/{user['id']}",
+         "data": {"userName": name, CONTOSO: {grade: "H"}, "title": "Lead"}},
+        {"method": "PATCH", "path": f"/Users/{user['id']}",
+         "data": {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": f"{CONTOSO}:{grade}", "value": "I"}]}}]})
+    return answers + [(bulk, bulk.json()["Operations"])]
+
+
+def test_undeclared_attributes_are_ignored_by_every_verb_logged_and_counted(stack, scim):
+    grade = f"grade{uuid.uuid4().hex[:8]}"
+    *answers, (bulk, bulk_ops) = _writes_with_undeclared_attributes(scim, "", grade)
+    assert [a.status_code for a in answers] == [201, 200, 200, 200, 200, 200, 200], [a.text for a in answers]
+    assert [o["status"] for o in bulk_ops] == ["201", "200", "200"], bulk.text
+    user = scim.get(f"/Users/{answers[0].json()['id']}").json()
+    assert CONTOSO not in user and CONTOSO not in user["schemas"] and grade not in str(user)
+    assert user["title"] == "Lead"  # the declared attribute next to the ignored one was applied
+    # Counted by the front (POST, PUT, Bulk POST and PUT: 4) and the workers (the 6 PATCHes).
+    assert _undeclared_count(stack, f"{CONTOSO}:{grade}") == 10
+    # Logged once per process that met it (two front and two worker processes), not once per write.
+    assert 1 <= stack.log().count(f"ignored the undeclared attribute {CONTOSO}:{grade}") <= 4
+
+
+def test_the_declared_enterprise_extension_keeps_working_next_to_undeclared_ones(scim):
+    created = scim.post("/Users", json={"userName": unique("ent"), ENTERPRISE: {"department": "Tours", "grade": 1}})
+    assert created.status_code == 201 and created.json()[ENTERPRISE] == {"department": "Tours"}
+    patched = patch(scim, f"/Users/{created.json()['id']}",
+                    {"op": "replace", "path": f"{ENTERPRISE}:costCenter", "value": "4711"})
+    assert patched.json()[ENTERPRISE] == {"department": "Tours", "costCenter": "4711"}
+
+
+STRICT_CONFIG = f"""
+[[schemas]]
+id = "{CONTOSO}"
+resource_type = "User"
+
+[[schemas.attributes]]
+name = "costCenter"
+"""
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def strict_stack(request, tmp_path_factory):
+    """Settings other than the defaults: SCIM_UNKNOWN_ATTRIBUTES=reject, every app's group names
+    unique, Contoso's extension declared (costCenter only), a short filter limit, small page,
+    Bulk and body limits, and Entra's own tokens accepted."""
+    from tests.services.conftest import _fresh_schema
+    from tests.support.stack import running_stack
+
+    tmp = tmp_path_factory.mktemp(f"strict-{request.param}")
+    config = tmp / "scimbus-test.toml"
+    config.write_text(STRICT_CONFIG)
+    jwks = tmp / "entra-jwks.json"
+    jwks.write_text('{"keys": []}')
+    database_url = _fresh_schema(request.getfixturevalue("postgres_url")) if request.param == "postgresql" else None
+    with running_stack(tmp / "var", database_url, extra_env={
+            "SCIM_UNKNOWN_ATTRIBUTES": "reject", "SCIM_GROUP_DISPLAY_NAME_UNIQUENESS": "server",
+            "SCIM_MAX_FILTER_LENGTH": "400", "SCIM_CONFIG_FILE": str(config), "SCIM_APPS": "hr",
+            "SCIM_MAX_RESULTS": "2", "SCIM_BULK_MAX_OPERATIONS": "3", "SCIM_MAX_BODY_BYTES": "65536",
+            "SCIM_ENTRA_TENANT_ID": "00000000-0000-0000-0000-00000000e17a", "SCIM_ENTRA_JWKS": str(jwks)}) as s:
+        yield s
+
+
+def test_reject_answers_every_verb_the_same_400_invalid_path_and_changes_nothing(strict_stack):
+    grade = f"grade{uuid.uuid4().hex[:8]}"
+    with strict_stack.client() as client:
+        user = client.post("/Users", json={"userName": unique("strict"), "title": "Eng"}).json()
+        answers = [client.post("/Users", json={"userName": unique("strict"), CONTOSO: {grade: "A"}}),
+                   client.put(f"/Users/{user['id']}", json={"userName": user["userName"], f"{CONTOSO}:{grade}": "B"})]
+        for operation in ({"op": "Replace", "path": f"{CONTOSO}:{grade}", "value": "C"},
+                          {"op": "add", "path": CONTOSO, "value": {grade: "D"}},
+                          {"op": "replace", "value": {f"{CONTOSO}:{grade}": "E", "title": "Lead"}},
+                          {"op": "replace", "path": 'emails[colour eq "red"].value', "value": "x@contoso.example"},
+                          {"op": "remove", "path": "favouriteColour"}):
+            answers.append(patch(client, f"/Users/{user['id']}", operation))
+        for answer in answers:
+            body = assert_scim_error(answer, 400, "invalidPath")
+            assert "SCIM_UNKNOWN_ATTRIBUTES=reject" in body["detail"]
+        bulk = client.post("/Bulk", json={"schemas": [BULK], "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "b", "data": {"userName": unique("s"), "colour": "red"}},
+            {"method": "PATCH", "path": f"/Users/{user['id']}",
+             "data": {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "colour", "value": "red"}]}}]})
+        assert [(o["status"], o["response"]["scimType"]) for o in bulk.json()["Operations"]] == [
+            ("400", "invalidPath"), ("400", "invalidPath")]
+        after = client.get(f"/Users/{user['id']}").json()
+        assert after["title"] == "Eng" and after["meta"]["version"] == user["meta"]["version"]
+        # Declared in the config file: stored, patched, filterable, as before.
+        declared = patch(client, f"/Users/{user['id']}", {"op": "Replace", "path": f"{CONTOSO}:costCenter",
+                                                           "value": "4711"})
+        assert declared.status_code == 200 and declared.json()[CONTOSO] == {"costCenter": "4711"}
+        found = query(client, "/Users", f'{CONTOSO}:costCenter eq "4711"')
+        assert [r["id"] for r in found["Resources"]] == [user["id"]]
