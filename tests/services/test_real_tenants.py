@@ -331,3 +331,71 @@ def test_reject_answers_every_verb_the_same_400_invalid_path_and_changes_nothing
         assert declared.status_code == 200 and declared.json()[CONTOSO] == {"costCenter": "4711"}
         found = query(client, "/Users", f'{CONTOSO}:costCenter eq "4711"')
         assert [r["id"] for r in found["Resources"]] == [user["id"]]
+
+
+# ---------------------------------------------------------------- Bulk: references in any order
+
+def _bulk(client, *operations: dict, **extra):
+    response = client.post("/Bulk", json={"schemas": [BULK], "Operations": list(operations), **extra})
+    assert response.status_code == 200, response.text
+    return response.json()["Operations"]
+
+
+def test_bulk_operations_of_every_method_may_name_a_post_that_comes_later(scim):
+    later, renamed, gone = unique("later"), unique("renamed"), unique("gone")
+    ops = _bulk(
+        scim,
+        {"method": "POST", "path": "/Groups", "bulkId": "g",
+         "data": {"schemas": [GROUP], "displayName": unique("fwd"), "members": [{"value": "bulkId:u"}]}},
+        {"method": "PATCH", "path": "/Users/bulkId:u",
+         "data": {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "Eng"}]}},
+        {"method": "PUT", "path": "/Users/bulkId:p", "data": {"userName": renamed, "title": "Put"}},
+        {"method": "DELETE", "path": "/Users/bulkId:d"},
+        {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": later}},
+        {"method": "POST", "path": "/Users", "bulkId": "p", "data": {"userName": unique("p")}},
+        {"method": "POST", "path": "/Users", "bulkId": "d", "data": {"userName": gone}},
+    )
+    assert [(o["method"], o["status"]) for o in ops] == [  # answered in request order
+        ("POST", "201"), ("PATCH", "200"), ("PUT", "200"), ("DELETE", "204"), ("POST", "201"), ("POST", "201"),
+        ("POST", "201")]
+    user_id = ops[4]["location"].rsplit("/", 1)[1]
+    assert [m["value"] for m in scim.get(ops[0]["location"].split("/scim", 1)[1]).json()["members"]] == [user_id]
+    assert scim.get(f"/Users/{user_id}").json()["title"] == "Eng"
+    assert scim.get(ops[5]["location"].split("/scim", 1)[1]).json()["userName"] == renamed
+    assert query(scim, "/Users", f'userName eq "{gone}"')["totalResults"] == 0
+
+
+def test_bulk_references_in_a_cycle_or_to_a_failed_post_are_409_and_apply_nothing(scim):
+    taken = scim.post("/Users", json={"userName": unique("taken")}).json()["userName"]
+    a, b = unique("cycle-a"), unique("cycle-b")
+    ops = _bulk(
+        scim,
+        {"method": "POST", "path": "/Groups", "bulkId": "a",
+         "data": {"schemas": [GROUP], "displayName": a, "members": [{"value": "bulkId:b"}]}},
+        {"method": "POST", "path": "/Groups", "bulkId": "b",
+         "data": {"schemas": [GROUP], "displayName": b, "members": [{"value": "bulkId:a"}]}},
+        {"method": "POST", "path": "/Groups", "bulkId": "c",
+         "data": {"schemas": [GROUP], "displayName": unique("c"), "members": [{"value": "bulkId:dup"}]}},
+        {"method": "POST", "path": "/Users", "bulkId": "dup", "data": {"userName": taken}},
+    )
+    assert [o["status"] for o in ops] == ["409", "409", "409", "409"]
+    assert "cycle" in ops[0]["response"]["detail"] and ops[0]["response"]["schemas"] == [
+        "urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert "failed" in ops[2]["response"]["detail"] and ops[3]["response"]["scimType"] == "uniqueness"
+    for name in (a, b):
+        assert query(scim, "/Groups", f'displayName eq "{name}"')["totalResults"] == 0
+
+
+def test_fail_on_errors_counts_errors_in_the_order_operations_run(scim):
+    taken = scim.post("/Users", json={"userName": unique("taken")}).json()["userName"]
+    never = unique("never")
+    ops = _bulk(
+        scim,
+        {"method": "POST", "path": "/Groups", "bulkId": "g",
+         "data": {"schemas": [GROUP], "displayName": unique("g"), "members": [{"value": "bulkId:u"}]}},
+        {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": taken}},
+        {"method": "POST", "path": "/Users", "bulkId": "n", "data": {"userName": never}},
+        failOnErrors=1)
+    # The user runs first and fails: the request stops there, before the group and the rest.
+    assert [(o["bulkId"], o["status"]) for o in ops] == [("u", "409")]
+    assert query(scim, "/Users", f'userName eq "{never}"')["totalResults"] == 0
