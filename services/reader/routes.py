@@ -136,7 +136,7 @@ def _joined(value: Any) -> str | None:
 @bp.get("/<endpoint>")
 def list_resources(endpoint: str, app: str | None = None) -> Response:
     if endpoint.lower() == "serviceproviderconfig":
-        return scim_response(discovery.service_provider_config(_settings(), base_url(app)))
+        return scim_response(discovery.service_provider_config(_settings(), base_url(app), _app_key(app)))
     if endpoint.lower() == "schemas":
         docs = discovery.schemas(base_url(app), _settings(), _app_key(app))
         return scim_response(list_response(docs, len(docs), 1))

@@ -83,11 +83,10 @@ def _fresh(endpoint: str) -> dict[str, Any]:
     return {"schemas": [GROUP], "displayName": unique("uq-group")}
 
 
-def test_every_attribute_is_exactly_as_unique_as_the_apps_schemas_publish(app_client):
+def assert_uniqueness_as_published(client, prefix: str, expected: dict[tuple[str, str], str]) -> None:
     """For every attribute /Schemas lists (and externalId), two resources with the same value
     (for a case-insensitive one, in another case): 409 uniqueness where the app publishes
-    server or global, 201 where it publishes none."""
-    client, prefix = app_client
+    server or global (and a PATCH onto the value too), 201 where it publishes none."""
     member = client.post(f"{prefix}/Users", json=_fresh("/Users")).json()["id"]
     checked = {}
     for endpoint, key, attribute in _attributes(client, prefix):
@@ -106,14 +105,18 @@ def test_every_attribute_is_exactly_as_unique_as_the_apps_schemas_publish(app_cl
             taken = patch(client, f"{prefix}{endpoint}/{renamed['id']}", {"op": "replace", "path": key, "value": again})
             assert_scim_error(taken, 409, "uniqueness")
         checked[(endpoint, key)] = attribute["uniqueness"]
-    unique_ones = {k: v for k, v in checked.items() if v != "none"}
-    expected = {("/Users", "userName"): "server"}
-    if prefix == "/acme":
-        expected[("/Groups", "displayName")] = "server"
-    assert unique_ones == expected
+    assert {k: v for k, v in checked.items() if v != "none"} == expected
     assert checked[("/Users", "externalId")] == checked[("/Groups", "externalId")] == "none"
     assert {("/Users", "emails"), ("/Users", "password"), ("/Users", f"{ENTERPRISE}:manager"),
             ("/Groups", "displayName"), ("/Groups", "members")} <= set(checked)  # complex, writeOnly, extensions
+
+
+def test_every_attribute_is_exactly_as_unique_as_the_apps_schemas_publish(app_client):
+    client, prefix = app_client
+    expected = {("/Users", "userName"): "server"}
+    if prefix == "/acme":  # SCIM_GROUP_DISPLAY_NAME_UNIQUENESS=acme=server
+        expected[("/Groups", "displayName")] = "server"
+    assert_uniqueness_as_published(client, prefix, expected)
 
 
 def test_two_concurrent_creates_of_one_group_name_give_one_201_and_one_409_where_names_are_unique(stack, acme_token):
@@ -399,3 +402,57 @@ def test_fail_on_errors_counts_errors_in_the_order_operations_run(scim):
     # The user runs first and fails: the request stops there, before the group and the rest.
     assert [(o["bulkId"], o["status"]) for o in ops] == [("u", "409")]
     assert query(scim, "/Users", f'userName eq "{never}"')["totalResults"] == 0
+
+
+def test_every_attribute_is_as_unique_as_published_where_every_app_enforces_group_names(strict_stack):
+    """SCIM_GROUP_DISPLAY_NAME_UNIQUENESS=server: every app, the default one and hr."""
+    hr_token = strict_stack.create_token(unique("hr"), app="hr")["token"]
+    expected = {("/Users", "userName"): "server", ("/Groups", "displayName"): "server"}
+    with strict_stack.client() as client, strict_stack.client(hr_token) as hr:
+        assert_uniqueness_as_published(client, "", expected)
+        assert_uniqueness_as_published(hr, "/hr", expected)
+
+
+# ---------------------------------------------------------------- /ServiceProviderConfig tells the truth
+
+def test_the_service_provider_config_names_every_way_in_and_each_one_works(stack, scim):
+    import httpx
+
+    config = scim.get("/ServiceProviderConfig").json()
+    schemes = {s["type"]: s for s in config["authenticationSchemes"]}
+    assert list(schemes) == ["oauthbearertoken", "oauth2"] and schemes["oauthbearertoken"]["primary"] is True
+    token_url = stack.url.removesuffix("/scim") + "/oauth/token"
+    assert token_url in schemes["oauth2"]["description"]
+    client = stack.create_token(unique("spc"), client=True)
+    issued = httpx.post(token_url, data={"grant_type": "client_credentials", "client_id": client["client_id"],
+                                          "client_secret": client["client_secret"]}, timeout=30)
+    with stack.client(issued.json()["access_token"]) as oauth:
+        assert oauth.get("/Users", params={"count": 1}).status_code == 200
+    assert config["changePassword"] == {"supported": True}
+    user = scim.post("/Users", json={"userName": unique("pw"), "password": "Old-secret-1"}).json()
+    changed = patch(scim, f"/Users/{user['id']}", {"op": "replace", "path": "password", "value": "New-secret-2"})
+    assert changed.status_code == 200 and "password" not in changed.json()
+    assert config["etag"] == {"supported": True} and config["patch"] == {"supported": True}
+    assert config["bulk"]["maxPayloadSize"] == 1024 * 1024 and config["bulk"]["maxOperations"] == 1000
+
+
+def test_the_service_provider_config_states_the_limits_in_force(strict_stack):
+    """The strict stack: SCIM_MAX_RESULTS=2, SCIM_BULK_MAX_OPERATIONS=3, a 64 KiB body limit below
+    the 1 MiB Bulk payload limit, and Entra's own tokens accepted for the default app."""
+    hr_token = strict_stack.create_token(unique("hr"), app="hr")["token"]
+    with strict_stack.client() as client, strict_stack.client(hr_token) as hr:
+        config = client.get("/ServiceProviderConfig").json()
+        assert config["filter"] == {"supported": True, "maxResults": 2}
+        assert config["bulk"] == {"supported": True, "maxOperations": 3, "maxPayloadSize": 65536}
+        names = [s["name"] for s in config["authenticationSchemes"]]
+        assert names == ["OAuth Bearer Token", "OAuth 2.0 client credentials", "Microsoft Entra ID token"]
+        assert "Microsoft Entra ID token" not in str(hr.get("/hr/ServiceProviderConfig").json())
+        for _ in range(3):
+            client.post("/Users", json={"userName": unique("limit")})
+        page = client.get("/Users", params={"count": 50}).json()
+        assert page["itemsPerPage"] == len(page["Resources"]) == 2 and page["totalResults"] >= 3
+        delete = {"method": "DELETE", "path": "/Users/nobody"}
+        assert_scim_error(client.post("/Bulk", json={"schemas": [BULK], "Operations": [delete] * 4}), 413)
+        assert client.post("/Bulk", json={"schemas": [BULK], "Operations": [delete] * 3}).status_code == 200
+        padded = {"schemas": [BULK], "Operations": [{**delete, "data": {"pad": "x" * 70000}}]}
+        assert client.post("/Bulk", json=padded).status_code == 413

@@ -240,7 +240,7 @@ def test_service_provider_config_advertises_bulk_with_its_limits(scim):
     config = scim.get("/ServiceProviderConfig").json()
     assert config["bulk"]["supported"] is True
     assert config["bulk"]["maxOperations"] > 0 and config["bulk"]["maxPayloadSize"] > 0
-    assert config["changePassword"] == {"supported": False}
+    assert config["changePassword"] == {"supported": True}  # PUT and PATCH set a new (hashed) password
 
 
 # ---------------------------------------------------------------- ETags (RFC 7644 §3.14)
