@@ -15,7 +15,7 @@ from libs.config import Settings
 from libs.scim.errors import InvalidCount, InvalidCursor, InvalidFilter, InvalidSyntax, InvalidValue, MethodNotAllowed, \
     NotFound, NotImplementedOperation
 from libs.scim.filter import parse_filter
-from libs.scim.render import list_response, parse_attribute_list, project, with_location
+from libs.scim.render import list_response, not_modified, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, RESOURCE_TYPES, SEARCH_REQUEST, ResourceSchema
 from libs.store.directory import DirectoryStore
 from libs.security.limits import check_filter, check_json
@@ -165,8 +165,7 @@ def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Res
     if doc is None:
         raise NotFound(f"{schema.name} {resource_id[:200]!r} not found.")
     version = doc["meta"]["version"]
-    if request.headers.get("If-None-Match") and version in {t.strip() for t in
-                                                            request.headers["If-None-Match"].split(",")}:
+    if not_modified(request.headers.get("If-None-Match") or "", version):
         return scim_response(None, 304, {"ETag": version})
     doc = project(with_location(doc, base_url(app), schema), attributes, excluded)
     return scim_response(doc, 200, {"ETag": version})
@@ -195,8 +194,9 @@ def search_all(app: str | None = None) -> Response:
     params = _search_request()
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
+    check_filter(params.get("filter"), settings)  # SCIM_MAX_FILTER_LENGTH, as at /Users/.search
     node = parse_filter(params["filter"]) if params.get("filter") not in (None, "") else None
-    start_index = max(1, _int_param(params, "startIndex", 1))
+    start_index = min(max(1, _int_param(params, "startIndex", 1)), 2**31)
     count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     url = base_url(app)
     total, resources, skip = 0, [], start_index - 1

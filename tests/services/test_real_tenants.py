@@ -456,3 +456,55 @@ def test_the_service_provider_config_states_the_limits_in_force(strict_stack):
         assert client.post("/Bulk", json={"schemas": [BULK], "Operations": [delete] * 3}).status_code == 200
         padded = {"schemas": [BULK], "Operations": [{**delete, "data": {"pad": "x" * 70000}}]}
         assert client.post("/Bulk", json=padded).status_code == 413
+
+
+# ---------------------------------------------------------------- If-None-Match, root /.search, metrics
+
+def test_if_none_match_star_or_the_current_version_weak_or_strong_answers_304(scim):
+    user = scim.post("/Users", json={"userName": unique("etag")}).json()
+    path = f"/Users/{user['id']}"
+    current = scim.get(path).headers["ETag"]  # W/"1"
+    for header in ("*", current, current.removeprefix("W/"), f'"999", {current.removeprefix("W/")}'):
+        for method in ("GET", "HEAD"):
+            answer = scim.request(method, path, headers={"If-None-Match": header})
+            assert answer.status_code == 304 and answer.headers["ETag"] == current and not answer.content, header
+    for header in ('"999"', 'W/"999"', "W/*"):
+        assert scim.get(path, headers={"If-None-Match": header}).status_code == 200, header
+    patch(scim, path, {"op": "replace", "path": "title", "value": "Eng"})
+    assert scim.get(path, headers={"If-None-Match": current}).status_code == 200  # changed since
+    assert_scim_error(scim.get(f"/Users/{uuid.uuid4()}", headers={"If-None-Match": "*"}), 404)
+
+
+def test_the_root_search_applies_the_filter_length_limit_of_the_resource_searches(strict_stack):
+    """SCIM_MAX_FILTER_LENGTH=400 on the strict stack."""
+    name = unique("root")
+    with strict_stack.client() as client:
+        client.post("/Users", json={"userName": name, "displayName": name})
+        short = f'displayName eq "{name}"'
+        too_long = short + " or " + " or ".join(['displayName eq "x"'] * 30)
+        assert len(short) < 400 < len(too_long)
+        for path in ("/.search", "/Users/.search", "/Groups/.search"):
+            assert client.post(path, json={"schemas": [SEARCH], "filter": short}).status_code == 200, path
+            refused = client.post(path, json={"schemas": [SEARCH], "filter": too_long})
+            assert assert_scim_error(refused, 400, "invalidFilter")["detail"].startswith("The filter is longer"), path
+        assert client.post("/.search", json={"schemas": [SEARCH], "filter": short}).json()["totalResults"] == 1
+
+
+def test_http_metrics_tell_users_from_groups_with_a_label_no_url_can_grow(stack, scim):
+    scim.get("/Users", params={"count": 1})
+    scim.get("/Groups", params={"count": 1})
+    scim.post("/Users", json={"userName": unique("metric")})
+    for junk in ("/Foo", "/Users/a/b/c", f"/{uuid.uuid4().hex}", f"/Users{uuid.uuid4().hex}", "/.search"):
+        scim.get(junk)
+    import httpx
+
+    labels = set()
+    for port in ("SCIM_READER_PORT", "SCIM_FRONT_PORT"):
+        for line in httpx.get(f"http://127.0.0.1:{stack.ports[port]}/metrics").text.splitlines():
+            if line.startswith("scim_http_requests_total{"):
+                labels.add(line.split('resource_type="', 1)[1].split('"', 1)[0])
+    assert {"User", "Group"} <= labels
+    assert labels <= {"User", "Group", "Schema", "ResourceType", "ServiceProviderConfig", "Bulk", "Me", "all",
+                      "unknown", ""}
+    assert _metric(stack, "SCIM_READER_PORT", "scim_http_requests_total",
+                   'method="GET",resource_type="Group",service="reader",status="200"') >= 1
