@@ -287,22 +287,49 @@ name = "costCenter"
 def strict_stack(request, tmp_path_factory):
     """Settings other than the defaults: SCIM_UNKNOWN_ATTRIBUTES=reject, every app's group names
     unique, Contoso's extension declared (costCenter only), a short filter limit, small page,
-    Bulk and body limits, and Entra's own tokens accepted."""
+    Bulk and body limits, and Entra's own tokens accepted; started on a database of revision
+    0003 that holds data."""
     from tests.services.conftest import _fresh_schema
     from tests.support.stack import running_stack
+
+    from libs.store.migrate import upgrade
+    from libs.store.session import create_engine_from_url
+    from tests.libs.store.test_migrations import fill_at_0003
 
     tmp = tmp_path_factory.mktemp(f"strict-{request.param}")
     config = tmp / "scimbus-test.toml"
     config.write_text(STRICT_CONFIG)
     jwks = tmp / "entra-jwks.json"
     jwks.write_text('{"keys": []}')
-    database_url = _fresh_schema(request.getfixturevalue("postgres_url")) if request.param == "postgresql" else None
+    database_url = (_fresh_schema(request.getfixturevalue("postgres_url")) if request.param == "postgresql"
+                    else f"sqlite:///{tmp / 'strict.db'}")
+    # A database of the release before 0004, holding users and a group under the old unique
+    # indexes: the stack migrates it as it starts (test_a_database_from_before_0004_...).
+    upgrade(database_url, "0003")
+    engine = create_engine_from_url(database_url)
+    fill_at_0003(engine)
+    engine.dispose()
     with running_stack(tmp / "var", database_url, extra_env={
             "SCIM_UNKNOWN_ATTRIBUTES": "reject", "SCIM_GROUP_DISPLAY_NAME_UNIQUENESS": "server",
             "SCIM_MAX_FILTER_LENGTH": "400", "SCIM_CONFIG_FILE": str(config), "SCIM_APPS": "hr",
             "SCIM_MAX_RESULTS": "2", "SCIM_BULK_MAX_OPERATIONS": "3", "SCIM_MAX_BODY_BYTES": "65536",
             "SCIM_ENTRA_TENANT_ID": "00000000-0000-0000-0000-00000000e17a", "SCIM_ENTRA_JWKS": str(jwks)}) as s:
         yield s
+
+
+def test_a_database_from_before_0004_keeps_its_data_and_lets_external_ids_repeat(strict_stack):
+    """The stack migrated it at start: three users (externalIds john1-3) and Marketing with two of them."""
+    with strict_stack.client() as client:
+        found = query(client, "/Users", 'externalId eq "john1"')
+        assert [r["userName"] for r in found["Resources"]] == ["John1@Contoso.example"]
+        marketing = query(client, "/Groups", 'displayName eq "marketing"')["Resources"]
+        assert [len(g["members"]) for g in marketing] == [2]
+        assert client.post("/Users", json={"userName": "john1@fabrikam.example", "externalId": "john1"}).status_code == 201
+        assert query(client, "/Users", 'externalId eq "john1"')["totalResults"] == 2
+        # Names kept their uniqueness through the migration, in any case.
+        assert_scim_error(client.post("/Users", json={"userName": "JOHN2@contoso.example"}), 409, "uniqueness")
+        assert_scim_error(client.post("/Groups", json={"schemas": [GROUP], "displayName": "MARKETING"}), 409,
+                          "uniqueness")
 
 
 def test_reject_answers_every_verb_the_same_400_invalid_path_and_changes_nothing(strict_stack):

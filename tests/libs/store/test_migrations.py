@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from libs.scim.schemas import GROUP, USER
 from libs.store.migrate import alembic_config, upgrade
 from libs.store.session import create_engine_from_url
 from libs.store.tables import metadata
@@ -32,28 +33,33 @@ def test_the_migrated_schema_matches_the_tables_the_code_uses(engine):
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
 
-def _fill_at_0003(engine) -> dict[str, int]:
-    """What a 0003 database holds: users and a group with members, values and changes, every
-    name and externalId unique as its unique indexes required. Plain SQL: the code's tables
-    are the newer ones."""
+def fill_at_0003(engine) -> dict[str, int]:
+    """What a 0003 database holds: users and a group with members and values, every name and
+    externalId unique as its unique indexes required. Plain SQL: the code's tables are the
+    newer ones; the database numbers the rows, as it did then."""
     rows = {"resources": 0, "resource_values": 0, "group_members": 0}
     with engine.begin() as conn:
-        def resource(pk: int, kind: str, name: str, external_id: str | None, doc: dict) -> None:
-            conn.execute(text(
-                "INSERT INTO resources (pk, app, resource_type, id, external_id, name, name_key, display_name, "
-                "active, created, last_modified, version, doc) VALUES (:pk, 'default', :kind, :id, :ext, :name, "
-                ":key, :name, :active, :now, :now, 1, :doc)"),
-                {"pk": pk, "kind": kind, "id": str(uuid.UUID(int=pk)), "ext": external_id, "name": name,
-                 "key": name.lower(), "active": True if kind == "User" else None, "now": NOW, "doc": json.dumps(doc)})
+        def resource(n: int, kind: str, name: str, external_id: str, doc: dict) -> int:
             rows["resources"] += 1
-        for pk in (1, 2, 3):
-            resource(pk, "User", f"John{pk}@Contoso.example", f"john{pk}", {"userName": f"John{pk}@Contoso.example"})
+            return conn.execute(text(
+                "INSERT INTO resources (app, resource_type, id, external_id, name, name_key, display_name, "
+                "active, created, last_modified, version, doc) VALUES ('default', :kind, :id, :ext, :name, "
+                ":key, :name, :active, :now, :now, 1, :doc) RETURNING pk"),
+                {"kind": kind, "id": str(uuid.UUID(int=n)), "ext": external_id, "name": name, "key": name.lower(),
+                 "active": True if kind == "User" else None, "now": NOW,
+                 "doc": json.dumps({**doc, "externalId": external_id})}).scalar_one()
+        users = []
+        for n in (1, 2, 3):
+            pk = resource(n, "User", f"John{n}@Contoso.example", f"john{n}",
+                          {"schemas": [USER], "userName": f"John{n}@Contoso.example", "title": "Eng"})
             conn.execute(text("INSERT INTO resource_values (resource_pk, path, ordinal, str_value, ci_value, ci_key) "
                               "VALUES (:pk, 'title', 0, 'Eng', 'eng', 'eng')"), {"pk": pk})
             rows["resource_values"] += 1
-        resource(4, "Group", "Marketing", "objid-4", {"displayName": "Marketing"})
-        for member in (1, 2):
-            conn.execute(text("INSERT INTO group_members (group_pk, member_pk) VALUES (4, :m)"), {"m": member})
+            users.append(pk)
+        group = resource(4, "Group", "Marketing", "objid-4", {"schemas": [GROUP], "displayName": "Marketing"})
+        for member in users[:2]:
+            conn.execute(text("INSERT INTO group_members (group_pk, member_pk) VALUES (:g, :m)"),
+                         {"g": group, "m": member})
             rows["group_members"] += 1
     return rows
 
@@ -64,12 +70,12 @@ def _counts(engine) -> dict[str, int]:
                 for t in ("resources", "resource_values", "group_members")}
 
 
-def _insert_user(conn, pk: int, name: str, external_id: str, unique_name_key: str | None) -> None:
+def _insert_user(conn, n: int, name: str, external_id: str, unique_name_key: str | None) -> None:
     conn.execute(text(
-        "INSERT INTO resources (pk, app, resource_type, id, external_id, name, name_key, unique_name_key, "
-        "created, last_modified, version, doc) VALUES (:pk, 'default', 'User', :id, :ext, :name, :key, :ukey, "
+        "INSERT INTO resources (app, resource_type, id, external_id, name, name_key, unique_name_key, "
+        "created, last_modified, version, doc) VALUES ('default', 'User', :id, :ext, :name, :key, :ukey, "
         ":now, :now, 1, '{}')"),
-        {"pk": pk, "id": str(uuid.UUID(int=pk)), "ext": external_id, "name": name, "key": name.lower(),
+        {"id": str(uuid.UUID(int=n)), "ext": external_id, "name": name, "key": name.lower(),
          "ukey": unique_name_key, "now": NOW})
 
 
@@ -77,7 +83,7 @@ def test_0004_keeps_every_row_of_a_0003_database_and_lets_external_ids_repeat(un
     upgrade(unmigrated_database_url, "0003")
     engine = create_engine_from_url(unmigrated_database_url)
     try:
-        before = _fill_at_0003(engine)
+        before = fill_at_0003(engine)
         upgrade(unmigrated_database_url)  # head: 0004
         assert _counts(engine) == before  # the table was rebuilt on SQLite: no cascade emptied its children
         with engine.connect() as conn:
@@ -103,7 +109,7 @@ def test_0004_downgrades_a_database_without_repeated_names_or_external_ids(unmig
     upgrade(unmigrated_database_url, "0003")
     engine = create_engine_from_url(unmigrated_database_url)
     try:
-        before = _fill_at_0003(engine)
+        before = fill_at_0003(engine)
         upgrade(unmigrated_database_url)
         command.downgrade(alembic_config(unmigrated_database_url), "0003")
         assert _counts(engine) == before
