@@ -422,8 +422,8 @@ class DirectoryStore:
         related = _related(schema, with_members, with_groups)
         key = name_key_of(node, schema) if node is not None and not sort_by else None
         if key is not None:
-            # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): at most one row,
-            # through one statement built at import; paging is then a slice of that row.
+            # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): one index probe,
+            # through one statement built at import; paging is then a slice of those rows.
             def by_name(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
                 rows = _BY_NAME_KEY[related].rows(conn, {"app": app, "resource_type": schema.name, "name_key": key})
                 page = rows[start_index - 1:start_index - 1 + count]

@@ -33,7 +33,11 @@ def lenient_path(path: str) -> str:
 class LenientPaths:
     """WSGI middleware: routes see ``lenient_path(PATH_INFO)``, so a trailing slash after a
     collection, an id or ``.search``, and a doubled slash, change nothing. The gateway
-    routes the same paths by method (its ``.search`` location allows the trailing slash)."""
+    routes the same paths by method (its ``.search`` location allows the trailing slash).
+
+    PATH_INFO is percent-decoded: where the server gives the path as sent (gunicorn's
+    ``RAW_URI``), only slashes the client wrote count, so ``/Users/a%2F`` still names the id
+    ``a/`` (none such: 404) rather than ``/Users/a``."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
@@ -41,7 +45,9 @@ class LenientPaths:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path.endswith("/") or "//" in path:
-            environ["PATH_INFO"] = lenient_path(path)
+            raw = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or path).partition("?")[0]
+            if raw.endswith("/") or "//" in raw:
+                environ["PATH_INFO"] = lenient_path(path)
         return self.app(environ, start_response)
 
 
