@@ -95,7 +95,7 @@ def _rows(app: str, first: int, pks: list[int], docs: Callable[[int], dict]) -> 
     for offset, pk in enumerate(pks):
         doc = docs(first + offset)
         res.append({"pk": pk, "app": app, "resource_type": USERS.name, "id": str(uuid.uuid4()), "version": 1,
-                    "created": now, "last_modified": now, **_row_values(USERS, doc)})
+                    "created": now, "last_modified": now, **_row_values(USERS, doc, unique_name=True)})
         vals += ({"resource_pk": pk, **r} for r in flatten(doc, USERS))
     return res, vals
 

@@ -19,6 +19,7 @@ import secrets
 import tomllib
 import uuid
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -192,6 +193,16 @@ class Settings:
     log_format: str = "json"
     """Application log lines: "json" (one object per line, with the request id) or "text"."""
 
+    # ---- Issue 15: real tenants -----------------------------------------------------------
+    group_display_name_uniqueness: str = "none"
+    """Whether two groups of one SCIM app may share a displayName: "none" (RFC 7643, the
+    default: tenants repeat group names) or "server" (409, any case), for every app, or app by
+    app: "hr=server", "server,legacy=none". /Schemas publishes each app's choice."""
+    unknown_attributes: str = "ignore"
+    """Attributes no schema declares, in a POST, PUT or PATCH: "ignore" (the write succeeds
+    without them; a warning and scim_undeclared_attributes_total name each one) or "reject"
+    (400 invalidPath, whatever the verb)."""
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
@@ -204,6 +215,11 @@ class Settings:
     @property
     def app_names(self) -> frozenset[str]:
         return frozenset({self.default_app, *(a.strip() for a in self.apps.split(",") if a.strip())})
+
+    def group_names_unique(self, app: str) -> bool:
+        """Whether a group's displayName must be unique in ``app`` (group_display_name_uniqueness)."""
+        default, per_app = _uniqueness_choices(self.group_display_name_uniqueness)
+        return per_app.get(app, default) == "server"
 
     @property
     def entra_callers_by_app(self) -> dict[str, tuple[EntraCaller, ...]]:
@@ -227,6 +243,28 @@ class Settings:
     def tokens(self) -> tuple[str, ...]:
         raw = self.token or read_or_create_token(self.var_dir)
         return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+UNIQUENESS_CHOICES = ("none", "server")
+
+
+@lru_cache(maxsize=8)
+def _uniqueness_choices(text: str) -> tuple[str, dict[str, str]]:
+    """``"server,legacy=none"`` → ("server", {"legacy": "none"}); raises SettingsError."""
+    default, per_app = "none", {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        app, sep, value = entry.rpartition("=")
+        value = value.strip().lower()
+        if value not in UNIQUENESS_CHOICES or (sep and not app.strip()):
+            raise SettingsError(f"SCIM_GROUP_DISPLAY_NAME_UNIQUENESS: {entry!r} is not none, server, "
+                                "or <app>=none|server")
+        if sep:
+            per_app[app.strip()] = value
+        else:
+            default = value
+    return default, per_app
 
 
 def _coerce(name: str, kind: Any, raw: str) -> Any:
@@ -304,6 +342,13 @@ def _validate(s: Settings) -> None:
     for name in ("bulk_max_operations", "bulk_max_payload_bytes", "cursor_ttl"):
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
+    # issue 15
+    unknown_apps = set(_uniqueness_choices(s.group_display_name_uniqueness)[1]) - s.app_names
+    if unknown_apps:
+        raise SettingsError(f"SCIM_GROUP_DISPLAY_NAME_UNIQUENESS names {sorted(unknown_apps)[0]!r}, which is "
+                            "neither SCIM_DEFAULT_APP nor in SCIM_APPS")
+    if s.unknown_attributes not in ("ignore", "reject"):
+        raise SettingsError("SCIM_UNKNOWN_ATTRIBUTES must be 'ignore' or 'reject'")
     _validate_entra(s)
     for key in (k.strip() for k in s.key_encryption_key.split(",") if k.strip()):
         try:

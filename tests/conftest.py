@@ -67,29 +67,33 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request, tmp_path) -> Iterator[str]:
-    """An empty, migrated database: a SQLite file or a fresh PostgreSQL schema."""
+def unmigrated_database_url(request, tmp_path) -> Iterator[str]:
+    """An empty database without any table: a SQLite file or a fresh PostgreSQL schema."""
     from libs.store.session import create_engine_from_url
-    from libs.store.migrate import upgrade
 
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'scimbus.db'}"
-        upgrade(url)
-        yield url
+        yield f"sqlite:///{tmp_path / 'scimbus.db'}"
         return
     base = request.getfixturevalue("postgres_url")
     schema = "t_" + uuid.uuid4().hex[:12]
     engine = create_engine_from_url(base)
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    upgrade(url)
     try:
-        yield url
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     finally:
         with engine.begin() as conn, contextlib.suppress(Exception):
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture
+def database_url(unmigrated_database_url) -> str:
+    """An empty, migrated database: a SQLite file or a fresh PostgreSQL schema."""
+    from libs.store.migrate import upgrade
+
+    upgrade(unmigrated_database_url)
+    return unmigrated_database_url
 
 
 @pytest.fixture

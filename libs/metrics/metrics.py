@@ -17,12 +17,15 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+# resource_type: User, Group, the discovery and Bulk endpoints, "all" (root /.search), "" (no
+# SCIM endpoint), "unknown": a fixed set, whatever the URL (libs.web.instrument).
 HTTP_REQUESTS = Counter(
-    "scim_http_requests_total", "SCIM HTTP requests answered.", ["service", "method", "endpoint", "status"],
+    "scim_http_requests_total", "SCIM HTTP requests answered.",
+    ["service", "method", "endpoint", "resource_type", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "scim_http_request_duration_seconds", "Time to answer a SCIM HTTP request.", ["service", "method", "endpoint"],
-    buckets=LATENCY_BUCKETS,
+    "scim_http_request_duration_seconds", "Time to answer a SCIM HTTP request.",
+    ["service", "method", "endpoint", "resource_type"], buckets=LATENCY_BUCKETS,
 )
 JOBS = Counter("scim_jobs_total", "Write jobs applied by workers.", ["op", "resource_type", "outcome"])
 JOB_DURATION = Histogram(
@@ -39,20 +42,30 @@ BATCH_DURATION = Histogram(
 JOB_FAILURES = Counter(
     "scim_job_failures_total", "Write jobs that raised in a worker (retried or failed).", ["exception"],
 )
+UNDECLARED_ATTRIBUTES = Counter(
+    "scim_undeclared_attributes_total",
+    "Attributes no schema declares, ignored in writes (SCIM_UNKNOWN_ATTRIBUTES=ignore), by name: declare the "
+    "ones you need. At most 100 names per process; then (other).", ["attribute"],
+)
 
 
-def observe_request(service: str, method: str, endpoint: str, status: int, seconds: float) -> None:
-    requests, latency = _request_children(service, method, endpoint, status)
+def observe_request(service: str, method: str, endpoint: str, resource_type: str, status: int,
+                    seconds: float) -> None:
+    requests, latency = _request_children(service, method, endpoint, resource_type, status)
     requests.inc()
     latency.observe(seconds)
 
 
-@lru_cache(maxsize=1024)
-def _request_children(service: str, method: str, endpoint: str, status: int) -> tuple:
+@lru_cache(maxsize=2048)
+def _request_children(service: str, method: str, endpoint: str, resource_type: str, status: int) -> tuple:
     # ``labels()`` validates and looks its child up under a lock on every call; the label
-    # sets are few (route patterns, never ids), so each pair is looked up once.
-    return (HTTP_REQUESTS.labels(service, method, endpoint, str(status)),
-            HTTP_LATENCY.labels(service, method, endpoint))
+    # sets are few (route patterns and resource types, never ids), so each pair is looked up once.
+    return (HTTP_REQUESTS.labels(service, method, endpoint, resource_type, str(status)),
+            HTTP_LATENCY.labels(service, method, endpoint, resource_type))
+
+
+def count_undeclared(attribute: str) -> None:
+    UNDECLARED_ATTRIBUTES.labels(attribute).inc()
 
 
 def observe_job(op: str, resource_type: str, outcome: str, seconds: float) -> None:

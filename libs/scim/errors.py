@@ -153,6 +153,14 @@ class MethodNotAllowed(ScimError):
     default_detail = "The method is not allowed on this endpoint."
 
 
+class Conflict(ScimError):
+    """The request contradicts itself or the state it names (a cycle of bulkId references,
+    RFC 7644 §3.7.1; a reference to a Bulk operation that failed)."""
+
+    status = 409
+    default_detail = "The request conflicts with itself or with the state of the resources it names."
+
+
 class PreconditionFailed(ScimError):
     status = 412
     default_detail = "The resource has changed since the version given in If-Match."

@@ -13,13 +13,21 @@ Semantic choices (RFC text where it speaks, Entra's expectations where it is sil
   ``max_operations`` operations is ``PayloadTooLarge`` (413, as for bulk maxOperations,
   RFC 7644 §3.7.3). ``add``/``replace`` without ``value`` is ``InvalidValue``; ``remove``
   without ``path`` is ``NoTarget`` (§3.5.2.2).
-- A path naming an unknown attribute is ``InvalidPath``; one naming a readOnly attribute or
-  sub-attribute (``id``, ``meta``, ``groups``, ``manager.displayName``) is ``Mutability``.
-  In a *path-less* value object, unknown keys, ``schemas`` and readOnly attributes are
-  ignored, as in a resource body (``libs.scim.validate``): clients echo what they read.
-- A path that does not parse is ``InvalidPath``; a value filter inside a parsed path that
-  names an unknown sub-attribute or an unsupported comparison is ``InvalidFilter`` (RFC
-  7644 Table 9 lists invalidFilter for PATCH path filters).
+- An attribute no schema declares is handed to the ``undeclared`` callback wherever it
+  appears, exactly as ``libs.scim.validate`` does for a resource body
+  (``libs.scim.undeclared``: ``SCIM_UNKNOWN_ATTRIBUTES`` ignores or rejects it): a path
+  naming one (``costCenter``, ``name.nickname``, ``urn:…:Contoso:2.0:User:costCenter``,
+  ``emails[type eq "work"].colour``, or a value filter naming an undeclared sub-attribute,
+  ``emails[colour eq "red"]``), a key of a path-less value, a sub-attribute inside a
+  value. An ignored path makes its operation a no-op (what it selects or sets is nothing we
+  keep); a rejected one is ``InvalidPath``. The default drops them silently.
+- A path naming a readOnly attribute or sub-attribute (``id``, ``meta``, ``groups``,
+  ``manager.displayName``) is ``Mutability``. In a *path-less* value object, ``schemas``
+  and readOnly attributes are ignored, as in a resource body: clients echo what they read.
+- A path that does not parse is ``InvalidPath``, and so is one whose shape its attribute
+  cannot take (the core schema URN, a value filter on a simple attribute); a value filter
+  with an unsupported comparison is ``InvalidFilter`` (RFC 7644 Table 9 lists
+  invalidFilter for PATCH path filters).
 - Path-less value keys are paths themselves: ``name.givenName``,
   ``urn:…:enterprise:2.0:User:employeeNumber`` and ``emails[type eq "work"].value`` all work
   (Entra P5); a bare extension URN key holds an object of that extension's attributes.
@@ -62,8 +70,9 @@ from libs.scim.errors import (
     PayloadTooLarge,
 )
 from libs.scim.evaluate import matches
-from libs.scim.filter import And, Compare, Filter, Or, PatchPath, parse_patch_path
+from libs.scim.filter import And, Compare, Filter, Not, Or, PatchPath, Present, parse_patch_path
 from libs.scim.schemas import PATCH_OP, AttrRef, Attribute, ResourceSchema
+from libs.scim.undeclared import Undeclared, UndeclaredPath, names_in, silent
 from libs.scim.validate import MAX_VALUE_LENGTH, MEMBERS, coerce_value, is_unassigned, validate_resource
 
 MAX_OPERATIONS = 1000
@@ -173,6 +182,7 @@ def apply_patch(
     *,
     load_members: Callable[[], list[dict[str, Any]]] | None = None,
     max_value_length: int = MAX_VALUE_LENGTH,
+    undeclared: Undeclared = silent,
 ) -> PatchResult:
     """Apply ``operations`` to a copy of ``resource`` (never modified) and re-validate it.
 
@@ -180,6 +190,7 @@ def apply_patch(
     ``members``); its ``id`` and ``meta``, if present, are passed through untouched.
     ``load_members`` returns the group's current members (``{"value", "type"?, "display"?}``)
     and is called at most once, only for a member filter other than ``value eq``.
+    ``undeclared`` gets every attribute name no schema declares (see the module docstring).
     """
     kept = {k: copy.deepcopy(v) for k, v in resource.items() if k in _PASSTHROUGH}
     base = validate_resource(
@@ -187,7 +198,7 @@ def apply_patch(
         schema,
         max_value_length=max_value_length,
     )
-    engine = _Engine(copy.deepcopy(base), schema, load_members, max_value_length)
+    engine = _Engine(copy.deepcopy(base), schema, load_members, max_value_length, undeclared)
     for op in entra.normalise_patch_operations(operations, schema):
         engine.apply(op)
     for attribute in schema.core.attributes:
@@ -222,6 +233,22 @@ class _MemberLog:
         self.remove_all = True
 
 
+def _filter_names(node: Filter) -> list[str]:
+    """The plain names a value filter compares (``type`` in ``emails[type eq "work"]``); a URN
+    or dotted name there is not a sub-attribute at all, and ``matches`` refuses it."""
+    names: list[str] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (And, Or)):
+            stack += [current.left, current.right]
+        elif isinstance(current, Not):
+            stack.append(current.inner)
+        elif isinstance(current, (Compare, Present)) and current.path.uri is None and current.path.sub is None:
+            names.append(current.path.name)
+    return names
+
+
 def _member_ids(node: Filter) -> set[str] | None:
     """The ids of ``value eq "a" or value eq "b" …``; None for any other filter."""
     ids: set[str] = set()
@@ -251,11 +278,13 @@ class _Engine:
         schema: ResourceSchema,
         load_members: Callable[[], list[dict[str, Any]]] | None,
         max_len: int,
+        undeclared: Undeclared,
     ) -> None:
         self.doc = doc
         self.schema = schema
         self.load_members = load_members
         self.max_len = max_len
+        self.undeclared = undeclared
         self.members: _MemberLog | None = None
         self.loaded: list[dict[str, Any]] | None = None
 
@@ -266,7 +295,7 @@ class _Engine:
         return MemberChanges(list(log.adds.values()), set(log.remove), log.remove_all)
 
     def coerce(self, attribute: Attribute, value: Any, text: str) -> Any:
-        return coerce_value(attribute, value, text, max_value_length=self.max_len)
+        return coerce_value(attribute, value, text, max_value_length=self.max_len, undeclared=self.undeclared)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -285,23 +314,36 @@ class _Engine:
                 raise InvalidPath(f"{text!r} is the core schema, not an attribute.")
             self.apply_extension(op.op, urn, op.value, text)
             return
-        ref = self.resolve(op.path, text)
+        ref = self.resolve(op.path, text, op.value)
+        if ref is None:
+            return  # an undeclared attribute, ignored
         if ref.attribute.mutability == "readOnly" or (
             ref.sub is not None and ref.sub.mutability == "readOnly"
         ):
             raise Mutability(f"{text!r} is read-only.")
         self.apply_resolved(op.op, op.path, ref, op.value, text)
 
-    def resolve(self, path: PatchPath, text: str) -> AttrRef:
+    def resolve(self, path: PatchPath, text: str, value: Any) -> AttrRef | None:
+        """The attribute ``path`` names; None after handing an undeclared name to the policy
+        (which raises when it rejects). ``InvalidPath`` for a shape the attribute cannot take."""
         ref = entra.resolve_attribute(self.schema, path.attr.text)
         if ref is None:
-            raise InvalidPath(f"{text!r} names no attribute of a {self.schema.name}.")
+            for name in names_in(path.attr.text, value, self.schema.name):
+                self.undeclared(name)
+            return None
         if path.filter is not None and ref.attribute.type != "complex":
             raise InvalidPath(f"{text!r}: a value filter needs a complex attribute.")
+        if path.filter is not None:
+            unknown = [n for n in _filter_names(path.filter) if ref.attribute.sub(n) is None]
+            for name in unknown:
+                self.undeclared(f"{ref.path}.{name}")
+            if unknown:
+                return None  # it selects by something we never keep: nothing to operate on
         if path.sub is not None:
             sub = ref.attribute.sub(path.sub)
             if sub is None:
-                raise InvalidPath(f"{text!r}: {ref.attribute.name} has no sub-attribute {path.sub!r}.")
+                self.undeclared(f"{ref.path}.{path.sub}")
+                return None
             ref = AttrRef(ref.schema, ref.attribute, sub)
         return ref
 
@@ -318,8 +360,16 @@ class _Engine:
                 continue
             try:
                 path = parse_patch_path(key_text)
-                ref = self.resolve(path, key_text)
             except InvalidPath:
+                self.undeclared(key_text)  # not even an attribute path
+                continue
+            try:
+                ref = self.resolve(path, key_text, raw)
+            except UndeclaredPath:
+                raise
+            except InvalidPath:
+                continue  # lenient, as in a resource body: a key of a shape no attribute takes
+            if ref is None:
                 continue
             if ref.attribute.mutability == "readOnly" or (
                 ref.sub is not None and ref.sub.mutability == "readOnly"
@@ -394,8 +444,11 @@ class _Engine:
                 raise InvalidValue(f"{text!r} needs an object of sub-attributes.")
             current = dict(container.get(name) or {})
             for key, sub_raw in raw.items():
-                sub = attr.sub(key) if isinstance(key, str) else None
-                if sub is None or sub.mutability == "readOnly":
+                sub = attr.sub(key)
+                if sub is None:
+                    self.undeclared(f"{text}.{key}")
+                    continue
+                if sub.mutability == "readOnly":
                     continue
                 _set(current, sub.name, self.coerce(sub, sub_raw, f"{text}.{sub.name}"))
             _set(container, name, current or None)

@@ -7,6 +7,7 @@ case-insensitively through the resource schema, so ``excludedAttributes=MEMBERS`
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,18 @@ def format_datetime(value: datetime) -> str:
 
 def etag(version: int) -> str:
     return f'W/"{version}"'
+
+
+_ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
+
+
+def not_modified(if_none_match: str, current: str) -> bool:
+    """Whether a GET's ``If-None-Match`` names the ``current`` ETag (RFC 9110 §13.1.2): ``*``
+    names any, and entity-tags compare weakly, so ``"3"`` and ``W/"3"`` both name ``W/"3"``."""
+    if if_none_match.strip() == "*":
+        return True
+    wanted = _ENTITY_TAG.fullmatch(current)
+    return wanted is not None and wanted.group(1) in _ENTITY_TAG.findall(if_none_match)
 
 
 def with_location(doc: dict[str, Any], base_url: str, schema: ResourceSchema) -> dict[str, Any]:

@@ -12,7 +12,7 @@ characteristics themselves (caseExact, uniqueness, mutability) to push filters i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -141,7 +141,9 @@ ENTERPRISE_ATTRIBUTES: tuple[Attribute, ...] = (
 )
 
 GROUP_ATTRIBUTES: tuple[Attribute, ...] = (
-    _s("displayName", required=True, uniqueness="server"),
+    # RFC 7643 §4.2 gives it no uniqueness, and tenants repeat group names; an app may ask for
+    # "server" (SCIM_GROUP_DISPLAY_NAME_UNIQUENESS), and /Schemas then says so (``as_enforced``).
+    _s("displayName", required=True),
     Attribute(name="members", type="complex", multi_valued=True, sub_attributes=(
         _s("value", case_exact=True, mutability="immutable"),
         _s("$ref", type="reference", mutability="immutable", reference_types=("User", "Group")),
@@ -287,3 +289,13 @@ GROUPS = ResourceSchema("Group", "Groups", GROUP_SCHEMA)
 RESOURCE_TYPES: dict[str, ResourceSchema] = {"User": USERS, "Group": GROUPS}
 BY_ENDPOINT: dict[str, ResourceSchema] = {r.endpoint.lower(): r for r in RESOURCE_TYPES.values()}
 ALL_SCHEMAS: tuple[SchemaDoc, ...] = (USER_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA)
+
+
+def as_enforced(doc: SchemaDoc, *, unique_group_names: bool) -> SchemaDoc:
+    """``doc`` as one app enforces it: a Group's ``displayName`` is ``uniqueness: server`` in an
+    app whose setting asks for it (the one uniqueness that is a setting), every other
+    attribute as declared."""
+    if doc.urn != GROUP or not unique_group_names:
+        return doc
+    return replace(doc, attributes=tuple(replace(a, uniqueness="server") if a.name == "displayName" else a
+                                         for a in doc.attributes))

@@ -8,11 +8,13 @@ idempotent: ``validate_resource(validate_resource(x)) == validate_resource(x)``.
 
 Choices, with their reasons:
 
-- **Unknown attributes are ignored**, in the core schema, in a known extension or under an
-  unknown URN. RFC 7644 §3.3 only tells the server to ignore readOnly values and says
-  nothing about unknown ones; Entra lets an admin map attributes we do not publish, and a
-  400 on every create would quarantine the job (entra-scim.md §4). A PATCH *path* naming
-  an unknown attribute is still ``InvalidPath`` (see ``libs.scim.patch``).
+- **Undeclared attributes** (in the core schema, in a known extension, under an unknown
+  URN, or a sub-attribute a complex attribute lacks) are handed to the ``undeclared``
+  callback: silently dropped by default, else as ``SCIM_UNKNOWN_ATTRIBUTES`` says
+  (``libs.scim.undeclared``: ignore and report them, or reject with ``invalidPath``), the
+  same policy as the PATCH engine's. RFC 7644 §3.3 only tells the server to ignore readOnly
+  values and says nothing about unknown ones; Entra lets an admin map attributes we do not
+  publish, and a 400 on every create would quarantine the job (entra-scim.md §4).
 - **Unassigned means absent** (RFC 7643 §2.5): ``null``, ``""``, ``[]`` and ``{}`` values
   are dropped, so ``{"value": ""}`` as a manager, or ``""`` as a title (Entra P9, P16),
   clear the attribute. Required attributes (``userName``, Group ``displayName``) must
@@ -47,6 +49,7 @@ from typing import Any
 from libs.scim import entra
 from libs.scim.errors import InvalidSyntax, InvalidValue
 from libs.scim.schemas import COMMON_ATTRIBUTES, GROUP_ATTRIBUTES, Attribute, ResourceSchema
+from libs.scim.undeclared import Undeclared, names_in, silent
 
 MAX_VALUE_LENGTH = 2048
 """Default longest string or reference value, in characters."""
@@ -55,6 +58,9 @@ MAX_BINARY_LENGTH = 65536
 """Longest base64 text of a binary value (x509 certificates run to a few KiB)."""
 
 MEMBERS: Attribute = next(a for a in GROUP_ATTRIBUTES if a.name == "members")
+
+_INDEX = re.compile(r"\[\d+\]")
+_MEMBER_KEYS = frozenset(a.name.lower() for a in MEMBERS.sub_attributes)
 
 _DATETIME = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
@@ -98,11 +104,13 @@ def is_unassigned(value: Any) -> bool:
 
 
 def coerce_value(
-    attribute: Attribute, value: Any, path_text: str, *, max_value_length: int = MAX_VALUE_LENGTH
+    attribute: Attribute, value: Any, path_text: str, *, max_value_length: int = MAX_VALUE_LENGTH,
+    undeclared: Undeclared = silent,
 ) -> Any:
     """Check one value of ``attribute`` and return its stored form; ``None`` means unassigned.
 
-    The rules of the module docstring apply; ``path_text`` names the value in errors.
+    The rules of the module docstring apply; ``path_text`` names the value in errors, and
+    ``undeclared`` gets each sub-attribute the value carries that ``attribute`` lacks.
     """
     value = entra.normalise_value(attribute, value)
     if is_unassigned(value):
@@ -112,21 +120,21 @@ def coerce_value(
             raise InvalidValue(f"{path_text!r} is multi-valued: send a JSON array.")
         items = []
         for index, item in enumerate(value):
-            coerced = _coerce_single(attribute, item, f"{path_text}[{index}]", max_value_length)
+            coerced = _coerce_single(attribute, item, f"{path_text}[{index}]", max_value_length, undeclared)
             if coerced is not None:
                 items.append(coerced)
         if sum(1 for i in items if isinstance(i, dict) and i.get("primary") is True) > 1:
             raise InvalidValue(f"At most one value of {path_text!r} may be primary (RFC 7643 §2.4).")
         return items or None
-    return _coerce_single(attribute, value, path_text, max_value_length)
+    return _coerce_single(attribute, value, path_text, max_value_length, undeclared)
 
 
-def _coerce_single(attribute: Attribute, value: Any, path: str, max_len: int) -> Any:
+def _coerce_single(attribute: Attribute, value: Any, path: str, max_len: int, undeclared: Undeclared) -> Any:
     if is_unassigned(value):
         return None
     kind = attribute.type
     if kind == "complex":
-        return _coerce_complex(attribute, value, path, max_len)
+        return _coerce_complex(attribute, value, path, max_len, undeclared)
     if kind in ("string", "reference"):
         if not isinstance(value, str):
             raise InvalidValue(f"{path!r} must be a string, not {_json_type(value)}.")
@@ -160,17 +168,21 @@ def _coerce_single(attribute: Attribute, value: Any, path: str, max_len: int) ->
     raise InvalidValue(f"{path!r} has the unsupported type {kind!r}.")  # pragma: no cover - schema bug
 
 
-def _coerce_complex(attribute: Attribute, value: Any, path: str, max_len: int) -> dict[str, Any] | None:
+def _coerce_complex(attribute: Attribute, value: Any, path: str, max_len: int,
+                    undeclared: Undeclared) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidValue(f"{path!r} must be an object of sub-attributes, not {_json_type(value)}.")
     if attribute is MEMBERS:
-        return _coerce_member(value, path, max_len)
+        return _coerce_member(value, path, max_len, undeclared)
     out: dict[str, Any] = {}
     for key, raw in value.items():
-        sub = attribute.sub(key) if isinstance(key, str) else None
-        if sub is None or sub.mutability == "readOnly":
+        sub = attribute.sub(key)
+        if sub is None:
+            undeclared(f"{_INDEX.sub('', path)}.{key}")
             continue
-        coerced = coerce_value(sub, raw, f"{path}.{sub.name}", max_value_length=max_len)
+        if sub.mutability == "readOnly":
+            continue
+        coerced = coerce_value(sub, raw, f"{path}.{sub.name}", max_value_length=max_len, undeclared=undeclared)
         if coerced is None:
             continue
         if sub.name in out and out[sub.name] != coerced:
@@ -179,7 +191,10 @@ def _coerce_complex(attribute: Attribute, value: Any, path: str, max_len: int) -
     return out or None
 
 
-def _coerce_member(value: dict[str, Any], path: str, max_len: int) -> dict[str, Any]:
+def _coerce_member(value: dict[str, Any], path: str, max_len: int, undeclared: Undeclared) -> dict[str, Any]:
+    for key in value:
+        if key.lower() not in _MEMBER_KEYS:
+            undeclared(f"{_INDEX.sub('', path)}.{key}")
     fields = {k.lower(): v for k, v in value.items() if isinstance(k, str)}
     member_id = fields.get("value")
     if not isinstance(member_id, str) or not member_id:
@@ -212,14 +227,22 @@ def _json_type(value: Any) -> str:
 class _Staging:
     """Values collected per (schema URN, attribute), merged across the ways a body can name them."""
 
-    def __init__(self, schema: ResourceSchema, max_len: int) -> None:
+    def __init__(self, schema: ResourceSchema, max_len: int, undeclared: Undeclared) -> None:
         self.schema = schema
         self.max_len = max_len
+        self.undeclared = undeclared
         self.values: dict[tuple[str, str], Any] = {}
+
+    def coerce(self, attribute: Attribute, raw: Any, label: str) -> Any:
+        return coerce_value(attribute, raw, label, max_value_length=self.max_len, undeclared=self.undeclared)
 
     def put(self, key: str, raw: Any) -> None:
         ref = entra.resolve_attribute(self.schema, key)
-        if ref is None or ref.attribute.mutability == "readOnly":
+        if ref is None:
+            for name in names_in(key, raw, self.schema.name):
+                self.undeclared(name)
+            return
+        if ref.attribute.mutability == "readOnly":
             return
         attribute, slot = ref.attribute, (ref.schema, ref.attribute.name)
         label = ref.path
@@ -228,11 +251,11 @@ class _Staging:
                 return
             if attribute.multi_valued:
                 raise InvalidValue(f"{key!r}: {attribute.name} is multi-valued; send it as an array.")
-            coerced = coerce_value(ref.sub, raw, label, max_value_length=self.max_len)
+            coerced = self.coerce(ref.sub, raw, label)
             if coerced is not None:
                 self._merge(slot, {ref.sub.name: coerced}, label)
             return
-        coerced = coerce_value(attribute, raw, label, max_value_length=self.max_len)
+        coerced = self.coerce(attribute, raw, label)
         if coerced is None:
             return
         if attribute.type == "complex" and not attribute.multi_valued:
@@ -268,18 +291,20 @@ class _Staging:
 
 
 def validate_resource(
-    body: Any, schema: ResourceSchema, *, max_value_length: int = MAX_VALUE_LENGTH
+    body: Any, schema: ResourceSchema, *, max_value_length: int = MAX_VALUE_LENGTH,
+    undeclared: Undeclared = silent,
 ) -> dict[str, Any]:
     """Check ``body`` as a ``schema`` resource and return a new, normalised document.
 
     Raises ``InvalidSyntax`` for a body that is not an object or a malformed ``schemas``,
     ``InvalidValue`` for a wrong type, an over-long value, several primaries or a missing
-    required attribute. See the module docstring for what is dropped and kept.
+    required attribute. ``undeclared`` gets the name of every attribute the body carries
+    that no schema of ``schema`` declares. See the module docstring for what is dropped and kept.
     """
     if not isinstance(body, dict):
         raise InvalidSyntax("The resource must be a JSON object.")
     body = entra.normalise_resource(body, schema)
-    staging = _Staging(schema, max_value_length)
+    staging = _Staging(schema, max_value_length, undeclared)
     for key, raw in body.items():
         if not isinstance(key, str):
             continue

@@ -5,9 +5,12 @@ Rules every caller relies on:
 - Writes happen inside ``transaction()``; on PostgreSQL the row being changed is locked
   (``SELECT … FOR UPDATE``) and SQLite takes its write lock at BEGIN, so two writers of one
   resource serialise and no update is lost.
-- Uniqueness (userName / group displayName case-insensitively, externalId exactly) is
-  checked before writing and enforced by unique indexes; a race that slips past the check
-  surfaces as ``IntegrityError``, which the caller retries (the check then sees the winner).
+- Names are unique case-insensitively where the caller says so (``unique_name``: every
+  userName; a group's displayName in an app whose setting is "server"): checked before
+  writing and enforced by the unique index on ``unique_name_key``; a race that slips past
+  the check surfaces as ``IntegrityError``, which the caller retries (the check then sees
+  the winner). ``externalId`` is never unique (RFC 7643 §3.1; Entra's mailNickname repeats
+  across a tenant's domains): a filter on it finds every holder.
 - Membership changes are set operations on ``group_members``: adding one member costs one
   row, whatever the size of the group; members are never part of the stored document.
 - Documents come back as fresh dicts with ``meta`` filled in (no ``location``: the HTTP
@@ -110,22 +113,24 @@ def name_key(schema: ResourceSchema, doc: dict[str, Any]) -> str:
     return _name_of(schema, doc).lower()
 
 
-def clash(schema: ResourceSchema, doc: dict[str, Any], name_keys: set[str],
-          external_ids: set[str | None]) -> Uniqueness | None:
-    """The 409 of ``doc`` when its name or externalId is among those already in use."""
+def clash(schema: ResourceSchema, doc: dict[str, Any], name_keys: set[str]) -> Uniqueness | None:
+    """The 409 of ``doc`` when its name is among those already in use."""
     name = _name_of(schema, doc)
     if name_key(schema, doc) in name_keys:
         return Uniqueness(f"{'userName' if schema is USERS else 'displayName'} {name!r} is already in use.")
-    if doc.get("externalId") is not None and doc["externalId"] in external_ids:
-        return Uniqueness(f"externalId {doc['externalId']!r} is already in use.")
     return None
 
 
-def _row_values(schema: ResourceSchema, doc: dict[str, Any]) -> dict[str, Any]:
+def _unique(schema: ResourceSchema, unique_name: bool | None) -> bool:
+    return schema is USERS if unique_name is None else unique_name
+
+
+def _row_values(schema: ResourceSchema, doc: dict[str, Any], unique_name: bool) -> dict[str, Any]:
     name = _name_of(schema, doc)
     return {
         "name": name,
         "name_key": name.lower(),
+        "unique_name_key": name.lower() if unique_name else None,
         "external_id": doc.get("externalId"),
         "display_name": doc.get("displayName"),
         "active": doc.get("active") if schema is USERS else None,
@@ -140,24 +145,24 @@ def _stored(row: Any) -> StoredResource:
 
 # Statements on the write path are built once: constructing a SQLAlchemy statement per call
 # cost more than executing it (cache-key generation), so callers pass parameters only.
-_ROW = ("name", "name_key", "external_id", "display_name", "active", "doc")
+_ROW = ("name", "name_key", "unique_name_key", "external_id", "display_name", "active", "doc")
 _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
 _SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
                                       R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
+# Names are compared on name_key, not unique_name_key: a group named while its app allowed
+# repeated names still holds that name once the app's setting becomes "server".
 _SELECT_CLASH = (
-    select(R.name_key, R.external_id)
+    select(R.name_key)
     .where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
-           or_(R.name_key == bindparam("name_key"), R.external_id == bindparam("external_id")),
-           R.pk != bindparam("exclude_pk"))
+           R.name_key == bindparam("name_key"), R.pk != bindparam("exclude_pk"))
     .limit(1)
 )
 _SELECT_TAKEN = (
-    select(R.name_key, R.external_id)
+    select(R.name_key).distinct()
     .where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
-           or_(R.name_key.in_(bindparam("name_keys", expanding=True)),
-               R.external_id.in_(bindparam("external_ids", expanding=True))))
+           R.name_key.in_(bindparam("name_keys", expanding=True)))
 )
 _UPDATE_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
     version=bindparam("version"), last_modified=bindparam("last_modified"), **{c: bindparam(c) for c in _ROW})
@@ -225,7 +230,8 @@ _BY_ID = {k: Prepared(_rows_select(k).where(R.app == bindparam("app"), R.resourc
                                             R.id == bindparam("id"))) for k in _RELATED_COLUMN}
 _BY_NAME_KEY = {k: Prepared(_rows_select(k).where(R.app == bindparam("app"),
                                                   R.resource_type == bindparam("resource_type"),
-                                                  R.name_key == bindparam("name_key"))) for k in _RELATED_COLUMN}
+                                                  R.name_key == bindparam("name_key")).order_by(R.pk))
+                for k in _RELATED_COLUMN}
 
 
 class DirectoryStore:
@@ -283,43 +289,38 @@ class DirectoryStore:
 
     def check_unique(self, conn: Connection, app: str, schema: ResourceSchema, doc: dict[str, Any],
                      exclude_pk: int | None = None) -> None:
-        name = _name_of(schema, doc)
+        """``Uniqueness`` when another resource of the app holds ``doc``'s name (any case)."""
         row = conn.execute(_SELECT_CLASH, {
-            "app": app, "resource_type": schema.name, "name_key": name.lower(),
-            "external_id": doc.get("externalId"), "exclude_pk": -1 if exclude_pk is None else exclude_pk,
+            "app": app, "resource_type": schema.name, "name_key": name_key(schema, doc),
+            "exclude_pk": -1 if exclude_pk is None else exclude_pk,
         }).first()
         if row is not None:
-            raise clash(schema, doc, {row.name_key}, {row.external_id})  # type: ignore[misc]
+            raise clash(schema, doc, {row.name_key})  # type: ignore[misc]
 
-    def taken(self, conn: Connection, app: str, schema: ResourceSchema,
-              docs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
-        """The name keys and externalIds of ``docs`` already in use, in one query: the
-        uniqueness check of a batch of creates (``check_unique`` is the one-resource form)."""
+    def taken(self, conn: Connection, app: str, schema: ResourceSchema, docs: list[dict[str, Any]]) -> set[str]:
+        """The name keys of ``docs`` already in use, in one query: the uniqueness check of a
+        batch of creates (``check_unique`` is the one-resource form)."""
         rows = conn.execute(_SELECT_TAKEN, {
-            "app": app, "resource_type": schema.name,
-            "name_keys": list({name_key(schema, d) for d in docs}),
-            "external_ids": list({d["externalId"] for d in docs if d.get("externalId") is not None}),
+            "app": app, "resource_type": schema.name, "name_keys": list({name_key(schema, d) for d in docs}),
         })
-        names: set[str] = set()
-        external_ids: set[str] = set()
-        for r in rows:
-            names.add(r.name_key)
-            if r.external_id is not None:
-                external_ids.add(r.external_id)
-        return names, external_ids
+        return {r.name_key for r in rows}
 
     # ------------------------------------------------------------------ writes
     def insert_resource(self, conn: Connection, app: str, schema: ResourceSchema, id: str,
-                        doc: dict[str, Any]) -> StoredResource:
-        return self.insert_resources(conn, app, schema, [(id, doc)])[0]
+                        doc: dict[str, Any], *, unique_name: bool | None = None) -> StoredResource:
+        return self.insert_resources(conn, app, schema, [(id, doc)], unique_name=unique_name)[0]
 
     def insert_resources(self, conn: Connection, app: str, schema: ResourceSchema,
-                         items: list[tuple[str, dict[str, Any]]]) -> list[StoredResource]:
-        """New resources and their value index rows: two statements for any number of them."""
+                         items: list[tuple[str, dict[str, Any]]], *,
+                         unique_name: bool | None = None) -> list[StoredResource]:
+        """New resources and their value index rows: two statements for any number of them.
+
+        ``unique_name``: whether their names must be unique (default: users' yes, groups' no)."""
         now = utcnow()
+        unique = _unique(schema, unique_name)
         pks = dict((r.id, r.pk) for r in insert_rows(conn, resources, [
             {"app": app, "resource_type": schema.name, "id": id, "version": 1, "created": now,
-             "last_modified": now, **_row_values(schema, doc)}
+             "last_modified": now, **_row_values(schema, doc, unique)}
             for id, doc in items
         ], returning=("id", "pk")))
         stored = [StoredResource(pks[id], id, schema.name, 1, now, now, doc) for id, doc in items]
@@ -327,12 +328,14 @@ class DirectoryStore:
         return stored
 
     def update_resource(self, conn: Connection, schema: ResourceSchema, current: StoredResource,
-                        doc: dict[str, Any], *, doc_changed: bool = True) -> StoredResource:
-        """Bump the version (and write the document when it changed)."""
+                        doc: dict[str, Any], *, doc_changed: bool = True,
+                        unique_name: bool | None = None) -> StoredResource:
+        """Bump the version (and write the document when it changed); ``unique_name`` as for
+        ``insert_resources``."""
         now = utcnow()
         params: dict[str, Any] = {"pk_": current.pk, "version": current.version + 1, "last_modified": now}
         if doc_changed:
-            params.update(_row_values(schema, doc))
+            params.update(_row_values(schema, doc, _unique(schema, unique_name)))
             conn.execute(_UPDATE_RESOURCE, params)
             conn.execute(_DELETE_VALUES, {"pk_": current.pk})
         else:
@@ -456,8 +459,8 @@ class DirectoryStore:
         counted = related is not None and max_related is not None
         key = name_key_of(node, schema) if node is not None and not sort_by else None
         if key is not None:
-            # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): at most one row,
-            # through one statement built at import; paging is then a slice of that row.
+            # Entra's ``userName eq "…"`` (and a group's ``displayName eq``): one index probe,
+            # through one statement built at import; paging is then a slice of those rows.
             def by_name(conn: Connection) -> tuple[int, list[dict[str, Any]]]:
                 rows = _BY_NAME_KEY[related].rows(conn, {"app": app, "resource_type": schema.name, "name_key": key})
                 page = rows[start_index - 1:start_index - 1 + count]

@@ -478,8 +478,9 @@ def name_key_of(node: Filter, schema: ResourceSchema) -> str | None:
     """The ``name_key`` that ``node`` pins when it is exactly ``<name> eq "<string>"`` (User
     ``userName``, Group ``displayName``: Entra's matching query), else None.
 
-    Such a filter matches at most one row of the ``(app, resource_type, name_key)`` unique
-    index; the store runs it as a statement built once instead of compiling the filter.
+    Such a filter is one probe of the ``(app, resource_type, name_key)`` index (one row for a
+    userName; group names may repeat, per app); the store runs it as a statement built once
+    instead of compiling the filter.
     """
     if not isinstance(node, Compare) or node.op != "eq" or not isinstance(node.value, str):
         return None

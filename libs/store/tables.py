@@ -34,9 +34,13 @@ resources = Table(
     Column("resource_type", String(32), nullable=False),
     Column("id", String(64), nullable=False),
     Column("external_id", String(1024)),
-    # userName of a User, displayName of a Group: the case-insensitive unique name.
+    # userName of a User, displayName of a Group, and its case-folded form (filters, lookups).
     Column("name", String(1024), nullable=False),
     Column("name_key", String(1024), nullable=False),
+    # name_key again where the name must be unique in its app (every userName; a group's
+    # displayName where the app's setting says "server"), else NULL: its unique index is
+    # what enforces the uniqueness /Schemas publishes (migration 0004).
+    Column("unique_name_key", String(1024)),
     Column("display_name", String(1024)),
     Column("active", Boolean),
     Column("created", DateTime(timezone=True), nullable=False),
@@ -44,8 +48,11 @@ resources = Table(
     Column("version", Integer, nullable=False),
     Column("doc", Text, nullable=False),
     UniqueConstraint("app", "resource_type", "id"),
-    UniqueConstraint("app", "resource_type", "name_key"),
-    UniqueConstraint("app", "resource_type", "external_id"),
+    Index(None, "app", "resource_type", "unique_name_key", unique=True),
+    Index(None, "app", "resource_type", "name_key"),
+    # Indexed, never unique: Entra maps mailNickname to externalId, and it repeats across a
+    # tenant's domains (RFC 7643 §3.1 gives externalId no uniqueness).
+    Index(None, "app", "resource_type", "external_id"),
     Index(None, "app", "resource_type", "last_modified"),
 )
 

@@ -12,7 +12,7 @@ from libs.config import Settings
 from libs.scim import extensions
 from libs.security import limits
 from libs.web import auth, errors, instrument, logs
-from libs.web.request import drain_unread_body, register_app_routes
+from libs.web.request import LenientPaths, drain_unread_body, register_app_routes
 
 
 def build_app(import_name: str, settings: Settings, *, service: str, blueprint: Blueprint,
@@ -25,6 +25,7 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # The gateway sets X-Forwarded-*: locations must name the host and scheme Entra used.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+    app.wsgi_app = LenientPaths(app.wsgi_app)  # type: ignore[method-assign]  # /Users/ is /Users (issue 15)
     app.extensions["scim.settings"] = settings
     extensions.install(settings.file)  # issue 3: extension schemas declared in the config file
     collectors = attach(app)

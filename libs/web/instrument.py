@@ -16,12 +16,29 @@ from collections.abc import Callable, Sequence
 from flask import Flask, Response, g, request
 
 from libs.metrics.metrics import observe_request, registry_for_scrape, render
+from libs.scim.schemas import BY_ENDPOINT
+
+# What a request's URL names, by its lower-cased endpoint segment: a fixed set of labels.
+_RESOURCE_TYPES = {**{endpoint: r.name for endpoint, r in BY_ENDPOINT.items()},
+                   "schemas": "Schema", "resourcetypes": "ResourceType",
+                   "serviceproviderconfig": "ServiceProviderConfig", "bulk": "Bulk", "me": "Me"}
 
 
 def _endpoint_label() -> str:
     # The route pattern, never the concrete URL: ids in labels would explode cardinality.
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     return rule.replace("/scim/<scimapp:app>", "/scim")
+
+
+def _resource_type_label() -> str:
+    """User or Group (or a discovery endpoint, Bulk, "all" for the root /.search): the
+    endpoint segment looked up in a fixed table, so no URL adds a label value."""
+    endpoint = (request.view_args or {}).get("endpoint")
+    if isinstance(endpoint, str):
+        return _RESOURCE_TYPES.get(endpoint.lower(), "unknown")
+    if request.url_rule is not None and request.url_rule.rule.endswith("/.search"):
+        return "all"
+    return ""
 
 
 ReadinessCheck = Callable[[], "str | None"]
@@ -41,8 +58,8 @@ def init_app(app: Flask, service: str, extra_collectors: tuple = (),
     def _observe(response: Response) -> Response:
         started = g.get("scim_started")
         if started is not None and not request.path.startswith(_UNOBSERVED):
-            observe_request(service, request.method, _endpoint_label(), response.status_code,
-                            time.perf_counter() - started)
+            observe_request(service, request.method, _endpoint_label(), _resource_type_label(),
+                            response.status_code, time.perf_counter() - started)
         return response
 
     @app.get("/metrics")

@@ -1,11 +1,12 @@
-"""Reading SCIM requests: the JSON body, the app in the URL, the base URL for locations, the request id."""
+"""Reading SCIM requests: the path as meant, the JSON body, the app in the URL, the base URL
+for locations, the request id."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +19,37 @@ from werkzeug.sansio.utils import get_current_url
 from libs.scim.errors import InvalidSyntax, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/scim+json", "application/json")
+
+_SLASHES = re.compile(r"//+")
+
+
+def lenient_path(path: str) -> str:
+    """``/scim/Users/`` → ``/scim/Users``, ``/scim//Users`` → ``/scim/Users``: what a client that
+    joins URLs (a base ending in ``/`` plus ``/Users``, or a collection plus ``/``) means."""
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    return path.rstrip("/") or "/"
+
+
+class LenientPaths:
+    """WSGI middleware: routes see ``lenient_path(PATH_INFO)``, so a trailing slash after a
+    collection, an id or ``.search``, and a doubled slash, change nothing. The gateway
+    routes the same paths by method (its ``.search`` location allows the trailing slash).
+
+    PATH_INFO is percent-decoded: where the server gives the path as sent (gunicorn's
+    ``RAW_URI``), only slashes the client wrote count, so ``/Users/a%2F`` still names the id
+    ``a/`` (none such: 404) rather than ``/Users/a``."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.endswith("/") or "//" in path:
+            raw = (environ.get("RAW_URI") or environ.get("REQUEST_URI") or path).partition("?")[0]
+            if raw.endswith("/") or "//" in raw:
+                environ["PATH_INFO"] = lenient_path(path)
+        return self.app(environ, start_response)
 
 
 def json_body(max_bytes: int) -> Any:

@@ -19,6 +19,7 @@ from libs.scim import passwords
 from libs.scim.patch import parse_patch_request
 from libs.scim.render import etag, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, ResourceSchema
+from libs.scim.undeclared import Policy
 from libs.scim.validate import validate_resource
 from libs.security.limits import check_json, check_members
 from libs.web.errors import render_error
@@ -94,23 +95,28 @@ def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, bod
     return scim_response(body, result.status, headers)
 
 
+def _resource(settings: Settings, schema: ResourceSchema) -> dict:
+    """The validated body of a POST or PUT, its password hashed, undeclared attributes
+    ignored and reported or rejected (SCIM_UNKNOWN_ATTRIBUTES)."""
+    policy = Policy(settings.unknown_attributes)
+    body = validate_resource(_body(settings), schema, max_value_length=settings.max_value_length, undeclared=policy)
+    policy.report()
+    return passwords.hash_in_resource(body)
+
+
 @bp.post("/<endpoint>")
 def create(endpoint: str, app: str | None = None) -> Response:
     if endpoint.lower() == "bulk":
         return _bulk(app)
     schema = _schema(endpoint)
-    settings = _settings()
-    body = passwords.hash_in_resource(validate_resource(_body(settings), schema,
-                                                        max_value_length=settings.max_value_length))
+    body = _resource(_settings(), schema)
     return _run(app, schema, "create", str(uuid.uuid4()), body, meta={"password_hashed": True})
 
 
 @bp.put("/<endpoint>/<resource_id>")
 def replace(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     schema = _schema(endpoint)
-    settings = _settings()
-    body = passwords.hash_in_resource(validate_resource(_body(settings), schema,
-                                                        max_value_length=settings.max_value_length))
+    body = _resource(_settings(), schema)
     return _run(app, schema, "replace", resource_id, body, meta={"password_hashed": True})
 
 

@@ -15,7 +15,7 @@ from libs.config import Settings
 from libs.scim.errors import InvalidCount, InvalidCursor, InvalidFilter, InvalidSyntax, InvalidValue, MethodNotAllowed, \
     NotFound, NotImplementedOperation
 from libs.scim.filter import parse_filter
-from libs.scim.render import list_response, parse_attribute_list, project, with_location
+from libs.scim.render import list_response, not_modified, parse_attribute_list, project, with_location
 from libs.scim.schemas import BY_ENDPOINT, RESOURCE_TYPES, SEARCH_REQUEST, ResourceSchema
 from libs.store.directory import DirectoryStore
 from libs.security.limits import check_filter, check_json
@@ -33,6 +33,11 @@ def _settings() -> Settings:
 
 def _store() -> DirectoryStore:
     return current_app.extensions["scim.store"]
+
+
+def _app_key(app: str | None) -> str:
+    settings = _settings()
+    return resolve_app(app, settings.default_app, settings.app_names)
 
 
 def _schema(endpoint: str) -> ResourceSchema:
@@ -140,9 +145,9 @@ def _joined(value: Any) -> str | None:
 @bp.get("/<endpoint>")
 def list_resources(endpoint: str, app: str | None = None) -> Response:
     if endpoint.lower() == "serviceproviderconfig":
-        return scim_response(discovery.service_provider_config(_settings(), base_url(app)))
+        return scim_response(discovery.service_provider_config(_settings(), base_url(app), _app_key(app)))
     if endpoint.lower() == "schemas":
-        docs = discovery.schemas(base_url(app))
+        docs = discovery.schemas(base_url(app), _settings(), _app_key(app))
         return scim_response(list_response(docs, len(docs), 1))
     if endpoint.lower() == "resourcetypes":
         docs = discovery.resource_types(base_url(app))
@@ -153,8 +158,8 @@ def list_resources(endpoint: str, app: str | None = None) -> Response:
 @bp.get("/<endpoint>/<path:resource_id>")
 def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     if endpoint.lower() in ("schemas", "resourcetypes"):
-        docs = discovery.schemas(base_url(app)) if endpoint.lower() == "schemas" else \
-            discovery.resource_types(base_url(app))
+        docs = discovery.schemas(base_url(app), _settings(), _app_key(app)) if endpoint.lower() == "schemas" \
+            else discovery.resource_types(base_url(app))
         for doc in docs:
             if doc["id"].lower() == resource_id.lower():
                 return scim_response(doc)
@@ -169,8 +174,7 @@ def get_resource(endpoint: str, resource_id: str, app: str | None = None) -> Res
     if doc is None:
         raise NotFound(f"{schema.name} {resource_id[:200]!r} not found.")
     version = doc["meta"]["version"]
-    if request.headers.get("If-None-Match") and version in {t.strip() for t in
-                                                            request.headers["If-None-Match"].split(",")}:
+    if not_modified(request.headers.get("If-None-Match") or "", version):
         return scim_response(None, 304, {"ETag": version})
     doc = project(with_location(doc, base_url(app), schema), attributes, excluded)
     return scim_response(doc, 200, {"ETag": version})
@@ -199,8 +203,9 @@ def search_all(app: str | None = None) -> Response:
     params = _search_request()
     settings = _settings()
     app_key = resolve_app(app, settings.default_app, settings.app_names)
+    check_filter(params.get("filter"), settings)  # SCIM_MAX_FILTER_LENGTH, as at /Users/.search
     node = _filter(params, settings)
-    start_index = max(1, _int_param(params, "startIndex", 1))
+    start_index = min(max(1, _int_param(params, "startIndex", 1)), 2**31)
     count = min(max(0, _int_param(params, "count", settings.max_results)), settings.max_results)
     url = base_url(app)
     total, resources, skip = 0, [], start_index - 1

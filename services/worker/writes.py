@@ -18,6 +18,7 @@ from libs.scim.errors import Mutability, NotFound, PreconditionFailed, ScimError
 from libs.scim.patch import apply_patch, parse_patch_request
 from libs.scim.render import etag
 from libs.scim.schemas import GROUPS, RESOURCE_TYPES, USERS, ResourceSchema
+from libs.scim.undeclared import Policy
 from libs.scim.validate import validate_resource
 from libs.store.directory import DirectoryStore, StoredResource, clash, name_key
 
@@ -55,11 +56,16 @@ def _check_immutable(schema: ResourceSchema, old: dict[str, Any], new: dict[str,
                 raise Mutability(f"{attribute.name} is immutable: it keeps the value it was given first.")
 
 
+def _unique_name(settings: Settings, app: str, schema: ResourceSchema) -> bool:
+    """userName is unique in its app; a group's displayName where the app's setting says so."""
+    return schema is USERS or settings.group_names_unique(app)
+
+
 def _check_unique_if_renamed(store: DirectoryStore, conn: Connection, app: str, schema: ResourceSchema,
-                             current: StoredResource, doc: dict[str, Any]) -> None:
-    """A write that keeps the name and externalId cannot break their uniqueness: most of
-    Entra's PATCHes (manager, active, department …) skip the query."""
-    if name_key(schema, doc) != name_key(schema, current.doc) or doc.get("externalId") != current.doc.get("externalId"):
+                             current: StoredResource, doc: dict[str, Any], unique: bool) -> None:
+    """A write that keeps the name cannot break its uniqueness: most of Entra's PATCHes
+    (manager, active, department …) skip the query."""
+    if unique and name_key(schema, doc) != name_key(schema, current.doc):
         store.check_unique(conn, app, schema, doc, exclude_pk=current.pk)
 
 
@@ -95,8 +101,10 @@ def create(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Set
     schema = RESOURCE_TYPES[job.resource_type]
     doc = _new_document(job, schema, settings)
     member_ids = _member_ids(doc)
-    store.check_unique(conn, job.app, schema, doc)
-    stored = store.insert_resource(conn, job.app, schema, job.resource_id, doc)
+    unique = _unique_name(settings, job.app, schema)
+    if unique:
+        store.check_unique(conn, job.app, schema, doc)
+    stored = store.insert_resource(conn, job.app, schema, job.resource_id, doc, unique_name=unique)
     store.add_members(conn, job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
     return _answer(store, conn, schema, stored, 201, new=True)
 
@@ -114,8 +122,8 @@ def create_many(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
     """Creates of one app and resource type (each ``can_create_together``) in three statements.
 
     Each answer is what ``create`` would have given in this order: a refused body is its
-    own 400, and a name or externalId already taken — in the store or by an earlier write
-    of the same batch — is that write's 409. A concurrent writer that wins a race between
+    own 400, and a name that must be unique and is already taken — in the store or by an
+    earlier write of the same batch — is that write's 409. A concurrent writer that wins a race between
     the check and the insert raises ``IntegrityError``: the caller re-runs the writes one by one.
     """
     schema = RESOURCE_TYPES[jobs[0].resource_type]
@@ -126,17 +134,18 @@ def create_many(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
             docs[k] = _new_document(job, schema, settings)
         except ScimError as exc:
             results[k] = WriteResult(exc.status, exc.to_body())
-    names, external_ids = store.taken(conn, jobs[0].app, schema, list(docs.values())) if docs else (set(), set())
+    unique = _unique_name(settings, jobs[0].app, schema)
+    names = store.taken(conn, jobs[0].app, schema, list(docs.values())) if docs and unique else set()
     accepted: list[int] = []
     for k, doc in docs.items():
-        if (refused := clash(schema, doc, names, external_ids)) is not None:
-            results[k] = WriteResult(refused.status, refused.to_body())
-            continue
-        names.add(name_key(schema, doc))
-        if doc.get("externalId") is not None:
-            external_ids.add(doc["externalId"])
+        if unique:
+            if (refused := clash(schema, doc, names)) is not None:
+                results[k] = WriteResult(refused.status, refused.to_body())
+                continue
+            names.add(name_key(schema, doc))
         accepted.append(k)
-    stored = store.insert_resources(conn, jobs[0].app, schema, [(jobs[k].resource_id, docs[k]) for k in accepted])
+    stored = store.insert_resources(conn, jobs[0].app, schema, [(jobs[k].resource_id, docs[k]) for k in accepted],
+                                    unique_name=unique)
     for k, resource in zip(accepted, stored):
         results[k] = WriteResult(201, resource.document(members=[] if schema is GROUPS else None), resource.version)
     return results  # type: ignore[return-value]
@@ -149,8 +158,9 @@ def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Se
     passwords.seal(doc, current.doc, keep_if_absent=True, hashed=_hashed(job))
     _check_immutable(schema, current.doc, doc)
     member_ids = _member_ids(doc)
-    _check_unique_if_renamed(store, conn, job.app, schema, current, doc)
-    stored = store.update_resource(conn, schema, current, doc)
+    unique = _unique_name(settings, job.app, schema)
+    _check_unique_if_renamed(store, conn, job.app, schema, current, doc, unique)
+    stored = store.update_resource(conn, schema, current, doc, unique_name=unique)
     if schema is GROUPS:
         store.remove_members(conn, job.app, stored, None)
         store.add_members(conn, job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
@@ -161,8 +171,12 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
     schema = RESOURCE_TYPES[job.resource_type]
     current = _load(store, conn, job, schema)
     operations = parse_patch_request(job.body)
+    # Undeclared attributes: ignored (and reported by this worker) or rejected, as the front
+    # does for the bodies of POST and PUT.
+    policy = Policy(settings.unknown_attributes)
     result = apply_patch(current.doc, operations, schema,
-                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk])
+                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk], undeclared=policy)
+    policy.report()
     if result.changed:
         passwords.seal(result.resource, current.doc, keep_if_absent=False, hashed=_hashed(job))
         _check_immutable(schema, current.doc, result.resource)
@@ -177,10 +191,12 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
             members_changed |= store.add_members(conn, job.app, current, [m["value"] for m in changes.add],
                                                  ignore_unknown=_ignore_unknown(settings)) > 0
     stored = current
+    unique = _unique_name(settings, job.app, schema)
     if result.changed:
-        _check_unique_if_renamed(store, conn, job.app, schema, current, result.resource)
+        _check_unique_if_renamed(store, conn, job.app, schema, current, result.resource, unique)
     if result.changed or members_changed:
-        stored = store.update_resource(conn, schema, current, result.resource, doc_changed=result.changed)
+        stored = store.update_resource(conn, schema, current, result.resource, doc_changed=result.changed,
+                                       unique_name=unique)
     if schema is GROUPS and not job.meta.get("answer"):
         # Entra: "groups: 204 recommended, do not return the member list".
         return WriteResult(204, None, stored.version)

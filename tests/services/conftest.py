@@ -15,8 +15,9 @@ def stack(request, tmp_path_factory):
     if request.param == "postgresql":
         base = request.getfixturevalue("postgres_url")
         database_url = _fresh_schema(base)
+    # acme enforces unique group names, the default app keeps RFC 7643's "none".
     with running_stack(tmp_path_factory.mktemp(f"stack-{request.param}"), database_url,
-                       extra_env={"SCIM_APPS": "acme"}) as s:
+                       extra_env={"SCIM_APPS": "acme", "SCIM_GROUP_DISPLAY_NAME_UNIQUENESS": "acme=server"}) as s:
         yield s
 
 

@@ -139,10 +139,14 @@ def test_duplicate_user_name_in_another_case_is_409_uniqueness(scim):
     assert_scim_error(response, 409, "uniqueness")
 
 
-def test_duplicate_external_id_is_409_uniqueness(scim):
-    user = create_user(scim)
-    response = scim.post("/Users", json=entra_user(externalId=user["externalId"]))
-    assert_scim_error(response, 409, "uniqueness")
+def test_users_of_two_domains_sharing_a_mail_nickname_as_external_id_both_provision_and_both_match(scim):
+    """Entra maps mailNickname to externalId: john@contoso and john@fabrikam both send "john"."""
+    nickname = unique("john")
+    contoso = create_user(scim, user_name=f"{nickname}@contoso.example", externalId=nickname)
+    fabrikam = create_user(scim, user_name=f"{nickname}@fabrikam.example", externalId=nickname)
+    found = query(scim, "/Users", f'externalId eq "{nickname}"')
+    assert sorted(r["id"] for r in found["Resources"]) == sorted([contoso["id"], fabrikam["id"]])
+    assert found["totalResults"] == 2
 
 
 def test_get_unknown_user_is_404_scim_error(scim):
@@ -370,9 +374,20 @@ def test_create_group_with_the_adscim_schema_uri_answers_201_with_empty_members(
     assert group["meta"]["resourceType"] == "Group"
 
 
-def test_duplicate_group_display_name_in_another_case_is_409(scim):
-    group = create_group(scim)
-    response = scim.post("/Groups", json={"schemas": [GROUP], "displayName": group["displayName"].upper()})
+def test_groups_sharing_a_display_name_both_provision_and_entra_matches_them_by_external_id(scim):
+    """Tenants hold several groups named "Marketing"; Entra then matches objectId → externalId."""
+    name = unique("Marketing")
+    first, second = create_group(scim, name), create_group(scim, name.upper())
+    assert [r["id"] for r in query(scim, "/Groups", f'displayName eq "{name}"', excludedAttributes="members")[
+        "Resources"]] == [first["id"], second["id"]]
+    matched = query(scim, "/Groups", f'externalId eq "{second["externalId"]}"', excludedAttributes="members")
+    assert [r["id"] for r in matched["Resources"]] == [second["id"]]
+
+
+def test_duplicate_group_display_name_in_another_case_is_409_where_the_app_enforces_uniqueness(acme):
+    """The session stack's acme app sets SCIM_GROUP_DISPLAY_NAME_UNIQUENESS=acme=server."""
+    group = acme.post("/acme/Groups", json={"schemas": [GROUP], "displayName": unique("acme-group")}).json()
+    response = acme.post("/acme/Groups", json={"schemas": [GROUP], "displayName": group["displayName"].upper()})
     assert_scim_error(response, 409, "uniqueness")
 
 

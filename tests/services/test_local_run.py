@@ -72,7 +72,8 @@ def test_metrics_are_served_by_each_service_but_not_through_the_gateway(tmp_path
         front = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_FRONT_PORT']}/metrics").text
         reader = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_READER_PORT']}/metrics").text
         worker = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_WORKER_METRICS_PORT']}/metrics").text
-        assert 'scim_http_requests_total{endpoint="/scim/<endpoint>",method="POST",service="front",status="201"}' in front
+        assert ('scim_http_requests_total{endpoint="/scim/<endpoint>",method="POST",resource_type="User",'
+                'service="front",status="201"}') in front
         assert "scim_queue_depth" in front
         assert 'service="reader"' in reader
         assert 'scim_jobs_total{op="create",outcome="ok",resource_type="User"}' in worker

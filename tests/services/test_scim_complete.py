@@ -52,12 +52,13 @@ def test_bulk_creates_a_user_and_a_group_that_references_it_by_bulk_id(scim):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["schemas"] == [BULK_RESPONSE]
-    group_op, user_op = body["Operations"]
-    # The group came first and its member did not exist yet: a 400 for it, the user still made.
-    assert group_op["status"] == "400" and group_op["bulkId"] == "g1"
-    assert user_op["status"] == "201"
-    assert scim.get(user_op["location"].split("/scim", 1)[1]).json()["userName"] == name
-    assert group_op["response"]["scimType"] == "invalidValue"
+    group_op, user_op = body["Operations"]  # in request order
+    # The group came first and names the user created after it: the user is made first (RFC 7644 §3.7.2).
+    assert (group_op["status"], group_op["bulkId"], user_op["status"]) == ("201", "g1", "201")
+    user = scim.get(user_op["location"].split("/scim", 1)[1]).json()
+    assert user["userName"] == name
+    group = scim.get(group_op["location"].split("/scim", 1)[1]).json()
+    assert [m["value"] for m in group["members"]] == [user["id"]]
 
 
 def test_bulk_resolves_a_member_created_earlier_in_the_same_request(scim):
@@ -239,7 +240,7 @@ def test_service_provider_config_advertises_bulk_with_its_limits(scim):
     config = scim.get("/ServiceProviderConfig").json()
     assert config["bulk"]["supported"] is True
     assert config["bulk"]["maxOperations"] > 0 and config["bulk"]["maxPayloadSize"] > 0
-    assert config["changePassword"] == {"supported": False}
+    assert config["changePassword"] == {"supported": True}  # PUT and PATCH set a new (hashed) password
 
 
 # ---------------------------------------------------------------- ETags (RFC 7644 §3.14)

@@ -24,6 +24,8 @@ def worker_store(database_url, monkeypatch, tmp_path):
     monkeypatch.setenv("SCIM_DATABASE_URL", database_url)
     monkeypatch.setenv("SCIM_VAR_DIR", str(tmp_path))
     monkeypatch.setenv("SCIM_TOKEN", "unused")
+    monkeypatch.setenv("SCIM_APPS", "hr")  # hr's group names are unique, the default app's are not
+    monkeypatch.setenv("SCIM_GROUP_DISPLAY_NAME_UNIQUENESS", "hr=server")
     engine = create_engine_from_url(database_url)
     monkeypatch.setattr(context, "_context", context.WorkerContext(load_settings(), DirectoryStore(engine)))
     monkeypatch.setattr(context, "_pid", __import__("os").getpid())
@@ -31,8 +33,8 @@ def worker_store(database_url, monkeypatch, tmp_path):
     engine.dispose()
 
 
-def write(op: str, resource_type: str, resource_id: str, body=None) -> WriteJob:
-    return WriteJob(job_id=uuid.uuid4().hex, op=op, app="default", resource_type=resource_type,
+def write(op: str, resource_type: str, resource_id: str, body=None, app: str = "default") -> WriteJob:
+    return WriteJob(job_id=uuid.uuid4().hex, op=op, app=app, resource_type=resource_type,
                     resource_id=resource_id, body=body)
 
 
@@ -130,14 +132,14 @@ def test_creates_of_one_batch_each_get_the_answer_they_would_get_alone(worker_st
         write("create", "User", str(uuid.uuid4()), {"userName": 42}),                    # refused body
         write("create", "User", ok_ids[1], user(twice)),
         write("create", "User", str(uuid.uuid4()), user(twice.upper())),                 # taken by its neighbour
-        write("create", "User", str(uuid.uuid4()), user(f"x-{uuid.uuid4()}", externalId=ext)),
+        write("create", "User", str(uuid.uuid4()), user(f"x-{uuid.uuid4()}", externalId=ext)),  # never unique
         write("create", "Group", group_with_members,                                     # runs alone, in order
               {"schemas": [GROUP], "displayName": f"g-{group_with_members}", "members": [{"value": ok_ids[1]}]}),
         write("create", "Group", ok_ids[2], {"schemas": [GROUP], "displayName": f"g-{ok_ids[2]}"}),
     ]
     results = apply_batch(jobs)
-    assert [r.status for r in results] == [201, 409, 400, 201, 409, 409, 201, 201]
-    assert [r.body["scimType"] for r in results if r.status == 409] == ["uniqueness"] * 3
+    assert [r.status for r in results] == [201, 409, 400, 201, 409, 201, 201, 201]
+    assert [r.body["scimType"] for r in results if r.status == 409] == ["uniqueness"] * 2
     assert results[0].body["id"] == ok_ids[0] and results[0].body["meta"]["version"] == 'W/"1"'
     assert results[7].body["members"] == []
     assert [m["value"] for m in results[6].body["members"]] == [ok_ids[1]]
@@ -152,7 +154,7 @@ def test_a_create_that_loses_a_race_inside_a_batch_fails_alone(worker_store, mon
     """Another worker commits the same userName between the batch's check and its insert."""
     rival = f"rival-{uuid.uuid4()}@contoso.com"
     assert apply_batch([write("create", "User", str(uuid.uuid4()), user(rival))])[0].status == 201
-    monkeypatch.setattr(DirectoryStore, "taken", lambda self, conn, app, schema, docs: (set(), set()))
+    monkeypatch.setattr(DirectoryStore, "taken", lambda self, conn, app, schema, docs: set())
     ids = [str(uuid.uuid4()) for _ in range(2)]
     results = apply_batch([write("create", "User", ids[0], user(f"{ids[0]}@contoso.com")),
                            write("create", "User", str(uuid.uuid4()), user(rival)),
@@ -161,7 +163,28 @@ def test_a_create_that_loses_a_race_inside_a_batch_fails_alone(worker_store, mon
     assert [r.body["id"] for r in (results[0], results[2])] == ids
 
 
-def test_a_patch_that_keeps_name_and_external_id_skips_the_uniqueness_query_and_one_that_takes_another_is_409(
+def test_group_names_repeat_in_the_default_app_and_are_unique_in_any_case_where_the_app_says_server(worker_store):
+    name = f"Marketing-{uuid.uuid4()}"
+
+    def groups(app: str, *names: str) -> list[WriteJob]:
+        return [write("create", "Group", str(uuid.uuid4()), {"schemas": [GROUP], "displayName": n}, app) for n in names]
+
+    # In one batch (create_many) and one by one (create), as a worker gets them.
+    assert [r.status for r in apply_batch(groups("default", name, name.upper()))] == [201, 201]
+    assert [r.status for r in apply_batch(groups("default", name))] == [201]
+    assert [r.status for r in apply_batch(groups("hr", name, name.upper()))] == [201, 409]
+    (again,) = apply_batch(groups("hr", name.lower()))
+    assert again.status == 409 and again.body["scimType"] == "uniqueness"
+    other = groups("hr", f"Sales-{uuid.uuid4()}")[0]
+    assert apply_batch([other])[0].status == 201
+    rename = write("patch", "Group", other.resource_id, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "displayName", "value": name}]}, "hr")
+    assert apply_batch([rename])[0].status == 409
+    put = write("replace", "Group", other.resource_id, {"schemas": [GROUP], "displayName": name.title()}, "hr")
+    assert apply_batch([put])[0].status == 409
+
+
+def test_a_patch_that_keeps_its_name_skips_the_uniqueness_query_and_one_that_takes_another_is_409(
         worker_store):
     mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
     assert [r.status for r in apply_batch([
@@ -181,11 +204,13 @@ def test_a_patch_that_keeps_name_and_external_id_skips_the_uniqueness_query_and_
     try:
         (kept,) = apply_batch([patch({"op": "replace", "path": "active", "value": False})])
         clash_queries = [s for s in seen if "name_key" in s.partition("WHERE")[2]]
-        (taken,) = apply_batch([patch({"op": "replace", "path": "externalId", "value": f"ext-{theirs}"})])
+        (shared,) = apply_batch([patch({"op": "replace", "path": "externalId", "value": f"ext-{theirs}"})])
+        (taken,) = apply_batch([patch({"op": "replace", "path": "userName", "value": f"{theirs.upper()}@contoso.com"})])
     finally:
         event.remove(worker_store, "before_cursor_execute", record)
     assert kept.status == 200 and kept.body["active"] is False
     assert clash_queries == []
+    assert shared.status == 200 and shared.body["externalId"] == f"ext-{theirs}"  # externalId is never unique
     assert taken.status == 409 and taken.body["scimType"] == "uniqueness"
 
 
