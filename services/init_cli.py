@@ -13,6 +13,7 @@ too, but only the names matter here and every value we write is URL-safe text.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import secrets
@@ -24,6 +25,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "PostgreSQL's password",
     "REDIS_PASSWORD": "Redis's password",
     "GRAFANA_ADMIN_PASSWORD": "Grafana's admin password",
+    "SCIM_KEY_ENCRYPTION_KEY": "the Fernet key that seals the OAuth signing keys in the database",
 }
 CONFIG_STUB = """\
 # scimbus settings for compose.yaml (mounted at /etc/scimbus/scimbus.toml in every role).
@@ -36,12 +38,18 @@ def _assignments(text: str) -> dict[str, str]:
     return {m[1]: m[2].strip().strip("'\"") for m in re.finditer(r"^\s*(?:export\s+)?([A-Za-z_]\w*)\s*=(.*)$", text, re.M)}
 
 
+def _secret(name: str) -> str:
+    if name == "SCIM_KEY_ENCRYPTION_KEY":  # Fernet's own form: 32 random bytes, URL-safe base64
+        return base64.urlsafe_b64encode(os.urandom(32)).decode()
+    return secrets.token_urlsafe(32 if name == "SCIM_TOKEN" else 24)
+
+
 def update_env(path: Path) -> list[str]:
     """Fill what ``path`` lacks; returns the names added. Present values stay as they are."""
     text = path.read_text() if path.exists() else ""
     present = _assignments(text)
     added = []
-    wanted = {name: secrets.token_urlsafe(32 if name == "SCIM_TOKEN" else 24) for name in SECRETS}
+    wanted = {name: _secret(name) for name in SECRETS}
     if "COMPOSE_PROFILES" not in present:
         wanted["COMPOSE_PROFILES"] = "grafana"
     for name, value in wanted.items():

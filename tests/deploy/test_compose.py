@@ -132,7 +132,8 @@ def test_prometheus_scrapes_every_role_with_workers_found_by_dns():
 
 def test_every_variable_compose_requires_is_in_the_env_example():
     required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
-    assert required == {"SCIM_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    assert required == {"SCIM_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+                        "SCIM_KEY_ENCRYPTION_KEY"}
     example = (ROOT / "deploy/env.example").read_text()
     for name in required:
         assert re.search(rf"^{name}=$", example, re.M), f"deploy/env.example lacks {name}="

@@ -9,10 +9,12 @@ import stat
 import pytest
 from cryptography import x509
 
+from libs.config import load_settings
 from services.cli import main
 from services.init_cli import SECRETS, init
 
-REQUIRED_BY_COMPOSE = {"SCIM_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+REQUIRED_BY_COMPOSE = {"SCIM_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+                       "SCIM_KEY_ENCRYPTION_KEY"}
 
 
 def _env(path) -> dict[str, str]:
@@ -24,8 +26,9 @@ def test_a_fresh_folder_gets_every_secret_compose_requires_a_config_and_a_certif
     env = _env(tmp_path / ".env")
     assert set(SECRETS) == REQUIRED_BY_COMPOSE
     assert REQUIRED_BY_COMPOSE <= set(env) and all(len(env[n]) >= 32 for n in REQUIRED_BY_COMPOSE)
-    assert len(set(env[n] for n in REQUIRED_BY_COMPOSE)) == 4
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", env[n]) for n in REQUIRED_BY_COMPOSE)  # safe inside a URL
+    assert len(set(env[n] for n in REQUIRED_BY_COMPOSE)) == len(REQUIRED_BY_COMPOSE)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+=?", env[n]) for n in REQUIRED_BY_COMPOSE)  # safe inside a URL
+    load_settings({"SCIM_KEY_ENCRYPTION_KEY": env["SCIM_KEY_ENCRYPTION_KEY"]})  # a key the services accept
     assert env["COMPOSE_PROFILES"] == "grafana"
     assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
     assert (tmp_path / "scimbus.toml").read_text().startswith("# scimbus settings")
@@ -51,7 +54,8 @@ def test_values_and_files_already_there_are_kept_and_only_empty_ones_filled(tmp_
     assert (tmp_path / "scimbus.toml").read_text() == "[connectors]\n"
     assert (tmp_path / "deploy/tls/tls.crt").read_text() == "site certificate"
     assert sorted(done) == sorted(f"{tmp_path / '.env'}: added {n}" for n in
-                                  ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"))
+                                  ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+                                   "SCIM_KEY_ENCRYPTION_KEY"))
     # A second run has nothing to do and changes nothing.
     assert init(tmp_path) == [] and (tmp_path / ".env").read_text() == text
 
