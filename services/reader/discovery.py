@@ -34,11 +34,12 @@ def authentication_schemes(settings: Settings, base_url: str, app: str) -> list[
                         + token_url.rsplit("/", 1)[0] + "/jwks.",
          "specUri": "https://www.rfc-editor.org/info/rfc6749", "documentationUri": DOCS_URL, "primary": False},
     ]
-    if settings.entra_tenant_id and app == (settings.entra_app or settings.default_app):
+    if settings.entra_tenant_id and app in settings.entra_callers_by_app:
         schemes.append({
             "type": "oauthbearertoken", "name": "Microsoft Entra ID token",
             "description": f"A JWT Microsoft Entra ID issued for its provisioning service in tenant "
-                           f"{settings.entra_tenant_id} (Secret Token left empty).",
+                           f"{settings.entra_tenant_id} for the application SCIM_ENTRA_CALLERS names (Secret Token "
+                           "left empty).",
             "specUri": "https://www.rfc-editor.org/info/rfc6750", "documentationUri": DOCS_URL, "primary": False})
     return schemes
 

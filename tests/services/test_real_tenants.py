@@ -313,7 +313,8 @@ def strict_stack(request, tmp_path_factory):
             "SCIM_UNKNOWN_ATTRIBUTES": "reject", "SCIM_GROUP_DISPLAY_NAME_UNIQUENESS": "server",
             "SCIM_MAX_FILTER_LENGTH": "400", "SCIM_CONFIG_FILE": str(config), "SCIM_APPS": "hr",
             "SCIM_MAX_RESULTS": "2", "SCIM_BULK_MAX_OPERATIONS": "3", "SCIM_MAX_BODY_BYTES": "65536",
-            "SCIM_ENTRA_TENANT_ID": "00000000-0000-0000-0000-00000000e17a", "SCIM_ENTRA_JWKS": str(jwks)}) as s:
+            "SCIM_ENTRA_TENANT_ID": "00000000-0000-0000-0000-00000000e17a", "SCIM_ENTRA_JWKS": str(jwks),
+            "SCIM_ENTRA_CALLERS": "default=00000000-0000-0000-0000-0000000ca11e"}) as s:
         yield s
 
 
