@@ -48,3 +48,15 @@ def test_the_log_level_is_read_in_either_case_and_a_wrong_one_stops_the_start():
     assert load_settings({"SCIM_LOG_LEVEL": "warning"}).log_level == "WARNING"
     with pytest.raises(SettingsError, match="SCIM_LOG_LEVEL"):
         load_settings({"SCIM_LOG_LEVEL": "loud"})
+
+
+def test_a_yes_or_no_setting_reads_the_usual_spellings_from_the_environment_and_the_file(tmp_path):
+    for raw, value in (("true", True), ("TRUE", True), ("1", True), ("yes", True), ("false", False), ("0", False),
+                       ("off", False)):
+        settings = load_settings({"SCIM_WORKERS_SCALE_TO_ZERO": raw, "SCIM_VAR_DIR": str(tmp_path)})
+        assert settings.workers_scale_to_zero is value, raw
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).workers_scale_to_zero is False
+    with pytest.raises(SettingsError, match="SCIM_WORKERS_SCALE_TO_ZERO='maybe' is not a valid bool"):
+        load_settings({"SCIM_WORKERS_SCALE_TO_ZERO": "maybe", "SCIM_VAR_DIR": str(tmp_path)})
+    (tmp_path / "scimbus.toml").write_text("[scimbus]\nworkers_scale_to_zero = true\n")  # a TOML boolean
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).workers_scale_to_zero is True
