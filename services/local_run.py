@@ -3,11 +3,13 @@
 Starts a Redis of its own (append-only, data under var/redis, its own port; none when
 ``SCIM_REDIS_URL`` names one), the front,
 the reader, a worker pool and the nginx gateway under honcho, after creating the token
-and migrating the database. ``--workers 0`` (and ``SCIM_DELIVERER_PROCESSES=0``) starts
-no worker (deliverer): a scaler outside starts them when their queue fills, as KEDA does
-(tests/support/scaler.py), and the front then stays ready without one. Ctrl-C or SIGTERM stops every process it started, in the order
+and migrating the database. Ctrl-C or SIGTERM stops every process it started, in the order
 they depend on each other (``services.ordered_stop``); so does the death of the process that
 started it (``make`` does not forward SIGTERM to its children).
+
+``--workers 0`` (and ``SCIM_DELIVERER_PROCESSES=0``) starts no worker (deliverer): a scaler
+outside starts them when their queue holds a job, as KEDA does (tests/support/scaler.py),
+and the front then stays ready without one.
 """
 
 from __future__ import annotations
