@@ -265,7 +265,9 @@ def test_scaled_to_zero_the_front_is_ready_without_a_worker_and_the_alert_waits_
         container = _by_kind(docs, "Deployment")[f"scimbus-{role}"]["spec"]["template"]["spec"]["containers"][0]
         assert "SCIM_WORKERS_SCALE_TO_ZERO" not in {e["name"] for e in container.get("env", [])}
     rules = {r["alert"]: r for g in _by_kind(docs, "PrometheusRule")["scimbus"]["spec"]["groups"] for r in g["rules"]}
-    assert f'max(scim_queue_depth{{queue="{Settings().queue_name}"}}) > 0' in rules["ScimNoWorkerAlive"]["expr"]
+    queue = Settings().queue_name  # write workers and queued writes: the deliverers scale apart
+    assert rules["ScimNoWorkerAlive"]["expr"] == (f'max(scim_workers_alive{{queue="{queue}"}}) == 0 and '
+                                                  f'max(scim_queue_depth{{queue="{queue}"}}) > 0')
     base = {r["alert"]: r for g in _by_kind(rendered["example"], "PrometheusRule")["scimbus"]["spec"]["groups"]
             for r in g["rules"]}
     assert base["ScimNoWorkerAlive"]["expr"] == "max(scim_workers_alive) == 0"  # elsewhere zero workers is an outage
