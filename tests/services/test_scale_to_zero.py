@@ -9,11 +9,13 @@ KEDA overlay (k8s/overlays/scale-to-zero) does to pods.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -130,7 +132,7 @@ DELIVERER_RULE = Rule(list_length=10, max_replicas=2, polling=0.25, cooldown=3.0
 
 @pytest.fixture(scope="module")
 def cold(tmp_path_factory, postgres_url):
-    with _cold_stack(tmp_path_factory.mktemp("scale-to-zero"), postgres_url) as cold:
+    with cold_stack(tmp_path_factory.mktemp("scale-to-zero"), postgres_url) as cold:
         yield cold
 
 
@@ -140,19 +142,15 @@ def _fresh_database(postgres_url: str | None) -> str | None:
     return _fresh_schema(postgres_url) if postgres_url else None
 
 
-class _cold_stack:
+@contextlib.contextmanager
+def cold_stack(tmp, postgres_url: str | None, write_timeout: float = 30.0) -> Iterator[ColdStack]:
     """The stack with no worker and no deliverer, their scalers, and a web hook target (groups)."""
-
-    def __init__(self, tmp, postgres_url: str | None, write_timeout: float = 30.0) -> None:
-        self.tmp, self.database, self.write_timeout = tmp, _fresh_database(postgres_url), write_timeout
-
-    def __enter__(self) -> ColdStack:
-        self.hook = HookReceiver(SECRET).__enter__()
-        (self.tmp / "scimbus.toml").write_text(f'''[scimbus]
+    with HookReceiver(SECRET) as hook:
+        (tmp / "scimbus.toml").write_text(f'''[scimbus]
 sweep_interval = 0.5
 [connectors.hook]
 type = "webhook"
-url = "{self.hook.url}"
+url = "{hook.url}"
 secret = "{SECRET}"
 timeout = 2
 retry = {{ base = 0.2, cap = 1.0, max_attempts = 1000 }}
@@ -160,27 +158,16 @@ retry = {{ base = 0.2, cap = 1.0, max_attempts = 1000 }}
 ''')
         # Two batches in flight per front process (SCIM_WRITE_BATCHES_IN_FLIGHT): up to three
         # worker processes have batches of the two front processes to take.
-        self.running = running_stack(self.tmp, self.database, workers=0, extra_env={
-            "SCIM_DELIVERER_PROCESSES": "0", "SCIM_WRITE_TIMEOUT": str(self.write_timeout),
-            "SCIM_WRITE_BATCHES_IN_FLIGHT": "2"})
-        stack = self.running.__enter__()
-        logs = self.tmp / "replicas"
-        logs.mkdir(exist_ok=True)
-        self.cold = ColdStack(stack, self.hook,
-                              QueueScaler(stack.redis_url, "scim-writes", role_command("worker"), stack.env,
-                                          WRITER_RULE, logs),
-                              QueueScaler(stack.redis_url, "scim-deliveries", role_command("deliverer"), stack.env,
-                                          DELIVERER_RULE, logs),
-                              self.write_timeout)
-        return self.cold
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.cold.writers.close()
-            self.cold.deliverers.close()
-        finally:
-            self.running.__exit__(*exc)
-            self.hook.__exit__(*exc)
+        with running_stack(tmp, _fresh_database(postgres_url), workers=0, extra_env={
+                "SCIM_DELIVERER_PROCESSES": "0", "SCIM_WRITE_TIMEOUT": str(write_timeout),
+                "SCIM_WRITE_BATCHES_IN_FLIGHT": "2"}) as stack:
+            logs = tmp / "replicas"
+            logs.mkdir(exist_ok=True)
+            with QueueScaler(stack.redis_url, "scim-writes", role_command("worker"), stack.env, WRITER_RULE,
+                             logs) as writers, \
+                    QueueScaler(stack.redis_url, "scim-deliveries", role_command("deliverer"), stack.env,
+                                DELIVERER_RULE, logs) as deliverers:
+                yield ColdStack(stack, hook, writers, deliverers, write_timeout)
 
 
 def _report(capsys, line: str) -> None:
@@ -291,7 +278,7 @@ def test_soak_idle_burst_idle_cycles_at_zero_workers_lose_nothing(backend, tmp_p
     """Entra's rhythm compressed: idle at zero, a first write, a burst, back to zero, three
     times over, with deliveries woken from zero each time."""
     postgres_url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
-    with _cold_stack(tmp_path, postgres_url) as cold:
+    with cold_stack(tmp_path, postgres_url) as cold:
         cold.writers.start()
         cold.deliverers.start()
         for cycle in range(3):
