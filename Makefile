@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
-	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates (BENCH_ARGS=\"--url …\" for a running one)"
+	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates, worker scaling and cold starts (BENCH_ARGS=\"--url …\" for a running one)"
 	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
 	@echo "make bench-paging - page through 1,000,000 seeded users, print the reader's memory (PAGING_ARGS=\"--users N\")"
 	@echo "make soak   - the long fault runs kept out of make test"
@@ -30,6 +30,7 @@ soak:
 
 BENCH_ARGS ?= --postgres --json bench/results/latest.json
 DRAIN_ARGS ?= --postgres --writes 20000
+COLDSTART_ARGS ?= --postgres
 # issue 7's sizes: 100,000 users in the directory and a 100,000-member group (~25 min here)
 FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --peer-big-group 10000 --json bench/results/full.json
 
@@ -38,6 +39,7 @@ bench:
 	@mkdir -p bench/results
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.drain $(DRAIN_ARGS)
+	$(BIN)/python -m bench.coldstart $(COLDSTART_ARGS)
 
 bench-full:
 	@deploy/setup.sh test

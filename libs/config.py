@@ -88,6 +88,11 @@ class Settings:
     (large groups) overlap. Add processes (SCIM_HTTP_WORKERS) or reader pods for throughput."""
     queue_name: str = "scim-writes"
     """RQ queue the front enqueues writes on."""
+    workers_scale_to_zero: bool = False
+    """true: no worker may be alive while the service is idle (KEDA ``minReplicaCount: 0``,
+    k8s/overlays/scale-to-zero): the front stays ready without a live worker, and each write
+    waits up to write_timeout for one to start and answer. false: the front is not ready
+    while no worker listens on its queue."""
     log_level: str = "INFO"
     metrics_dir: str = ""
     """PROMETHEUS_MULTIPROC_DIR of this service's processes (empty: single-process metrics)."""
@@ -267,7 +272,14 @@ def _uniqueness_choices(text: str) -> tuple[str, dict[str, str]]:
     return default, per_app
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _coerce(name: str, kind: Any, raw: str) -> Any:
+    if kind in (bool, "bool"):
+        if raw.strip().lower() not in _BOOLEANS:
+            raise SettingsError(f"SCIM_{name.upper()}={raw!r} is not a valid bool (true or false)")
+        return _BOOLEANS[raw.strip().lower()]
     try:
         if kind in (int, "int"):
             return int(raw)

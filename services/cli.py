@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("token", help="print the bearer token SCIM clients use").set_defaults(func=cmd_token)
 
     p = sub.add_parser("run", help="run the whole stack in the foreground (the local run)")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
+    p.add_argument("--workers", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")),
+                   help="write worker processes; 0: none, a scaler starts them (SCIM_WORKERS_SCALE_TO_ZERO)")
     p.set_defaults(func=cmd_run)
 
     from services import probe  # issue 6: container health checks

@@ -7,6 +7,10 @@ the reader, a worker pool and the nginx gateway under honcho, after creating the
 and migrating the database. Ctrl-C or SIGTERM stops every process it started, in the order
 they depend on each other (``services.ordered_stop``); so does the death of the process that
 started it (``make`` does not forward SIGTERM to its children).
+
+``--workers 0`` (and ``SCIM_DELIVERER_PROCESSES=0``) starts no worker (deliverer): a scaler
+outside starts them when their queue holds a job, as KEDA does (tests/support/scaler.py),
+and the front then stays ready without one.
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ DEFAULT_PORTS = {
 }
 
 
+SCALED_ROLES = {"worker": "SCIM_WORKER_PROCESSES", "deliverer": "SCIM_DELIVERER_PROCESSES"}
+"""Pool roles the local run starts none of when their count is 0, leaving them to a scaler."""
+
+
+def left_to_a_scaler(env: dict[str, str]) -> set[str]:
+    return {role for role, variable in SCALED_ROLES.items() if env.get(variable, "").strip() == "0"}
+
+
 def render_template(text: str, env: dict[str, str]) -> str:
     """envsubst for ``${SCIM_*}`` names only, so nginx's own ``$variables`` stay untouched."""
     def sub(m: re.Match) -> str:
@@ -64,6 +76,8 @@ def build_env(workers: int) -> dict[str, str]:
         password = read_or_create_secret(var_dir / REDIS_PASSWORD_FILE)
         env["SCIM_REDIS_URL"] = local_redis_url(password, env["SCIM_REDIS_PORT"])
     env["SCIM_WORKER_PROCESSES"] = str(workers)
+    if workers == 0:  # no worker until one is started for the first write: the front must not wait for one
+        env.setdefault("SCIM_WORKERS_SCALE_TO_ZERO", "true")
     env.setdefault("SCIM_DELIVERER_PROCESSES", "1")
     env["SCIM_NGINX_DIR"] = str(var_dir / "nginx")
     env["SCIM_GATEWAY_LISTEN"] = f"{env.get('SCIM_LISTEN_ADDRESS', '0.0.0.0')}:{env['SCIM_PORT']}"
@@ -136,7 +150,8 @@ def readiness_checks(env: dict[str, str]) -> dict[str, str]:
     """Each role's ``/readyz`` on its loopback port, and the gateway's port where it listens."""
     checks = {role: f"http://127.0.0.1:{env[port]}/readyz" for role, port in (
         ("front", "SCIM_FRONT_PORT"), ("reader", "SCIM_READER_PORT"), ("worker", "SCIM_WORKER_METRICS_PORT"),
-        ("deliverer", "SCIM_DELIVERER_METRICS_PORT"), ("sweeper", "SCIM_SWEEPER_METRICS_PORT"))}
+        ("deliverer", "SCIM_DELIVERER_METRICS_PORT"), ("sweeper", "SCIM_SWEEPER_METRICS_PORT"))
+        if role not in left_to_a_scaler(env)}
     host = env.get("SCIM_LISTEN_ADDRESS") or "0.0.0.0"
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))
     checks["gateway"] = f"tcp://{host}:{env['SCIM_PORT']}"
@@ -206,6 +221,8 @@ def run(workers: int = 2) -> int:
     for name, entry in procfile.processes.items():
         if name == "redis" and not env["SCIM_OWN_REDIS"]:
             continue  # SCIM_REDIS_URL names a Redis of the operator's: use it, start none
+        if name in left_to_a_scaler(env):
+            continue
         manager.add_process(name, render_template(entry, env), env=env, cwd=str(ROOT))
     try:
         manager.loop()

@@ -43,6 +43,9 @@ never meets NOSCRIPT after a Redis restart (Redis caches it by its digest all th
 _BLOCK_MS = 2000
 """Longest single XREAD block: a socket timeout of the client must never cut a wait short."""
 
+_MIN_WAIT = 0.05
+"""Seconds of a batch's time below which it is not enqueued: too little left to be answered."""
+
 
 class Bus:
     """The front's handle on the write queue (lives in ``app.extensions['scim.bus']``)."""
@@ -149,9 +152,12 @@ def _block_ms(seconds: float) -> int:
 
 
 class _Batch:
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self.id = uuid.uuid4().hex
         self.jobs: list[WriteJob] = []
+        self.opened = time.monotonic()
+        self.deadline = deadline
+        """When the front stops waiting for the batch: its leader's deadline, the earliest of its writes'."""
         self.done = threading.Event()
         self.results: list[WriteResult] | None = None
         self.error: ScimError | None = None
@@ -167,6 +173,13 @@ class Coalescer:
     none does (a batch held by a killed worker must not stall the process's writes). Batches
     therefore grow with the load by themselves, up to ``max_batch``; the leader waits for
     the one result and hands each follower its own.
+
+    Each write is waited for at most its own timeout, slot included. A batch is waited for
+    until its leader's deadline, so it takes followers only while it is younger than
+    ``slot_wait``: while every slot is out (the workers are away, or scaled to zero and
+    starting), the writes arriving later make batches of their own instead of joining one
+    whose time runs out first, and none gets its 503 more than ``slot_wait`` before its own
+    timeout, nor after it.
 
     Under concurrent load a leader also lingers ``linger`` seconds before sending (while its
     previous batch held more than one write): each bus job costs the worker, Redis and the
@@ -187,31 +200,34 @@ class Coalescer:
         self._open: _Batch | None = None
 
     def apply(self, job: WriteJob, timeout: float) -> WriteResult:
+        arrived = time.monotonic()
         with self._lock:
             batch = self._open
+            if batch is not None and arrived - batch.opened > self.slot_wait:
+                batch = None  # it waits for a slot, and its time runs out before this write's
             leader = batch is None
             if leader:
-                batch = self._open = _Batch()
+                batch = self._open = _Batch(arrived + timeout)
             index = len(batch.jobs)
             batch.jobs.append(job)
             if len(batch.jobs) >= self.max_batch:
                 self._open = None
         if leader:
-            self._lead(batch, timeout)
-        elif not batch.done.wait(timeout + 5):
+            self._lead(batch)
+        elif not batch.done.wait(batch.deadline - time.monotonic() + 5):  # the leader answers by its deadline
             raise Unavailable("No worker confirmed the write in time; retry the request.")
         if batch.error is not None:
             raise copy.copy(batch.error)  # one exception object per raising thread
         assert batch.results is not None
         return batch.results[index]
 
-    def _take_slot(self, timeout: float) -> threading.BoundedSemaphore:
+    def _take_slot(self, deadline: float) -> threading.BoundedSemaphore:
         """An in-flight slot; after ``slot_wait`` a spare one. A batch out that long is stuck
-        (its worker died, and RQ has yet to re-queue its job) or unusually long, and the next
-        must not queue behind it; the spares still bound what one process puts on the bus
-        while the workers are away (twice ``in_flight``), and past that a write gets 503."""
-        deadline = time.monotonic() + timeout  # the write's whole wait, slot_wait included
-        if self._slots.acquire(timeout=min(self.slot_wait, timeout)):
+        (its worker died, and RQ has yet to re-queue its job), waits for a worker to start, or
+        is unusually long, and the next must not queue behind it; the spares still bound what
+        one process puts on the bus while the workers are away (twice ``in_flight``), and past
+        that a write waits for a slot until its deadline, then gets 503 (never enqueued)."""
+        if self._slots.acquire(timeout=max(0.0, min(self.slot_wait, deadline - time.monotonic()))):
             return self._slots
         while True:
             for slot in (self._slots, self._spares):
@@ -221,15 +237,19 @@ class Coalescer:
                 raise Unavailable("The write queue is saturated; retry the request.")
             time.sleep(0.05)
 
-    def _lead(self, batch: _Batch, timeout: float) -> None:
+    def _lead(self, batch: _Batch) -> None:
         try:
-            slot = self._take_slot(timeout)
+            slot = self._take_slot(batch.deadline)
             try:
                 if self.linger and self._last_size > 1 and len(batch.jobs) < self.max_batch:
                     time.sleep(self.linger)
                 self._close(batch)
                 self._last_size = len(batch.jobs)
-                batch.results = self.bus.run_batch(batch.id, batch.jobs, timeout)
+                # What is left of the batch's time, not a fresh timeout: the slot's wait counts.
+                remaining = batch.deadline - time.monotonic()
+                if remaining < _MIN_WAIT:
+                    raise Unavailable("The write queue is saturated; retry the request.")
+                batch.results = self.bus.run_batch(batch.id, batch.jobs, remaining)
             finally:
                 slot.release()
         except ScimError as exc:

@@ -9,7 +9,7 @@ from redis import Redis
 
 from libs.bus.queues import Bus
 from libs.config import Settings, load_settings
-from libs.health import workers_problem
+from libs.health import redis_problem, workers_problem
 from libs.metrics.queue import QueueDepthCollector
 from libs.scim import passwords
 from libs.web.app import build_app
@@ -34,6 +34,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
         # Its own client with short timeouts: the bus's waits up to write_timeout, and a probe
         # stuck that long on a hung Redis would hold a request thread past the probe's timeout.
         probe = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        if settings.workers_scale_to_zero:
+            # No live worker is the idle state: the first write queued wakes one (KEDA), and the
+            # write waits for it; the bus is what the front cannot work without.
+            return (lambda: redis_problem(probe),)
         return (lambda: workers_problem(probe, settings.queue_name),)
 
     return build_app(__name__, settings, service="front", blueprint=routes.bp, attach=attach, readiness=readiness)

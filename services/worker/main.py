@@ -208,6 +208,10 @@ class _Pool(WorkerPool):
 
 def start_pool(settings: Settings, queue: str, serializer, processes: int) -> None:
     """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
+    # Everything is imported: freeze it now, so that the collection before each fork walks
+    # only what came after. The imports leave no garbage (a full collection here frees
+    # nothing), but walking their ~70,000 objects took 26-65 ms of a cold start.
+    gc.freeze()
     scheduler = PoolScheduler(queue, settings.redis_url, serializer)
     pool = _Pool([queue], connection=Redis.from_url(settings.redis_url), num_workers=processes,
                  worker_class=ScimWorker, serializer=serializer, scheduler=scheduler,

@@ -113,3 +113,18 @@ def test_the_delivery_roles_are_their_own_services_not_the_supervisor():
         assert role_of(["/x/venv/bin/python", "/x/venv/bin/scimbus", role, "--metrics-port", "1"]) == role
         assert role_of(["/bin/sh", "-c", f"scimbus {role} --metrics-port 1"]) == role
     assert role_of(["/x/venv/bin/python", "/x/venv/bin/scimbus", "worker", "--processes", "2"]) == "worker"
+
+
+@pytest.mark.redis
+def test_the_cold_start_bench_times_a_worker_and_a_deliverer_from_exec_to_their_first_job(tmp_path):
+    report = tmp_path / "coldstart.json"
+    run = subprocess.run([sys.executable, "-m", "bench.coldstart", "--runs", "1", "--bytecode", "installed",
+                          "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr[-4000:]}"
+    from bench.coldstart import PHASES
+
+    for role in ("worker", "deliverer"):
+        assert f"{role}, 1 cold starts, bytecode: installed" in run.stdout
+        phases = json.loads(report.read_text())[role]["bytecode: installed"]
+        times = [phases[p] for p in PHASES]
+        assert 0 < times[0] and times == sorted(times), phases  # each phase after the one before

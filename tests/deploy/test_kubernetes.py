@@ -15,15 +15,15 @@ import pytest
 from libs.config import Settings
 from tests.support.deploy_checks import ROOT, manifest_problems, render_kustomization
 
-OVERLAYS = ["example", "example-ingress"]
+OVERLAYS = ["example", "example-ingress", "scale-to-zero"]
 
 
 def _tree_copy(tmp: Path) -> Path:
     """The k8s/ tree with the example secrets filled in (secrets.env is never committed)."""
     target = tmp / "k8s"
     shutil.copytree(ROOT / "k8s", target, ignore=shutil.ignore_patterns("secrets.env"))
-    for overlay in OVERLAYS:
-        shutil.copy(target / "overlays" / overlay / "secrets.env.example", target / "overlays" / overlay / "secrets.env")
+    for example in (target / "overlays").glob("*/secrets.env.example"):
+        shutil.copy(example, example.with_suffix(""))
     return target
 
 
@@ -325,3 +325,77 @@ def test_the_manifests_render_and_validate_with_every_image_from_a_private_regis
                   for c in d["spec"]["template"]["spec"]["containers"] + d["spec"]["template"]["spec"].get(
                       "initContainers", [])}
     assert images_run and all(i.startswith("registry.site.internal/") and i.endswith(":local") for i in images_run)
+# --- scale to zero (issue 22) ------------------------------------------------------------------
+
+KEDA_VERSION = "v2.20"
+"""The KEDA the scale-to-zero component was written for; deploy/schemas/crds.yaml describes its fields."""
+POD_START_BUDGET = 10
+"""Seconds from KEDA's scale-up to a worker's first job: scheduling and the container's creation on
+a node that holds the image (a few seconds), then the process (~0.7 s, docs/capacity.md)."""
+
+
+def test_scaled_to_zero_keda_wakes_workers_and_deliverers_on_the_first_job_and_stops_them_after_a_cooldown(rendered):
+    from libs.bus import defaults
+    from services.worker.fanout import LOCK_GRACE
+
+    settings = Settings()
+    docs = rendered["scale-to-zero"]
+    scaled = _by_kind(docs, "ScaledObject")
+    for name, queue, longest_job in (("scimbus-worker", settings.queue_name, settings.job_timeout),
+                                     ("scimbus-deliverer", settings.delivery_queue, settings.delivery_timeout)):
+        spec = scaled[name]["spec"]
+        trigger = spec["triggers"][0]["metadata"]
+        assert spec["scaleTargetRef"]["name"] == name
+        assert trigger["listName"] == f"rq:queue:{queue}"
+        assert spec["minReplicaCount"] == 0
+        # KEDA activates while the list holds MORE than activationListLength: "0" wakes on one job.
+        assert int(trigger["activationListLength"]) == 0, name
+        # The first write waits for KEDA's poll and the pod's start: well within its timeout.
+        assert spec["pollingInterval"] + POD_START_BUDGET <= settings.write_timeout / 2, name
+        # A job in hand and the retries parked in the pool's scheduler finish before the pods go.
+        assert spec["cooldownPeriod"] > longest_job + LOCK_GRACE + max(defaults.RETRY_INTERVALS + [15]), name
+        assert spec["cooldownPeriod"] <= 20 * 60, "idle between Entra's 40-minute cycles, mostly at zero"
+        assert "replicas" not in _by_kind(docs, "Deployment")[name]["spec"], f"{name}: KEDA owns its replicas"
+    # The deliverers' trigger reaches Redis as the workers' does (a password, when set, set on both).
+    worker, deliverer = (scaled[n]["spec"]["triggers"][0] for n in ("scimbus-worker", "scimbus-deliverer"))
+    queue_fields = {"listName", "listLength", "activationListLength"}
+    assert {k: v for k, v in deliverer["metadata"].items() if k not in queue_fields} == \
+        {k: v for k, v in worker["metadata"].items() if k not in queue_fields}
+    assert deliverer.get("authenticationRef") == worker.get("authenticationRef")
+    assert scaled["scimbus-deliverer"]["metadata"]["namespace"] == scaled["scimbus-worker"]["metadata"]["namespace"]
+
+
+def test_scaled_to_zero_the_front_is_ready_without_a_worker_and_the_alert_waits_for_queued_writes(rendered):
+    from libs.config import load_settings
+
+    docs = rendered["scale-to-zero"]
+    front = _by_kind(docs, "Deployment")["scimbus-front"]["spec"]["template"]["spec"]["containers"][0]
+    environment = {e["name"]: e["value"] for e in front.get("env", [])}
+    assert load_settings(environment).workers_scale_to_zero is True
+    for role in ("worker", "deliverer", "reader"):  # the setting is the front's alone
+        container = _by_kind(docs, "Deployment")[f"scimbus-{role}"]["spec"]["template"]["spec"]["containers"][0]
+        assert "SCIM_WORKERS_SCALE_TO_ZERO" not in {e["name"] for e in container.get("env", [])}
+    rules = {r["alert"]: r for g in _by_kind(docs, "PrometheusRule")["scimbus"]["spec"]["groups"] for r in g["rules"]}
+    queue = Settings().queue_name  # write workers and queued writes: the deliverers scale apart
+    assert rules["ScimNoWorkerAlive"]["expr"] == (f'max(scim_workers_alive{{queue="{queue}"}}) == 0 and '
+                                                  f'max(scim_queue_depth{{queue="{queue}"}}) > 0')
+    base = {r["alert"]: r for g in _by_kind(rendered["example"], "PrometheusRule")["scimbus"]["spec"]["groups"]
+            for r in g["rules"]}
+    assert base["ScimNoWorkerAlive"]["expr"] == "max(scim_workers_alive) == 0"  # elsewhere zero workers is an outage
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (deploy/setup.sh test installs it)")
+def test_promtool_accepts_the_alert_rules_the_scale_to_zero_component_rewrites(rendered, tmp_path):
+    import yaml
+
+    from tests.support.deploy_checks import promtool_problems
+
+    rule = _by_kind(rendered["scale-to-zero"], "PrometheusRule")["scimbus"]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    assert promtool_problems("rules", str(tmp_path / "rules.yml")) == []
+
+
+def test_the_scale_to_zero_component_names_the_keda_version_the_crd_schemas_describe():
+    component = (ROOT / "k8s/components/scale-to-zero/kustomization.yaml").read_text()
+    schemas = (ROOT / "deploy/schemas/crds.yaml").read_text()
+    assert f"KEDA {KEDA_VERSION}" in component and f"KEDA {KEDA_VERSION} (ScaledObject" in schemas

@@ -181,3 +181,13 @@ def test_without_the_variable_the_key_encryption_key_is_the_local_runs_file_if_t
     (key,) = configured_keys(settings)
     assert (tmp_path / "key-encryption-key").read_text() == key + "\n"
     assert (tmp_path / "key-encryption-key").stat().st_mode & 0o777 == 0o600
+def test_a_yes_or_no_setting_reads_the_usual_spellings_from_the_environment_and_the_file(tmp_path):
+    for raw, value in (("true", True), ("TRUE", True), ("1", True), ("yes", True), ("false", False), ("0", False),
+                       ("off", False)):
+        settings = load_settings({"SCIM_WORKERS_SCALE_TO_ZERO": raw, "SCIM_VAR_DIR": str(tmp_path)})
+        assert settings.workers_scale_to_zero is value, raw
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).workers_scale_to_zero is False
+    with pytest.raises(SettingsError, match="SCIM_WORKERS_SCALE_TO_ZERO='maybe' is not a valid bool"):
+        load_settings({"SCIM_WORKERS_SCALE_TO_ZERO": "maybe", "SCIM_VAR_DIR": str(tmp_path)})
+    (tmp_path / "scimbus.toml").write_text("[scimbus]\nworkers_scale_to_zero = true\n")  # a TOML boolean
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).workers_scale_to_zero is True

@@ -48,6 +48,9 @@ def test_every_role_and_the_gateway_port_are_checked():
     # the gateway is checked where it listens
     assert readiness_checks({**env, "SCIM_LISTEN_ADDRESS": "10.1.2.3"})["gateway"] == "tcp://10.1.2.3:1"
     assert readiness_checks({**env, "SCIM_LISTEN_ADDRESS": "::"})["gateway"] == "tcp://::1:1"
+    # roles started by a scaler, not by the local run, hold nothing up
+    assert set(readiness_checks({**env, "SCIM_WORKER_PROCESSES": "0", "SCIM_DELIVERER_PROCESSES": "0"})) == {
+        "front", "reader", "sweeper", "gateway"}
 
 
 def test_a_slow_start_names_what_holds_it_up_then_says_ready_once_everything_answers():

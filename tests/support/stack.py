@@ -135,7 +135,8 @@ def _front_ready(stack: Stack) -> bool:
     return httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_FRONT_PORT']}/readyz", timeout=5).status_code == 200
 
 
-def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
+def _wait_ready(stack: Stack, timeout: float = 90.0, *, workers: bool = True) -> None:
+    """Until a read is answered, the front is ready and (``workers``) a worker listens."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -145,7 +146,7 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
             last = c.get("/Users", params={"count": 0})
             # The front answers once its master has loaded the app and opened its port
             # (preload_app), which can be after the reader does.
-            if last.status_code == 200 and stack.worker_pids() and _front_ready(stack):
+            if last.status_code == 200 and (stack.worker_pids() or not workers) and _front_ready(stack):
                 return
         time.sleep(0.2)
     raise TimeoutError(f"stack not ready (last answer {last}):\n{stack.log()[-4000:]}")
@@ -155,6 +156,8 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
 def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
                   extra_env: dict[str, str] | None = None,
                   client_cert: tuple[str, str] | None = None, wait_ready: bool = True) -> Iterator[Stack]:
+    """``workers=0``: no worker is started (nor a deliverer with ``SCIM_DELIVERER_PROCESSES=0``);
+    a scaler starts them (tests/support/scaler.py), and the stack is ready without them."""
     ports = {name: free_port() for name in ("SCIM_PORT", "SCIM_REDIS_PORT", "SCIM_FRONT_PORT", "SCIM_READER_PORT",
                                             "SCIM_WORKER_METRICS_PORT", "SCIM_DELIVERER_METRICS_PORT",
                                             "SCIM_SWEEPER_METRICS_PORT")}
@@ -176,7 +179,7 @@ def running_stack(tmp: Path, database_url: str | None = None, workers: int = 2,
     try:
         if wait_ready:
             wait_for_port(stack.port, timeout=90, proc=proc)
-            _wait_ready(stack)
+            _wait_ready(stack, workers=workers > 0)
         yield stack
     except BaseException as exc:  # pytest's own outcomes (fail, skip) are BaseExceptions
         exc.add_note(stack.diagnostics())

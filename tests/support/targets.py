@@ -81,6 +81,8 @@ class HookReceiver:
     def __init__(self, secret: str) -> None:
         self.secret = secret.encode()
         self.events: list[dict] = []
+        self.arrivals: list[float] = []
+        """When each of ``events`` arrived (``time.time()``)."""
         self.bad_signatures = 0
         self.status = 200
         self.delay = 0.0
@@ -110,6 +112,7 @@ class HookReceiver:
                             status = 401
                         else:
                             receiver.events.append(json.loads(body))
+                            receiver.arrivals.append(time.time())
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

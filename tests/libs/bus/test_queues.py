@@ -248,3 +248,71 @@ def test_a_batch_that_never_comes_back_holds_its_slot_only_for_the_slot_wait():
         t.join(5)
     assert 0.25 <= answered[0] < 2
     assert coalescer.apply(job(), timeout=5).status == 201  # every slot came back
+
+
+class ColdBus:
+    """The bus while the workers are scaled to zero: a batch is answered once a worker has
+    started (``started`` is set), or fails when its wait runs out first, as ``Bus.run_batch`` does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, float, list[str]]] = []
+        """(monotonic time sent, the wait it was given, its writes' ids) of each batch."""
+        self.started = threading.Event()
+
+    def run_batch(self, batch_id: str, jobs: list[WriteJob], timeout: float):
+        from libs.bus.messages import WriteResult
+
+        self.sent.append((time.monotonic(), timeout, [j.job_id for j in jobs]))
+        if not self.started.wait(timeout):
+            raise Unavailable("No worker confirmed the write in time; retry the request.")
+        return [WriteResult(201, {"n": i}) for i in range(len(jobs))]
+
+
+def _write_every(coalescer, count: int, every: float, timeout: float) -> dict[str, tuple[float, float, object]]:
+    """``count`` writes, one every ``every`` seconds, each in a thread: {job id: (arrived, answered, outcome)}."""
+    outcomes: dict[str, tuple[float, float, object]] = {}
+
+    def write() -> None:
+        arrived, write = time.monotonic(), job()
+        try:
+            outcome: object = coalescer.apply(write, timeout=timeout).status
+        except Unavailable as exc:
+            outcome = exc
+        outcomes[write.job_id] = (arrived, time.monotonic(), outcome)
+
+    threads = []
+    for _ in range(count):
+        threads.append(threading.Thread(target=write))
+        threads[-1].start()
+        time.sleep(every)
+    for t in threads:
+        t.join(timeout + 5)
+    return outcomes
+
+
+def test_writes_waiting_for_a_worker_that_never_starts_each_get_503_at_their_own_timeout():
+    """Scaled to zero, the first batch holds the process's slot and the second its spare while
+    a worker starts; the writes after them must neither fail with that batch nor be kept past
+    their own timeout (the deadline each write carries: a 503 must mean "never applied")."""
+    from libs.bus.queues import Coalescer
+
+    cold = ColdBus()
+    slot_wait, timeout = 0.3, 2.0
+    coalescer = Coalescer(cold, max_batch=64, in_flight=1, slot_wait=slot_wait)
+    outcomes = _write_every(coalescer, count=12, every=0.15, timeout=timeout)
+    assert len(outcomes) == 12 and all(isinstance(o, Unavailable) for _, _, o in outcomes.values())
+    for arrived, answered, _ in outcomes.values():  # (before: up to twice the timeout)
+        assert timeout - slot_wait - 0.1 <= answered - arrived <= timeout + 0.5, answered - arrived
+    for sent, wait, ids in cold.sent:  # no batch had more time than the first of its writes had left
+        assert 0.05 <= wait and sent + wait <= min(outcomes[i][0] for i in ids) + timeout + 0.01
+
+
+def test_writes_waiting_for_a_worker_that_starts_in_time_are_all_answered():
+    from libs.bus.queues import Coalescer
+
+    cold = ColdBus()
+    coalescer = Coalescer(cold, max_batch=64, in_flight=1, slot_wait=0.3)
+    threading.Timer(1.0, cold.started.set).start()  # the worker's cold start
+    outcomes = _write_every(coalescer, count=12, every=0.1, timeout=3.0)
+    assert [o for _, _, o in outcomes.values()] == [201] * 12
+    assert max(answered for _, answered, _ in outcomes.values()) - min(a for a, _, _ in outcomes.values()) < 2.0
