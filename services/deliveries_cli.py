@@ -116,6 +116,20 @@ def cmd_resync(args: argparse.Namespace) -> None:
     print(f"{args.connector}: {'drift: would have ' if args.dry_run else ''}{report.summary()}")
 
 
+def cmd_maintain(args: argparse.Namespace) -> None:
+    """``scimbus maintain``: the sweeper's retention, run now and to the end."""
+    from libs.store.retention import purge_with_settings
+    from libs.store.session import create_engine_from_url
+
+    settings = load_settings()
+    engine = create_engine_from_url(settings.database)
+    try:
+        report = purge_with_settings(engine, settings)
+    finally:
+        engine.dispose()
+    print(", ".join(f"{table}: {count} purged" for table, count in report.purged.items()))
+
+
 def register(sub) -> None:
     p = sub.add_parser("deliverer", help="run a pool of delivery workers (downstream connectors)")
     p.add_argument("--processes", type=int, default=int(os.environ.get("SCIM_DELIVERER_PROCESSES", "1")))
@@ -126,6 +140,9 @@ def register(sub) -> None:
     p.add_argument("--metrics-port", type=int, default=0, help="serve /healthz and /readyz on this port (0: none)")
     p.add_argument("--interval", type=float, default=0.0)
     p.set_defaults(func=cmd_sweeper)
+
+    sub.add_parser("maintain", help="purge now what the retention no longer keeps (the sweeper does it every "
+                                    "minute)").set_defaults(func=cmd_maintain)
 
     p = sub.add_parser("deliveries", help="pending, failing and dead-lettered deliveries per connector")
     p.add_argument("--connector", help="only this connector")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, Select, String, delete, exists, false, func, literal, null, or_, select, union_all
+from sqlalchemy import Engine, Select, String, delete, false, literal, null, select, union_all
 
 from libs.bus.messages import WriteJob
 from libs.security.credentials import utcnow
-from libs.store.tables import changes, credential_events, delivery_cursors, rejected_writes
+from libs.store.tables import changes, credential_events, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
 
@@ -122,15 +122,25 @@ def purge(engine: Engine, retention_days: int) -> int:
     """Delete audit rows older than the retention; returns how many went.
 
     ``changes`` is also the outbox: a change some connector has not handled yet (past the
-    slowest delivery cursor) stays, however old, so a purge never loses a delivery.
+    slowest delivery cursor) stays, however old, so a purge never loses a delivery. Batched
+    as the sweeper's retention is (libs/store/retention.py), which also keeps the newest change.
     """
+    from libs.store import retention
+
     horizon = utcnow() - timedelta(days=retention_days)
-    handled = select(func.min(delivery_cursors.c.seq)).scalar_subquery()
-    with engine.begin() as conn:
-        gone = conn.execute(delete(changes).where(
-            changes.c.at < horizon,
-            or_(~exists().select_from(delivery_cursors), changes.c.seq <= handled),
-        )).rowcount
-        gone += conn.execute(delete(rejected_writes).where(rejected_writes.c.at < horizon)).rowcount
-        gone += conn.execute(delete(credential_events).where(credential_events.c.at < horizon)).rowcount
+    gone = 0
+    for step in (lambda conn: retention.purge_changes(conn, horizon, None),
+                 lambda conn: retention.purge_rejected_writes(conn, horizon),
+                 lambda conn: _purge_credential_events(conn, horizon)):
+        gone += retention.run_batches(engine, step)
     return gone
+
+
+def _purge_credential_events(conn, horizon: datetime) -> int:
+    from libs.store.retention import BATCH
+
+    e = credential_events.c
+    keys = list(conn.execute(select(e.seq).where(e.at < horizon).order_by(e.at).limit(BATCH)).scalars())
+    if keys:
+        conn.execute(delete(credential_events).where(e.seq.in_(keys)))
+    return len(keys)

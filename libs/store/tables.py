@@ -207,6 +207,8 @@ delivery_state = Table(
     Column("last_error", Text),
     Column("next_attempt_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Issue 18 (migration 0006): the retention finds the rows of removed resources by it.
+    Index(None, "present", "updated_at"),
 )
 
 dead_letters = Table(

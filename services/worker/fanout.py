@@ -344,9 +344,28 @@ def sweep(ctx: DeliveryContext, *, grace: float = SWEEP_GRACE) -> int:
     return enqueued
 
 
+RETENTION_INTERVAL = 60.0
+"""Seconds between the sweeper's retention rounds (libs/store/retention.py)."""
+RETENTION_BUDGET = 5.0
+"""Seconds of purging per round at most; a backlog (a first run on a grown database) goes
+over the next rounds, and the sweeper's own work is never held up for long."""
+
+
+def retain(ctx: DeliveryContext) -> None:
+    """One retention round: purge, in batches, what no re-run, delivery or audit needs."""
+    from libs.store import retention
+
+    report = retention.purge(ctx.store.engine, retention.Windows.from_settings(ctx.settings), list(ctx.connectors),
+                             budget=RETENTION_BUDGET)
+    if report.total:  # DEBUG: routine, every minute under load; the figures are in `scimbus maintain`
+        log.debug("retention purged %s%s", report.purged, "" if report.complete else " (more next round)")
+
+
 def run_sweeper(interval: float) -> None:
-    """``scimbus sweeper``: sweep forever; a Redis lock keeps one sweeper active at a time."""
+    """``scimbus sweeper``: sweep forever, and purge past the retention every
+    ``RETENTION_INTERVAL``; a Redis lock keeps one sweeper active at a time."""
     ctx = get_context()
+    retained_at = float("-inf")
     while True:
         started = time.monotonic()
         try:
@@ -356,6 +375,9 @@ def run_sweeper(interval: float) -> None:
                     count = sweep(ctx)
                     if count:
                         log.info("sweeper enqueued %d deliveries", count)
+                    if time.monotonic() - retained_at >= RETENTION_INTERVAL:
+                        retained_at = time.monotonic()
+                        retain(ctx)
                 finally:
                     try:
                         lock.release()
