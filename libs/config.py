@@ -193,6 +193,8 @@ class Settings:
     """How long a change every connector has handled, and its delivery ledger rows, are kept
     (the sweeper and `scimbus maintain` purge older ones): a duration such as 30d, 12h, 90m,
     3600s. The audit's window (SCIM_AUDIT_RETENTION_DAYS) still applies: the longer wins."""
+    retention_interval: float = 60.0
+    """Seconds between the sweeper's retention rounds (each purges for 5 s at most)."""
     tls: int = 0
     """1: the gateway serves HTTPS (self-signed pair under var_dir/tls unless tls_cert is set)."""
     tls_cert: str = ""
@@ -340,7 +342,7 @@ def _validate(s: Settings) -> None:
                 "http_threads", "reader_threads", "write_batches_in_flight",
                 # issue 5
                 "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
-                "max_json_depth", "max_array_items", "max_members", "max_filter_length",
+                "max_json_depth", "max_array_items", "max_members", "max_filter_length", "retention_interval",
                 # issue 16
                 "query_timeout", "max_page_members", "password_hashes", "bulk_max_passwords")
     for name in positive:

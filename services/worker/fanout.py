@@ -344,8 +344,6 @@ def sweep(ctx: DeliveryContext, *, grace: float = SWEEP_GRACE) -> int:
     return enqueued
 
 
-RETENTION_INTERVAL = 60.0
-"""Seconds between the sweeper's retention rounds (libs/store/retention.py)."""
 RETENTION_BUDGET = 5.0
 """Seconds of purging per round at most; a backlog (a first run on a grown database) goes
 over the next rounds, and the sweeper's own work is never held up for long."""
@@ -363,7 +361,7 @@ def retain(ctx: DeliveryContext) -> None:
 
 def run_sweeper(interval: float) -> None:
     """``scimbus sweeper``: sweep forever, and purge past the retention every
-    ``RETENTION_INTERVAL``; a Redis lock keeps one sweeper active at a time."""
+    ``SCIM_RETENTION_INTERVAL``; a Redis lock keeps one sweeper active at a time."""
     ctx = get_context()
     retained_at = float("-inf")
     while True:
@@ -375,7 +373,7 @@ def run_sweeper(interval: float) -> None:
                     count = sweep(ctx)
                     if count:
                         log.info("sweeper enqueued %d deliveries", count)
-                    if time.monotonic() - retained_at >= RETENTION_INTERVAL:
+                    if time.monotonic() - retained_at >= ctx.settings.retention_interval:
                         retained_at = time.monotonic()
                         retain(ctx)
                 finally:
