@@ -118,16 +118,36 @@ def cmd_audit(args: argparse.Namespace) -> None:
         gone = audit.purge(engine, settings.audit_retention_days)
         print(f"purged {gone} audit rows older than {settings.audit_retention_days} days")
         return
+    from libs.store.deliveries import connector_interests
+
+    # Per change, each connector's outcome: asked for one resource or request, not for the whole log.
+    interests = connector_interests(settings) if args.user or args.request else {}
     for entry in audit.query(engine, app=args.app, resource_id=args.user, token_name=args.token, since=args.since,
-                             until=args.until, outcome=args.outcome, limit=args.limit):
+                             until=args.until, outcome=args.outcome, request_id=args.request, limit=args.limit):
+        outcomes = audit.deliveries(engine, entry, interests) if interests else []
         if args.json:
-            print(json.dumps(entry.as_dict()))
-        else:
-            by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
-            theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
-            print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
-                  f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
-                  f"request={entry.request_id}{theirs}{by}")
+            print(json.dumps({**entry.as_dict(), **({"deliveries": [o.as_dict() for o in outcomes]}
+                                                    if interests else {})}))
+            continue
+        by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
+        theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
+        print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
+              f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
+              f"request={entry.request_id}{theirs}{by}")
+        for o in outcomes:
+            print(f"    -> {o.connector}: {_outcome_text(o)}")
+
+
+def _outcome_text(o) -> str:
+    when = f" at {o.at:%Y-%m-%dT%H:%M:%S}" if o.at else ""
+    if o.status == "failing":
+        retry = f", next attempt at {o.next_attempt_at:%Y-%m-%dT%H:%M:%S}" if o.next_attempt_at else ""
+        return f"failing after {o.attempts} attempt(s){retry}: {o.detail}"
+    if o.status == "dead-lettered":
+        return f"dead-lettered{when}: {o.detail} (scimbus deliveries retry {o.connector})"
+    if o.status == "skipped":
+        return f"not sent{when}: outside the connector's scope"
+    return f"{o.status}{when}"
 
 
 def _friendly(func):
@@ -166,7 +186,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("audit", help="the audit log of writes (or --purge past the retention)")
     p.add_argument("--app")
-    p.add_argument("--user", help="resource id of the user (or group) written")
+    p.add_argument("--resource", "--user", dest="user",
+                   help="resource id of the user (or group) written; shows each connector's outcome per change")
+    p.add_argument("--request", help="request id (ours, X-Request-Id of the answer, or the client's own); "
+                                     "shows each connector's outcome per change")
     p.add_argument("--token", help="credential name")
     p.add_argument("--since", type=_when, help="ISO date/time (UTC unless given)")
     p.add_argument("--until", type=_when)

@@ -5,7 +5,8 @@ transaction), which now also carries the credential's name, the client IP and th
 A write the worker refused (404, 409, 412 …) gets a ``rejected_writes`` row, written after
 its transaction rolled back, so it never reaches the outbox. A credential made or revoked
 (``scimbus tokens``) gets a ``credential_events`` row in the same transaction, naming the
-operator. ``scimbus audit`` reads all three.
+operator. ``scimbus audit`` reads all three, and tells for each committed write what became
+of it at each connector (``deliveries``: delivered when, failing with which error, dead).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, Select, String, delete, false, literal, null, select, union_all
+from sqlalchemy import BigInteger, Engine, Select, String, delete, false, literal, null, or_, select, union_all
 
 from libs.bus.messages import WriteJob
 from libs.security.credentials import utcnow
+from libs.store.deliveries import ChangeOutcome, ResourceKey, change_outcome
 from libs.store.tables import changes, credential_events, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
@@ -63,6 +65,8 @@ class AuditEntry:
     """The operator (user@host) who made or revoked a credential; None for writes."""
     detail: str | None = None
     client_request_id: str | None = None
+    change_seq: int | None = None
+    """The ``changes`` row of a committed write (what connectors receive); None otherwise."""
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "at": self.at.isoformat()}
@@ -74,8 +78,9 @@ _NONE = null().cast(String)
 
 
 def _writes(table) -> Select:
+    seq = table.c.seq if table is changes else null().cast(BigInteger)
     return select(*(table.c[c] for c in _COLUMNS), _NONE.label("actor"), _NONE.label("detail"),
-                  table.c.client_request_id)
+                  table.c.client_request_id, seq.label("change_seq"))
 
 
 def _credential_events() -> Select:
@@ -86,13 +91,14 @@ def _credential_events() -> Select:
                   e.c.credential_id.label("resource_id"), literal("ok", String).label("outcome"),
                   e.c.name.label("token_name"), _NONE.label("client_ip"), _NONE.label("request_id"),
                   _NONE.label("job_id"), e.c.actor, (e.c.kind + " scopes=" + e.c.scopes).label("detail"),
-                  _NONE.label("client_request_id"))
+                  _NONE.label("client_request_id"), null().cast(BigInteger).label("change_seq"))
 
 
 def query(engine: Engine, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
           since: datetime | None = None, until: datetime | None = None, outcome: str | None = None,
-          limit: int = 1000) -> Iterator[AuditEntry]:
-    """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409"."""
+          request_id: str | None = None, limit: int = 1000) -> Iterator[AuditEntry]:
+    """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409";
+    ``request_id`` is ours (X-Request-Id of the answer) or the client's own."""
     parts = []
     for table, stmt in ((changes, _writes(changes)), (rejected_writes, _writes(rejected_writes)),
                         (credential_events, _credential_events())):
@@ -103,6 +109,8 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
             stmt = stmt.where(columns.resource_id == resource_id)
         if token_name:
             stmt = stmt.where(columns.token_name == token_name)
+        if request_id:
+            stmt = stmt.where(or_(columns.request_id == request_id, columns.client_request_id == request_id))
         if since:
             stmt = stmt.where(columns.at >= since)
         if until:
@@ -116,6 +124,18 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
     with engine.connect() as conn:
         for row in conn.execute(select(union).order_by(union.c.at).limit(limit)):
             yield AuditEntry(**row._mapping)
+
+
+def deliveries(engine: Engine, entry: AuditEntry, interests: dict[str, tuple[str, frozenset[str]]]
+               ) -> list[ChangeOutcome]:
+    """Each interested connector's outcome of a committed write (none for a refused write or a
+    credential event); ``interests``: ``deliveries.connector_interests(settings)``."""
+    if entry.change_seq is None:
+        return []
+    key = ResourceKey(entry.app, entry.resource_type, entry.resource_id)
+    with engine.connect() as conn:
+        return [change_outcome(conn, name, key, entry.change_seq) for name, (app, kinds) in interests.items()
+                if app == entry.app and entry.resource_type in kinds]
 
 
 def purge(engine: Engine, retention_days: int) -> int:

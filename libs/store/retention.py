@@ -8,7 +8,7 @@
   configured connector has handled it (its delivery cursor passed it) and it is older than
   both ``SCIM_CHANGE_RETENTION`` and the audit's ``SCIM_AUDIT_RETENTION_DAYS``.
   ``rejected_writes`` (audit only) goes past the audit's window.
-- The delivery ledger: a ``delivery_state`` row of a resource that is gone, handled, not
+- The delivery ledger: the delivery log past the changes' window; a ``delivery_state`` row of a resource that is gone, handled, not
   failing, whose changes are all purged; a dead letter an operator re-queued, or one a later
   delivery of its resource superseded. Unresolved dead letters stay: they ask for an operator.
 
@@ -32,7 +32,8 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, fals
 from libs.bus import defaults
 from libs.store.session import writer_lock
 from libs.store.tables import (
-    applied_writes, changes, dead_letters, delivery_cursors, delivery_state, rejected_writes, resources,
+    applied_writes, changes, dead_letters, delivery_cursors, delivery_log, delivery_state, rejected_writes,
+    resources,
 )
 
 BATCH = 1000
@@ -204,6 +205,13 @@ def purge_delivery_state(conn: Connection, horizon: datetime) -> int:
     return len(rows)
 
 
+def purge_delivery_log(conn: Connection, horizon: datetime) -> int:
+    """Deliveries logged before the horizon: the changes they delivered go at the same age."""
+    L = delivery_log.c
+    keys = list(conn.execute(select(L.pk).where(L.at < horizon).order_by(L.at).limit(BATCH)).scalars())
+    return _delete_keys(conn, delivery_log, L.pk, keys)
+
+
 def purge_dead_letters(conn: Connection, horizon: datetime) -> int:
     """Dead letters past the horizon that need nobody any more: re-queued by an operator, or
     superseded by a later delivery of their resource, or of a resource no ledger row holds."""
@@ -227,6 +235,7 @@ def purge(engine: Engine, windows: Windows, connectors: Iterable[str] | None, *,
         ("applied_writes", lambda conn: purge_applied_writes(conn, now - windows.applied)),
         ("changes", lambda conn: purge_changes(conn, now - windows.changes, names)),
         ("rejected_writes", lambda conn: purge_rejected_writes(conn, now - windows.audit)),
+        ("delivery_log", lambda conn: purge_delivery_log(conn, now - windows.changes)),
         ("dead_letters", lambda conn: purge_dead_letters(conn, now - windows.changes)),
         ("delivery_state", lambda conn: purge_delivery_state(conn, now - windows.changes)),
     )

@@ -228,6 +228,23 @@ dead_letters = Table(
     Index(None, "connector", "retried_at"),
 )
 
+delivery_log = Table(
+    "delivery_log", metadata,
+    # Issue 18 (migration 0006): each delivery that brought a target up to change ``seq`` of a
+    # resource, and when; a change is delivered at the first such row with seq >= its own
+    # (``scimbus audit``). Purged with the changes (libs/store/retention.py).
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("connector", String(64), nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),  # "delivered" | "removed" | "skipped" (out of scope)
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index(None, "app", "resource_type", "resource_id", "connector", "seq"),
+    Index(None, "at"),
+)
+
 delivery_cursors = Table(
     "delivery_cursors", metadata,
     Column("connector", String(64), primary_key=True),

@@ -175,3 +175,17 @@ def test_a_spent_budget_leaves_the_rest_for_the_next_round(engine):
     report = purge(engine, WINDOWS, [], budget=0, now=utcnow() + WINDOWS.applied * 2)
     assert not report.complete and report.total == 0
     assert _count(engine, applied_writes) == BATCH + 1
+
+
+def test_the_delivery_log_goes_with_the_changes_window(engine):
+    from libs.store.tables import delivery_log
+
+    with engine.begin() as conn:
+        conn.execute(insert(delivery_log), [
+            {"connector": "hook", "app": "default", "resource_type": "User", "resource_id": rid, "seq": seq,
+             "outcome": "delivered", "at": utcnow() - age} for rid, seq, age in (("old", 1, 40 * DAY),
+                                                                                   ("young", 2, DAY))])
+    report = purge(engine, WINDOWS, ["hook"])
+    assert report.purged["delivery_log"] == 1
+    with engine.connect() as conn:
+        assert list(conn.execute(select(delivery_log.c.resource_id)).scalars()) == ["young"]
