@@ -21,7 +21,7 @@ import pytest
 from tests.support.deploy_checks import ROOT, render_kustomization
 
 NAMESPACE = "scimbus"
-CLI_MODULES = ("services/cli.py", "services/deliveries_cli.py")
+CLI_MODULES = ("services/cli/command.py", "services/cli/deliveries.py")
 ROLES = ("front", "reader", "worker", "deliverer", "sweeper", "migrate")
 SETTINGS_MODULE = "libs.config"  # defines the settings; reading them is what counts
 
