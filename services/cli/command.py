@@ -25,7 +25,7 @@ def _prepare_metrics(role: str) -> None:
 def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
     load_settings()  # fail at boot, naming the variable, on a bad setting
     _prepare_metrics(role)
-    from services import probe
+    from services.runtime import probe
 
     binds = args.bind or (os.environ.get("SCIM_BIND") or f"127.0.0.1:{args.port}").split(",")
     probe.record(role, next((u for u in map(probe.probe_url, binds) if u), None))
@@ -40,7 +40,7 @@ def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
     # MB after GETs of a 30,000-member group; CPython allocates under the GIL, so two arenas
     # are not contended.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:services.gunicorn_conf",
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf",
                                f"{module}:app"])
 
 
@@ -58,7 +58,7 @@ def run_pool_role(role: str, module: str, args: argparse.Namespace) -> None:
     metrics folder is set, since importing it defines the metrics."""
     import importlib
 
-    from services import probe
+    from services.runtime import probe
 
     _prepare_metrics(role)
     if args.metrics_port:
@@ -68,7 +68,7 @@ def run_pool_role(role: str, module: str, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    run_pool_role("worker", "services.worker.main", args)
+    run_pool_role("worker", "services.worker.pool", args)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -112,7 +112,7 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from services.local_run import run
+    from services.runtime.local_run import run
 
     sys.exit(run(workers=args.workers))
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(func=func)
     sub.choices["reader"].add_argument(
         "--worker-sockets", metavar="PREFIX",
-        help="each worker process also listens on PREFIX-<n>.sock, its own (services.gunicorn_worker)")
+        help="each worker process also listens on PREFIX-<n>.sock, its own (services.runtime.gunicorn_worker)")
 
     p = sub.add_parser("worker", help="run a pool of write workers")
     p.add_argument("--processes", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
@@ -156,19 +156,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="write worker processes; 0: none, a scaler starts them (SCIM_WORKERS_SCALE_TO_ZERO)")
     p.set_defaults(func=cmd_run)
 
-    from services import probe  # issue 6: container health checks
+    from services.runtime import probe  # issue 6: container health checks
 
     probe.register(sub)
 
-    from services import deliveries_cli  # issue 4: deliverer, sweeper, deliveries, resync
+    from services.cli import deliveries as deliveries_cli  # issue 4: deliverer, sweeper, deliveries, resync
 
     deliveries_cli.register(sub)
 
-    from services import security_cli  # issue 5: tokens, audit
+    from services.cli import security as security_cli  # issue 5: tokens, audit
 
     security_cli.register(sub)
 
-    from services import init_cli  # issue 17: the first start of compose
+    from services.cli import init as init_cli  # issue 17: the first start of compose
 
     init_cli.register(sub)
 
