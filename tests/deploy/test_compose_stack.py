@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.init_cli import init
+from services.cli.init import init
 from tests.support.deploy_checks import ROOT, dashboard_queries
 from tests.support.ldap import wait_until
 from tests.support.servers import free_port
