@@ -36,7 +36,7 @@ from bench.client import Client, HTTPError  # noqa: E402
 from bench.seed import user_body  # noqa: E402
 
 TABLES = ("resources", "resource_values", "applied_writes", "changes", "rejected_writes", "delivery_state",
-          "dead_letters")
+          "delivery_log", "dead_letters")
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CYCLE = 10
 """Writes per slot cycle: 8 PATCHes, a DELETE, a POST."""
@@ -129,6 +129,44 @@ class Churn:
             thread.join()
 
 
+class Sink:
+    """A web hook target that takes every event and keeps only their count (``--hook``)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.received = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.received += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def config(self, path: Path) -> Path:
+        path.write_text(f'''[connectors.hook]
+type = "webhook"
+url = "http://127.0.0.1:{self.server.server_port}/events"
+secret = "churn-hook-secret-{"x" * 16}"
+timeout = 5
+[connectors.hook.users]
+''')
+        return path
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def measure(engine, var_dir: Path, redis) -> dict:
     """Database bytes on disk, Redis's used memory and the row count of each table."""
     from sqlalchemy import text
@@ -158,6 +196,9 @@ def run(args: argparse.Namespace) -> dict:
            **dict(item.split("=", 1) for item in args.stack_env)}
     tmp = Path(tempfile.mkdtemp(prefix="scimbus-churn-"))
     points: list[dict] = []
+    sink = Sink() if args.hook else None
+    if sink is not None:  # a connector: the delivery ledger grows with writes too
+        env["SCIM_CONFIG_FILE"] = str(sink.config(tmp.parent / f"{tmp.name}-hook.toml"))
     try:
         with running_stack(tmp, database_url=args.database_url, workers=args.workers, extra_env=env) as stack:
             engine = create_engine_from_url(load_settings(stack.env).database)
@@ -186,10 +227,14 @@ def run(args: argparse.Namespace) -> dict:
             churn.stop.set()
             engine.dispose()
             return {"points": points, "errors": churn.errors, "writes": churn.done,
+                    "hook_events": sink.received if sink else None,
                     "store": "PostgreSQL" if args.database_url else "SQLite",
                     "settings": {k: v for k, v in env.items()}}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if sink is not None:
+            sink.close()
+            Path(env["SCIM_CONFIG_FILE"]).unlink(missing_ok=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -202,6 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--change-retention", default="5m", help="SCIM_CHANGE_RETENTION of the run")
     p.add_argument("--retention-interval", type=float, default=30.0, help="SCIM_RETENTION_INTERVAL of the run")
+    p.add_argument("--hook", action="store_true", help="a web hook connector receives every user change")
     p.add_argument("--database-url", help="the store (default: SQLite in the stack's folder)")
     p.add_argument("--postgres", action="store_true", help="run a private PostgreSQL and use it")
     p.add_argument("--stack-env", action="append", default=[], metavar="NAME=VALUE")
