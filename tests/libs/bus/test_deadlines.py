@@ -1,0 +1,112 @@
+"""The claim / give-up race on a write's job, at the Lua level against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from libs.bus import deadlines
+from libs.bus.deadlines import ABANDONED, CLAIMED, DEADLINE_MARGIN, EXPIRED, GONE, claim, give_up
+from libs.bus.messages import WriteJob
+from libs.bus.queues import Bus
+
+pytestmark = pytest.mark.redis
+
+
+def write() -> WriteJob:
+    return WriteJob(job_id=uuid.uuid4().hex, op="create", app="default", resource_type="User",
+                    resource_id=str(uuid.uuid4()), body={"userName": "x"})
+
+
+def enqueued(redis_conn, wait: float) -> str:
+    """A batch job enqueued as the front does, its deadline ``wait`` seconds away: its key."""
+    batch = uuid.uuid4().hex
+    Bus(redis_conn, "test-writes", job_timeout=5).submit_batch(batch, [write()], wait=wait)
+    return f"rq:job:{batch}"
+
+
+def redis_ms(redis_conn) -> int:
+    seconds, micros = redis_conn.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_the_deadline_is_stamped_on_redis_clock_as_the_wait_less_the_margin(redis_conn):
+    before = redis_ms(redis_conn)
+    key = enqueued(redis_conn, wait=30)
+    after = redis_ms(redis_conn)
+    deadline = int(redis_conn.hget(key, deadlines.DEADLINE_FIELD))
+    wait_ms = int((30 - DEADLINE_MARGIN) * 1000)
+    assert before + wait_ms <= deadline <= after + wait_ms
+
+
+def test_a_worker_claims_a_job_before_its_deadline_and_the_front_then_cannot_give_it_up(redis_conn):
+    key = enqueued(redis_conn, wait=30)
+    assert claim(redis_conn, key) == CLAIMED
+    assert give_up(redis_conn, key) == CLAIMED   # the front waits on for the outcome
+    assert claim(redis_conn, key) == CLAIMED     # a re-run after its worker died goes on
+
+
+def test_a_job_its_front_gave_up_is_never_claimed(redis_conn):
+    key = enqueued(redis_conn, wait=30)
+    assert give_up(redis_conn, key) == ABANDONED
+    assert claim(redis_conn, key) == ABANDONED
+    assert give_up(redis_conn, key) == ABANDONED
+
+
+def test_a_job_past_its_deadline_expires_when_a_worker_finds_it_and_stays_expired(redis_conn):
+    key = enqueued(redis_conn, wait=DEADLINE_MARGIN + 0.2)
+    time.sleep(0.3)
+    assert claim(redis_conn, key) == EXPIRED
+    assert give_up(redis_conn, key) == EXPIRED
+    assert claim(redis_conn, key) == EXPIRED
+
+
+def test_a_claimed_job_stays_claimed_past_its_deadline(redis_conn):
+    key = enqueued(redis_conn, wait=DEADLINE_MARGIN + 0.2)
+    assert claim(redis_conn, key) == CLAIMED
+    time.sleep(0.3)
+    assert claim(redis_conn, key) == CLAIMED
+
+
+def test_a_job_that_is_not_there_is_gone_and_nothing_is_created(redis_conn):
+    assert give_up(redis_conn, "rq:job:nothing") == GONE
+    assert claim(redis_conn, "rq:job:nothing") == GONE
+    assert not redis_conn.exists("rq:job:nothing")
+
+
+def test_a_job_without_a_deadline_from_an_older_front_is_claimed(redis_conn):
+    key = enqueued(redis_conn, wait=30)
+    redis_conn.hdel(key, deadlines.DEADLINE_FIELD)
+    assert claim(redis_conn, key) == CLAIMED
+
+
+def test_claims_racing_give_ups_always_agree_on_one_winner(redis_conn, redis_url):
+    """Workers and fronts on their own connections, released together on 300 jobs: for each,
+    the worker applies it exactly when the front waits for it, never both or neither."""
+    from redis import Redis
+
+    keys = [enqueued(redis_conn, wait=30) for _ in range(300)]
+    outcomes: dict[str, dict[str, str]] = {k: {} for k in keys}
+    start = threading.Barrier(2)
+
+    def side(name: str, act, order) -> None:
+        conn = Redis.from_url(redis_url)
+        start.wait()
+        for key in order:
+            outcomes[key][name] = act(conn, key)
+
+    worker = threading.Thread(target=side, args=("worker", claim, keys))
+    front = threading.Thread(target=side, args=("front", give_up, list(reversed(keys))))
+    for t in (worker, front):
+        t.start()
+    for t in (worker, front):
+        t.join(30)
+    won = {"claimed": 0, "abandoned": 0}
+    for key, seen in outcomes.items():
+        assert seen["worker"] == seen["front"], (key, seen)  # both sides see the same fate
+        assert seen["worker"] in (CLAIMED, ABANDONED)
+        won[seen["worker"]] += 1
+    assert won["claimed"] and won["abandoned"], won  # the race was run from both ends
