@@ -48,10 +48,15 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
         return refused
     started = time.perf_counter()
     results = apply_batch(jobs)
-    observe_batch(len(jobs), time.perf_counter() - started)
-    # After the commit: a delivery job must never see a change that could still roll back.
-    fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
-    get_context().analyzer.created(sum(1 for r in results if r.status == 201))
+    try:
+        observe_batch(len(jobs), time.perf_counter() - started)
+        # After the commit: a delivery job must never see a change that could still roll back.
+        fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
+        get_context().analyzer.created(sum(1 for r in results if r.status == 201))
+    except Exception:
+        # The writes are committed: the job must not fail now (a failed job is answered 503,
+        # "never applied"); what was not enqueued here, the sweeper delivers.
+        log.exception("after-commit work of a batch of %d writes failed; the writes are applied", len(jobs))
     return {"results": [r.to_payload() for r in results]}
 
 

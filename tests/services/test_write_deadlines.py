@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 
+import httpx
 import pytest
 from rq import Worker
 
@@ -135,6 +136,10 @@ def test_writes_answered_503_while_the_workers_are_stopped_are_never_applied_and
         if status == 200 and current[target].get("title") != title:
             later = [t for t, (u, s) in patches.items() if u == target and s == 200]
             assert current[target].get("title") in later, (title, current[target].get("title"))
+
+    metrics = httpx.get(f"http://127.0.0.1:{stack.ports['SCIM_WORKER_METRICS_PORT']}/metrics").text
+    counted = [line for line in metrics.splitlines() if line.startswith("scim_writes_expired_total ")]
+    assert counted and float(counted[0].split()[1]) >= 1, counted
 
     listed = expired.recent(redis, "scim-writes")
     assert listed, "no write was recorded as expired"
