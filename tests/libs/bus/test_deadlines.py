@@ -110,3 +110,65 @@ def test_claims_racing_give_ups_always_agree_on_one_winner(redis_conn, redis_url
         assert seen["worker"] in (CLAIMED, ABANDONED)
         won[seen["worker"]] += 1
     assert won["claimed"] and won["abandoned"], won  # the race was run from both ends
+
+
+# ------------------------------------------------------------- the front's side of the rule
+def _front_write(bus: Bus, timeout: float) -> tuple[threading.Thread, dict]:
+    """One write sent as the front sends it, in a thread: its outcome lands in the dict."""
+    out: dict = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            out["results"] = bus.run_batch(out.setdefault("batch", uuid.uuid4().hex), [write()], timeout)
+        except Exception as exc:  # the SCIM error the front would render
+            out["error"] = exc
+        out["waited"] = time.monotonic() - started
+
+    out["batch"] = uuid.uuid4().hex
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def _queued(redis_conn, batch: str) -> str:
+    deadline = time.monotonic() + 5
+    while not redis_conn.exists(f"rq:job:{batch}"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return f"rq:job:{batch}"
+
+
+def test_a_write_no_worker_claimed_is_given_up_at_its_deadline_and_answered_503(redis_conn):
+    from libs.scim.errors import Unavailable
+
+    thread, out = _front_write(Bus(redis_conn, "test-writes", job_timeout=5), timeout=0.6)
+    thread.join(10)
+    assert isinstance(out["error"], Unavailable) and out["error"].status == 503
+    assert redis_conn.hget(f"rq:job:{out['batch']}", deadlines.STATE_FIELD) == b"abandoned"
+    assert claim(redis_conn, f"rq:job:{out['batch']}") == ABANDONED  # a worker arriving now drops it
+
+
+def test_a_write_claimed_before_the_deadline_is_waited_for_and_its_result_answered(redis_conn):
+    from tests.libs.bus.test_queues import run_worker_once
+
+    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
+    thread, out = _front_write(bus, timeout=0.6)
+    assert claim(redis_conn, _queued(redis_conn, out["batch"])) == CLAIMED  # a worker has it ...
+    time.sleep(1.0)                                                        # ... past the front's deadline
+    run_worker_once(redis_conn)                                            # and commits
+    thread.join(10)
+    assert "error" not in out, out.get("error")
+    assert out["results"][0].status == 201 and out["waited"] >= 1.0
+
+
+def test_a_claimed_write_without_an_outcome_is_a_500_saying_so_never_a_503(redis_conn):
+    from libs.scim.errors import OutcomeUnknown
+
+    bus = Bus(redis_conn, "test-writes", job_timeout=1)  # commit_wait: the job's timeout
+    thread, out = _front_write(bus, timeout=0.5)
+    assert claim(redis_conn, _queued(redis_conn, out["batch"])) == CLAIMED
+    thread.join(10)
+    assert isinstance(out["error"], OutcomeUnknown) and out["error"].status == 500
+    assert "may have been applied" in out["error"].to_body()["detail"]
+    assert 1.4 <= out["waited"] < 5
