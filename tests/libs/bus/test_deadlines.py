@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -172,3 +174,31 @@ def test_a_claimed_write_without_an_outcome_is_a_500_saying_so_never_a_503(redis
     assert isinstance(out["error"], OutcomeUnknown) and out["error"].status == 500
     assert "may have been applied" in out["error"].to_body()["detail"]
     assert 1.4 <= out["waited"] < 5
+
+
+def test_a_bulk_request_whose_second_batch_gets_no_worker_keeps_the_first_batchs_results(redis_conn, redis_url):
+    """A Bulk request naming a bulkId goes out in two batches; when only the first is applied,
+    the request is not 503 as a whole (which would say nothing was applied): the applied
+    operation answers its 201 and the other its 503."""
+    from libs.config import Settings
+    from services.front import bulk
+
+    bus = Bus(redis_conn, "test-writes", job_timeout=5, function="tests.libs.bus.jobs.echo")
+    planned = bulk.plan([{"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "u"}},
+                         {"method": "POST", "path": "/Groups", "bulkId": "g",
+                          "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "g",
+                                   "members": [{"value": "bulkId:u"}]}}],
+                        Settings(), "default", "request")
+
+    # A worker that takes the first batch only, then goes away.
+    code = ("from redis import Redis; from services.runtime.rq_pool import ScimWorker; "
+            "from tests.support.job_functions import WithTestJobs; "
+            f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r}), job_class=WithTestJobs"
+            ").work(max_jobs=1, with_scheduler=False)")
+    worker = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        bulk.run(bus, planned, None, timeout=5.0)
+    finally:
+        worker.wait(10)
+    answer = bulk.response(planned, "https://scim.example/scim")["Operations"]
+    assert [op["status"] for op in answer] == ["201", "503"]
