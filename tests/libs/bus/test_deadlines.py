@@ -202,3 +202,48 @@ def test_a_bulk_request_whose_second_batch_gets_no_worker_keeps_the_first_batchs
         worker.wait(10)
     answer = bulk.response(planned, "https://scim.example/scim")["Operations"]
     assert [op["status"] for op in answer] == ["201", "503"]
+
+
+# ------------------------------------------------------------------ Redis away mid-wait
+@pytest.fixture
+def own_redis(tmp_path):
+    from tests.support.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.close()
+
+
+def test_a_redis_restart_mid_wait_is_settled_by_giving_the_job_up_once_redis_is_back(own_redis):
+    """The wait cannot read the outcome while Redis is away, nor give the job up: it tries
+    again until Redis answers, and then gives the job up (503) as if nothing had happened."""
+    from redis import Redis
+
+    from libs.scim.errors import Unavailable
+
+    redis = Redis.from_url(own_redis.url)
+    thread, out = _front_write(Bus(redis, "test-writes", job_timeout=5), timeout=2.0)
+    _queued(redis, out["batch"])
+    own_redis.stop()  # the job is in the append-only file
+    time.sleep(0.5)
+    own_redis.start()
+    thread.join(30)
+    assert isinstance(out.get("error"), Unavailable), out
+    assert claim(Redis.from_url(own_redis.url), f"rq:job:{out['batch']}") == ABANDONED
+
+
+def test_a_redis_away_past_the_whole_wait_is_an_unknown_outcome_never_a_503(own_redis):
+    """Redis is gone and so is any way to know whether a worker claimed the job before it
+    went: the answer says the outcome is unknown."""
+    from redis import Redis
+
+    from libs.scim.errors import OutcomeUnknown
+
+    redis = Redis.from_url(own_redis.url, socket_connect_timeout=0.5)
+    thread, out = _front_write(Bus(redis, "test-writes", job_timeout=1), timeout=1.0)
+    _queued(redis, out["batch"])
+    own_redis.stop()
+    thread.join(60)
+    assert isinstance(out.get("error"), OutcomeUnknown), out
+    assert out["waited"] >= 1.0 + 1 - deadlines.DEADLINE_MARGIN  # its deadline, then the commit wait
