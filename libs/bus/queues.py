@@ -116,17 +116,18 @@ class Bus:
             raise Unavailable("The write queue is unreachable; nothing was queued; retry the request.") from exc
         pipe = self.redis.pipeline(transaction=False)
         pipe.connection = connection  # the pipeline's own slot: its reset() hands it back to the pool
-        pipe.eval(*self._enqueue_args(batch_id, jobs, timeout))
-        pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
+        troubled = False
         try:
+            pipe.eval(*self._enqueue_args(batch_id, jobs, timeout))
+            pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
             _, first = pipe.execute()
         except RedisError:
             # Sent, and maybe queued (the first wait blocks up to 2 s after the enqueue's
             # answer): the wait settles it, giving the job up once Redis answers again.
-            first = None
+            first, troubled = None, True
         finally:
             pipe.reset()
-        return self._wait(batch_id, len(jobs), deadline, first)
+        return self._wait(batch_id, len(jobs), deadline, first, troubled=troubled)
 
     def apply(self, job: WriteJob, timeout: float) -> WriteResult:
         """Apply one write (coalesced with concurrent ones) and return its result."""
@@ -143,10 +144,15 @@ class Bus:
         key = self.queue.job_class.key_for(batch_id)
         return key.decode() if isinstance(key, bytes) else key
 
-    def _wait(self, batch_id: str, count: int, deadline: float, response) -> list[WriteResult]:
+    def _wait(self, batch_id: str, count: int, deadline: float, response, *,
+              troubled: bool = False) -> list[WriteResult]:
         """Read the batch's result stream (``response``: a first XREAD answer already read)
         until ``deadline``; then give the job up (503) unless a worker claimed it, and wait
-        on for a claimed one's outcome up to ``commit_wait``."""
+        on for a claimed one's outcome up to ``commit_wait``.
+
+        ``troubled``: Redis failed since the enqueue was sent. A job then found gone may
+        have been lost with Redis's data (a restart without persistence), its claim and
+        result with it: its outcome is unknown, not "never applied"."""
         key = Result.get_key(batch_id)
         last_id = "0-0"
         until = deadline
@@ -166,6 +172,8 @@ class Bus:
                     if claimed:
                         raise OutcomeUnknown()
                     state = deadlines.give_up(self.redis, self._job_key(batch_id))
+                    if state == deadlines.GONE and troubled:
+                        raise OutcomeUnknown()
                     if deadlines.never_applied(state):
                         raise Unavailable("No worker took the write in time; it was not applied and never "
                                           "will be; retry the request.")
@@ -174,7 +182,7 @@ class Bus:
                 response = self.redis.xread({key: last_id}, block=_block_ms(remaining))
             except RedisError:
                 # Its fate is unknown until Redis answers again: a worker may hold it.
-                response = None
+                response, troubled = None, True
                 if time.monotonic() >= deadline + self.commit_wait:
                     raise OutcomeUnknown() from None
                 time.sleep(_REDIS_PAUSE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -247,3 +248,20 @@ def test_a_redis_away_past_the_whole_wait_is_an_unknown_outcome_never_a_503(own_
     thread.join(60)
     assert isinstance(out.get("error"), OutcomeUnknown), out
     assert out["waited"] >= 1.0 + 1 - deadlines.DEADLINE_MARGIN  # its deadline, then the commit wait
+
+
+def test_a_job_lost_with_redis_data_mid_wait_is_an_unknown_outcome_not_a_503(own_redis):
+    """Redis restarted without the job (no persistence, or its last second lost): a worker
+    may have claimed and committed it before, and its claim and result went with Redis."""
+    from redis import Redis
+
+    from libs.scim.errors import OutcomeUnknown
+
+    redis = Redis.from_url(own_redis.url)
+    thread, out = _front_write(Bus(redis, "test-writes", job_timeout=1), timeout=1.5)
+    _queued(redis, out["batch"])
+    own_redis.stop()
+    shutil.rmtree(own_redis.dir / "appendonlydir", ignore_errors=True)  # it comes back empty
+    own_redis.start()
+    thread.join(30)
+    assert isinstance(out.get("error"), OutcomeUnknown), out
