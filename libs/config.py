@@ -50,7 +50,9 @@ class Settings:
     """SQLAlchemy URL of the directory store; default: SQLite file under var_dir."""
     redis_url: str = "redis://127.0.0.1:6389/0"
     """The bus, with its password: ``redis://:PASSWORD@host:6379/0`` (an ACL user:
-    ``redis://USER:PASSWORD@host:6379/0``; TLS: ``rediss://``). The local run starts its own
+    ``redis://USER:PASSWORD@host:6379/0``; TLS: ``rediss://``; the primary of a Sentinel
+    service: ``redis+sentinel://:PASSWORD@host1:26379,host2:26379/mymaster/0``, the sentinels'
+    own password as ``?sentinel_password=``, see libs/bus/connection.py). The local run starts its own
     Redis on 6389 (6379 may belong to another), with a password generated on first run and kept
     in var_dir/redis-password; unset, this defaults to that Redis when the file exists."""
     token: str = ""
@@ -344,8 +346,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"SCIM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {s.log_level!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):  # not echoed: it holds a password
-        raise SettingsError("SCIM_REDIS_URL is not a redis://, rediss:// or unix:// URL")
+    from libs.bus.connection import RedisUrlError, validate_url
+
+    try:
+        validate_url(s.redis_url)
+    except RedisUrlError as exc:  # its message never echoes the URL: it holds a password
+        raise SettingsError(str(exc)) from None
     # issue 3
     if s.group_patch_status not in (200, 204):
         raise SettingsError("SCIM_GROUP_PATCH_STATUS must be 200 or 204")
