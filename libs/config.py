@@ -209,6 +209,21 @@ class Settings:
     """Attributes no schema declares, in a POST, PUT or PATCH: "ignore" (the write succeeds
     without them; a warning and scim_undeclared_attributes_total name each one) or "reject"
     (400 invalidPath, whatever the verb)."""
+    # ---- Issue 21: high availability ------------------------------------------------------
+    read_database_url: str = ""
+    """PostgreSQL read replicas of database_url, comma-separated SQLAlchemy URLs: the reader
+    serves GETs and filters from them, each read from one that has replayed the app's last
+    write (read-your-writes), else from the primary (libs/store/replicas.py)."""
+    replica_wait_ms: float = 100.0
+    """How long a read waits for a replica to replay the app's last write before reading the
+    primary instead."""
+    replica_skip_seconds: float = 5.0
+    """How long a replica that is down, failed a read or lagged past replica_wait_ms is left
+    out before it is tried again."""
+
+    @property
+    def read_database_urls(self) -> list[str]:
+        return [u.strip() for u in self.read_database_url.split(",") if u.strip()]
 
     @property
     def database(self) -> str:
@@ -378,6 +393,21 @@ def _validate(s: Settings) -> None:
                                 "comma-separated")
     if s.public_url:
         _validate_public_url(s.public_url)
+    _validate_replicas(s)
+
+
+def _validate_replicas(s: Settings) -> None:
+    if not s.read_database_urls:
+        return
+    if not s.database.startswith("postgresql"):
+        raise SettingsError("SCIM_READ_DATABASE_URL needs a PostgreSQL SCIM_DATABASE_URL (its replicas)")
+    for url in s.read_database_urls:  # not echoed: a URL may hold a password
+        if not url.startswith("postgresql"):
+            raise SettingsError("SCIM_READ_DATABASE_URL must list postgresql:// URLs, comma-separated")
+    if not 0 <= s.replica_wait_ms <= 5000:
+        raise SettingsError(f"SCIM_REPLICA_WAIT_MS must be between 0 and 5000, not {s.replica_wait_ms!r}")
+    if s.replica_skip_seconds <= 0:
+        raise SettingsError(f"SCIM_REPLICA_SKIP_SECONDS must be positive, not {s.replica_skip_seconds!r}")
 
 
 def _validate_public_url(url: str) -> None:
