@@ -28,7 +28,7 @@ class ReplicaServer(PostgresServer):
         if uid is not None:
             os.chown(self.folder, uid, -1)
         subprocess.run([_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
-                        "-D", str(self.data), "-R", "-X", "stream", "--no-sync"],
+                        "-D", str(self.data), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **self.ids)
         with open(self.data / "postgresql.auto.conf", "a") as conf:
             conf.write(f"recovery_min_apply_delay = '{int(apply_delay_ms)}ms'\nhot_standby = on\n")
