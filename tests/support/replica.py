@@ -19,7 +19,7 @@ from tests.support.servers import PostgresServer, _as_postgres_user, _pg_bin, fr
 
 
 class ReplicaServer(PostgresServer):
-    def __init__(self, primary: PostgresServer, apply_delay_ms: int = 0) -> None:  # noqa: super() would initdb
+    def __init__(self, primary: PostgresServer, apply_delay_ms: int = 0) -> None:  # not super(): it would initdb
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="scimbus-pg-replica-"))
         self.folder.chmod(0o755)
