@@ -74,12 +74,22 @@ def _pairs(stack, prefix: str, count: int) -> list[str]:
 
 @pytest.mark.stack
 def test_the_reader_on_a_delayed_replica_never_reads_stale_data_and_loses_no_read_when_it_stops(tmp_path):
+    _delayed_replica_under_entra_pairs(tmp_path, pairs=15)
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_hundreds_of_write_then_read_pairs_on_a_delayed_replica_never_read_stale_data(tmp_path):
+    _delayed_replica_under_entra_pairs(tmp_path, pairs=300)
+
+
+def _delayed_replica_under_entra_pairs(tmp_path, pairs: int) -> None:
     with primary_and_replica(apply_delay_ms=2000) as (primary, replica), \
             running_stack(tmp_path / "stack", database_url=primary.url,
                           extra_env={"SCIM_READ_DATABASE_URL": replica.url, "SCIM_REPLICA_WAIT_MS": "100",
                                      "SCIM_REPLICA_SKIP_SECONDS": "1"}) as stack:
         prefix = unique("replica")
-        assert _pairs(stack, prefix, 15) == [], "a read right after a write saw the replica's older state"
+        assert _pairs(stack, prefix, pairs) == [], "a read right after a write saw the replica's older state"
 
         # Caught up, the replica serves the reads by itself: the primary may even be away.
         wait_caught_up(primary, replica)
@@ -88,7 +98,7 @@ def test_the_reader_on_a_delayed_replica_never_reads_stale_data_and_loses_no_rea
             with stack.client() as client:
                 answer = client.get("/Users", params={"filter": f'userName sw "{prefix}"'})
             assert answer.status_code == 200, answer.text
-            assert answer.json()["totalResults"] == 15
+            assert answer.json()["totalResults"] == pairs
         finally:
             primary.start()
 
@@ -100,7 +110,7 @@ def test_the_reader_on_a_delayed_replica_never_reads_stale_data_and_loses_no_rea
             with stack.client() as client:
                 while not done.is_set():
                     answer = client.get("/Users", params={"filter": f'userName sw "{prefix}"', "count": 5})
-                    if answer.status_code != 200 or answer.json()["totalResults"] != 15:
+                    if answer.status_code != 200 or answer.json()["totalResults"] != pairs:
                         failures.append((answer.status_code, answer.text[:200]))
 
         readers = [threading.Thread(target=read_on) for _ in range(3)]
