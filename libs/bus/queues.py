@@ -27,13 +27,14 @@ import uuid
 from base64 import b64decode
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.results import Result
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
 from rq.utils import now
 
-from libs.bus import deadlines, defaults
+from libs.bus import deadlines, defaults, resend
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import OutcomeUnknown, ScimError, Unavailable
@@ -61,8 +62,11 @@ class Bus:
 
     def __init__(self, redis: Redis, queue_name: str, *, job_timeout: int,
                  function: str = defaults.JOB_FUNCTION, max_batch: int = defaults.MAX_BATCH,
-                 in_flight: int = 1, linger: float = 0.0) -> None:
+                 in_flight: int = 1, linger: float = 0.0, resends: bool = False) -> None:
         self.redis = redis
+        self.resends = resends
+        """After a lost connection, reconnect and send the batch again (Sentinel: a failover
+        names a new primary within seconds); else wait for Redis to answer again."""
         self.function = function
         self.queue = Queue(queue_name, connection=redis, serializer=OrjsonSerializer)
         self.job_timeout = job_timeout
@@ -73,7 +77,7 @@ class Bus:
         self.coalescer = Coalescer(self, max_batch=max_batch, in_flight=in_flight, linger=linger,
                                    commit_wait=self.commit_wait)
 
-    def _enqueue_args(self, batch_id: str, jobs: list[WriteJob], wait: float) -> list:
+    def _enqueue_args(self, batch_id: str, jobs: list[WriteJob], wait: float = defaults.QUEUED_TTL) -> list:
         """EVAL arguments putting one job holding ``jobs`` on the queue as
         ``Queue.enqueue(..., unique=True)`` would: the same job hash, so any RQ worker runs it,
         plus its deadline: ``wait`` seconds (what is left of the front's wait) from now."""
@@ -116,18 +120,19 @@ class Bus:
             raise Unavailable("The write queue is unreachable; nothing was queued; retry the request.") from exc
         pipe = self.redis.pipeline(transaction=False)
         pipe.connection = connection  # the pipeline's own slot: its reset() hands it back to the pool
-        troubled = False
         try:
             pipe.eval(*self._enqueue_args(batch_id, jobs, timeout))
             pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
             _, first = pipe.execute()
-        except RedisError:
+        except RedisError as exc:
             # Sent, and maybe queued (the first wait blocks up to 2 s after the enqueue's
-            # answer): the wait settles it, giving the job up once Redis answers again.
-            first, troubled = None, True
+            # answer): the wait settles it, sending the batch again after a failover, and
+            # giving the job up once Redis answers again.
+            return self._wait(batch_id, len(jobs), deadline, None, jobs=jobs, troubled=True,
+                              reconnect=self.resends and isinstance(exc, RedisConnectionError))
         finally:
             pipe.reset()
-        return self._wait(batch_id, len(jobs), deadline, first, troubled=troubled)
+        return self._wait(batch_id, len(jobs), deadline, first, jobs=jobs)
 
     def apply(self, job: WriteJob, timeout: float) -> WriteResult:
         """Apply one write (coalesced with concurrent ones) and return its result."""
@@ -144,21 +149,35 @@ class Bus:
         key = self.queue.job_class.key_for(batch_id)
         return key.decode() if isinstance(key, bytes) else key
 
-    def _wait(self, batch_id: str, count: int, deadline: float, response, *,
-              troubled: bool = False) -> list[WriteResult]:
+    def _wait(self, batch_id: str, count: int, deadline: float, response, *, jobs: list[WriteJob] | None = None,
+              reconnect: bool = False, troubled: bool = False) -> list[WriteResult]:
         """Read the batch's result stream (``response``: a first XREAD answer already read)
         until ``deadline``; then give the job up (503) unless a worker claimed it, and wait
         on for a claimed one's outcome up to ``commit_wait``.
 
-        ``troubled``: Redis failed since the enqueue was sent. A job then found gone may
-        have been lost with Redis's data (a restart without persistence), its claim and
-        result with it: its outcome is unknown, not "never applied"."""
+        A lost connection (Redis failover) with ``jobs`` known and time left: reconnect and
+        send the batch again (``libs.bus.resend``). Any other Redis failure: try again until
+        Redis answers; the fate of the job is unknown until then.
+
+        ``troubled``: Redis failed since the enqueue was sent. Its data may have lost the
+        job's claim (a failover's replica behind the primary, a restart without the last
+        second of the append-only file) while a worker committed the writes: without a
+        result, the outcome is unknown (500), not "never applied", though the job is still
+        given up so that no worker applies it later."""
         key = Result.get_key(batch_id)
         last_id = "0-0"
         until = deadline
         claimed = False
         while True:
             try:
+                if reconnect:
+                    reconnect, last_id = False, "0-0"  # the new primary's stream: read it whole
+                    time.sleep(resend.RECONNECT_PAUSE)
+                    pipe = self.redis.pipeline(transaction=False)
+                    wait = max(0.0, deadline - time.monotonic())
+                    pipe.eval(*resend.requeue_args(self._enqueue_args(batch_id, jobs, wait), batch_id))
+                    pipe.xread({key: last_id}, block=_block_ms(max(0.001, until - time.monotonic())))
+                    _, response = pipe.execute()
                 for entry_id, payload in (response[0][1] if response else ()):
                     last_id = entry_id
                     results = self._outcome(payload)
@@ -172,19 +191,23 @@ class Bus:
                     if claimed:
                         raise OutcomeUnknown()
                     state = deadlines.give_up(self.redis, self._job_key(batch_id))
-                    if state == deadlines.GONE and troubled:
-                        raise OutcomeUnknown()
+                    if troubled and state != deadlines.CLAIMED:
+                        raise OutcomeUnknown()  # a claim may have been lost with Redis's data
                     if deadlines.never_applied(state):
                         raise Unavailable("No worker took the write in time; it was not applied and never "
                                           "will be; retry the request.")
                     claimed, until = True, deadline + self.commit_wait  # a worker has it: it may commit
                     continue
                 response = self.redis.xread({key: last_id}, block=_block_ms(remaining))
-            except RedisError:
+            except RedisError as exc:
                 # Its fate is unknown until Redis answers again: a worker may hold it.
                 response, troubled = None, True
                 if time.monotonic() >= deadline + self.commit_wait:
                     raise OutcomeUnknown() from None
+                if (isinstance(exc, RedisConnectionError) and jobs is not None and self.resends
+                        and deadline - time.monotonic() >= _MIN_WAIT + resend.RECONNECT_PAUSE):
+                    reconnect = True  # a failover: the new primary may never have seen the batch
+                    continue
                 time.sleep(_REDIS_PAUSE)
 
     @staticmethod

@@ -34,7 +34,7 @@ from libs.scim.errors import InternalError, ScimError, Unavailable, Uniqueness
 from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
 from services.deliverer import fanout
-from services.worker import writes
+from services.worker import positions, writes
 from services.worker.context import get_context
 
 log = logging.getLogger("scimbus.worker")
@@ -49,6 +49,7 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
         return refused
     started = time.perf_counter()
     results = apply_batch(jobs)
+    positions.record_commit(jobs, results)  # issue 21: before the front can answer, for the replicas
     try:
         observe_batch(len(jobs), time.perf_counter() - started)
         # After the commit: a delivery job must never see a change that could still roll back.
