@@ -316,6 +316,7 @@ class Coalescer:
             time.sleep(0.05)
 
     def _lead(self, batch: _Batch) -> None:
+        sent = False
         try:
             slot = self._take_slot(batch.deadline)
             try:
@@ -327,13 +328,15 @@ class Coalescer:
                 remaining = batch.deadline - time.monotonic()
                 if remaining - deadlines.DEADLINE_MARGIN < _MIN_WAIT:
                     raise Unavailable("The write queue is saturated; retry the request.")
+                sent = True
                 batch.results = self.bus.run_batch(batch.id, batch.jobs, remaining)
             finally:
                 slot.release()
         except ScimError as exc:
             batch.error = exc
         except Exception:
-            batch.error = Unavailable("The write could not be confirmed; retry the request.")
+            # A bug: once the batch may be queued, "not applied" (503) is no longer known.
+            batch.error = OutcomeUnknown() if sent else Unavailable("The write could not be sent; retry the request.")
             raise
         finally:
             self._close(batch)  # also when no slot came: later writes must not join a failed batch
