@@ -83,6 +83,30 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print(f"database is at the latest revision: {settings.database.split('@')[-1]}")
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    from libs.store.backup import BackupError, backup
+
+    settings = load_settings()
+    try:
+        backup(settings.database, args.path, force=args.force)
+    except BackupError as exc:
+        sys.exit(f"scimbus: cannot back up: {exc}")
+    print(f"backed up {settings.database.split('@')[-1]} to {args.path}")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from libs.security.key_encryption import KeyEncryptionError
+    from libs.store.backup import BackupError, restore
+
+    settings = load_settings()
+    try:
+        done = restore(args.path, settings.database, force=args.force, settings=settings)
+    except (BackupError, KeyEncryptionError) as exc:
+        sys.exit(f"scimbus: cannot restore: {exc}")
+    print(f"restored {args.path} (revision {done.from_revision}) into {settings.database.split('@')[-1]}, "
+          f"now at revision {done.to_revision}")
+
+
 def cmd_token(args: argparse.Namespace) -> None:
     print(load_settings().tokens[0])
 
@@ -119,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_worker)
 
     sub.add_parser("migrate", help="bring the database schema to the latest revision").set_defaults(func=cmd_migrate)
+    for name, func, text in (("backup", cmd_backup, "copy the database to PATH, while the services run"),
+                             ("restore", cmd_restore, "load a backup into an empty database, then migrate it")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("path", metavar="PATH")
+        p.add_argument("--force", action="store_true", help="replace an existing file (backup) or database (restore)")
+        p.set_defaults(func=func)
     sub.add_parser("token", help="print the bearer token SCIM clients use").set_defaults(func=cmd_token)
 
     p = sub.add_parser("run", help="run the whole stack in the foreground (the local run)")
