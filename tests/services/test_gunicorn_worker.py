@@ -22,7 +22,7 @@ import pytest
 from tests.support.servers import free_port, wait_for_port
 from tests.support.stack import descendants
 
-pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")
+pytestmark = [pytest.mark.servers, pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")]
 
 ROOT = Path(__file__).resolve().parents[2]
 
