@@ -70,32 +70,29 @@ def cmd_deliveries(ctx_: click.Context, connector: str | None) -> None:
 
 def _status(only: str | None) -> None:
     from libs.store import deliveries as ledger
+    from libs.store.delivery_status import connector_status
 
     ctx = _context()
     if not ctx.connectors:
         print("no connectors configured ([connectors.<name>] tables of the config file)")
         return
     now = ledger.utcnow()
-    with ctx.store.engine.connect() as conn:
-        for name, connector in ctx.connectors.items():
-            if only and name != only:
-                continue
-            app, types = connector.options["app"], tuple(connector.mappings)
-            waiting = ledger.pending(conn, name, app, types, limit=100_000)
-            failing = ledger.failing(conn, name)
-            dead = ledger.dead(conn, name)
-            oldest = min((p.since for p in waiting), default=None)
-            lag = f", oldest {int((now - oldest).total_seconds())}s old" if oldest else ""
-            print(f"{name} ({connector.kind_name}): {len(waiting)} pending{lag}, {len(failing)} failing, "
-                  f"{len(dead)} dead-lettered")
-            for row in failing:
-                when = row["next_attempt_at"]
-                print(f"  failing {row['resource_type']} {row['resource_id']}: attempt {row['attempts']}, "
-                      f"next at {when:%Y-%m-%d %H:%M:%S}: {row['last_error']}" if when else
-                      f"  failing {row['resource_type']} {row['resource_id']}: {row['last_error']}")
-            for row in dead:
-                print(f"  dead #{row['pk']} {row['resource_type']} {row['resource_id']} v{row['version']} "
-                      f"after {row['attempts']} attempt(s): {row['reason']}")
+    for name, connector in ctx.connectors.items():
+        if only and name != only:
+            continue
+        status = connector_status(ctx.store, name, connector.options["app"], tuple(connector.mappings))
+        oldest = status.oldest_pending
+        lag = f", oldest {int((now - oldest).total_seconds())}s old" if oldest else ""
+        print(f"{name} ({connector.kind_name}): {status.pending} pending{lag}, {len(status.failing)} failing, "
+              f"{len(status.dead)} dead-lettered")
+        for row in status.failing:
+            when = row["next_attempt_at"]
+            print(f"  failing {row['resource_type']} {row['resource_id']}: attempt {row['attempts']}, "
+                  f"next at {when:%Y-%m-%d %H:%M:%S}: {row['last_error']}" if when else
+                  f"  failing {row['resource_type']} {row['resource_id']}: {row['last_error']}")
+        for row in status.dead:
+            print(f"  dead #{row['pk']} {row['resource_type']} {row['resource_id']} v{row['version']} "
+                  f"after {row['attempts']} attempt(s): {row['reason']}")
 
 
 @cmd_deliveries.command("retry")
@@ -103,14 +100,13 @@ def _status(only: str | None) -> None:
 @click.argument("ids", nargs=-1, type=int)
 def cmd_retry(connector: str, ids: tuple[int, ...]) -> None:
     """Re-queue the dead-lettered deliveries of CONNECTOR (IDS: dead-letter numbers; default: all)."""
-    from libs.store import deliveries as ledger
+    from libs.store.delivery_status import release_dead
     from services.deliverer.fanout import enqueue
 
     ctx = _context()
     if connector not in ctx.connectors:
         sys.exit(f"no connector {connector!r}; configured: {', '.join(ctx.connectors) or 'none'}")
-    with ctx.store.transaction() as conn:
-        keys = ledger.release_dead(conn, connector, list(ids) or None)
+    keys = release_dead(ctx.store, connector, list(ids) or None)
     for key in keys:
         enqueue(ctx.queue, connector, key, f"dlv-{connector}-retry-{key.resource_type}-"
                                            f"{key.resource_id}-{os.urandom(4).hex()}", timeout=ctx.settings.delivery_timeout)

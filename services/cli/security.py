@@ -38,11 +38,11 @@ def _friendly(func):
     """A database that is down or not migrated is a one-line message, not a traceback."""
     @functools.wraps(func)
     def run(*args, **kwargs) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
+        from libs.store.errors import DatabaseError
 
         try:
             func(*args, **kwargs)
-        except SQLAlchemyError as exc:
+        except DatabaseError as exc:
             sys.exit(f"scimbus: the database cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                      "is it running and migrated (scimbus migrate)?")
     return run
