@@ -18,7 +18,7 @@ import os
 import secrets
 import tomllib
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -94,6 +94,7 @@ class Settings:
     waits up to write_timeout for one to start and answer. false: the front is not ready
     while no worker listens on its queue."""
     log_level: str = "INFO"
+    """Least severe log lines written: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     metrics_dir: str = ""
     """PROMETHEUS_MULTIPROC_DIR of this service's processes (empty: single-process metrics)."""
     config_file: str = ""
@@ -490,3 +491,37 @@ def read_or_create_secret(path: Path, generate: Callable[[], str] = lambda: secr
 def read_or_create_token(var_dir: Path) -> str:
     """The local run's token: generated once, kept in var_dir/token (mode 600)."""
     return read_or_create_secret(var_dir / "token")
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    variable: str
+    kind: str
+    default: Any
+    bounds: str
+    """"above 0", "between 1 and 500", or empty."""
+    doc: str
+
+
+def setting_docs() -> list[SettingDoc]:
+    """Every setting as ``scimbus settings`` documents it, read from this module: its type and
+    default from ``Settings``, its bounds from ``POSITIVE``/``RANGES``, and its meaning from the
+    docstring under the field (Python keeps none at run time, so the source is parsed)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Settings))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    out = []
+    for f in fields(Settings):
+        if f.name == "file":
+            continue
+        default = None if f.default is MISSING else f.default
+        out.append(SettingDoc(f"SCIM_{f.name.upper()}", str(f.type), default, _range_text(f.name).strip(),
+                              docs.get(f.name, "")))
+    return out

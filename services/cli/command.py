@@ -14,6 +14,7 @@ naming the variable, its value and what is expected (exit status 2), never a tra
 from __future__ import annotations
 
 import sys
+import textwrap
 from importlib import metadata
 
 import click
@@ -198,6 +199,27 @@ def cmd_restore(path: str, force: bool) -> None:
         sys.exit(f"scimbus: cannot restore: {exc}")
     click.echo(f"restored {path} (revision {done.from_revision}) into {s.database.split('@')[-1]}, "
                f"now at revision {done.to_revision}")
+
+
+@scimbus.command("settings")
+@click.option("--markdown", is_flag=True, help="a Markdown table instead of text")
+def cmd_settings(markdown: bool) -> None:
+    """Every SCIM_* setting: type, default, bounds and meaning (from libs/config.py)."""
+    from libs.config import setting_docs
+
+    docs = setting_docs()
+    if markdown:
+        click.echo("| variable | type | default | bounds | meaning |\n|---|---|---|---|---|")
+        for d in docs:
+            default = "" if d.default in (None, "") else f"`{d.default}`"
+            click.echo(f"| `{d.variable}` | {d.kind} | {default} | {d.bounds} | {d.doc.replace('|', '/')} |")
+        return
+    for d in docs:
+        default = "" if d.default in (None, "") else f" = {d.default}"
+        bounds = f", {d.bounds}" if d.bounds else ""
+        click.echo(f"{d.variable} ({d.kind}{bounds}){default}")
+        if d.doc:
+            click.echo(textwrap.fill(d.doc.replace("``", "`"), 96, initial_indent="    ", subsequent_indent="    "))
 
 
 @scimbus.command("token")
