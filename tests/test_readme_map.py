@@ -15,6 +15,8 @@ def mapped_paths() -> set[str]:
     assert block, "README.md has no 'Where things are' map"
     paths, parent = set(), ""
     for line in block[1].splitlines():
+        if line.startswith("   "):  # a description's second line
+            continue
         name = line.split()[0]
         if line.startswith("  "):
             paths.add(parent + name)

@@ -29,7 +29,7 @@ from honcho.manager import SYSTEM_PRINTER_NAME, Manager
 from honcho.printer import Message
 
 WRITTEN_FOR = {"honcho": "2.0"}
-"""The library minor versions whose internals this module drives (tests/services/test_library_contracts.py)."""
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
 
 STAGES: tuple[tuple[str, ...], ...] = (
     ("gateway",), ("front", "reader"), ("worker", "deliverer", "sweeper"), ("redis",))

@@ -49,7 +49,7 @@ from services.runtime.rq_scheduler import PoolScheduler
 log = logging.getLogger("scimbus.worker")
 
 WRITTEN_FOR = {"rq": "3.0"}
-"""The library minor versions whose internals this module drives (tests/services/test_library_contracts.py)."""
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
 
 
 def _count_failure(job, exc_type, exc_value, tb) -> bool:

@@ -28,7 +28,7 @@ from libs.bus import defaults
 log = logging.getLogger("scimbus.scheduler")
 
 WRITTEN_FOR = {"rq": "3.0"}
-"""The library minor versions whose internals this module drives (tests/services/test_library_contracts.py)."""
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
 
 _TIMEOUT = 5
 """Seconds a Redis command of the scheduler may take."""

@@ -15,7 +15,7 @@ from services.cli import command
 from services.cli.progress import Progress
 from services.runtime.roles import NAMES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def scimbus(*args: str, **env: str) -> subprocess.CompletedProcess:

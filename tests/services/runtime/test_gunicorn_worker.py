@@ -24,7 +24,7 @@ from tests.support.stack import descendants
 
 pytestmark = [pytest.mark.servers, pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextlib.contextmanager
