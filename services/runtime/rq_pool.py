@@ -49,6 +49,9 @@ from services.runtime.rq_scheduler import PoolScheduler
 
 log = logging.getLogger("scimbus.worker")
 
+WRITTEN_FOR = {"rq": "3.0"}
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+
 
 def _count_failure(job, exc_type, exc_value, tb) -> bool:
     JOB_FAILURES.labels(getattr(exc_type, "__name__", "unknown")).inc()
