@@ -216,6 +216,7 @@ def own_redis(tmp_path):
     server.close()
 
 
+@pytest.mark.servers  # a redis-server of its own, stopped and restarted
 def test_a_redis_restart_mid_wait_gives_the_job_up_once_redis_is_back_and_says_the_outcome_is_unknown(own_redis):
     """The wait cannot read the outcome while Redis is away, nor give the job up: it tries
     again until Redis answers, then gives the job up, so no worker applies it later. A
@@ -236,6 +237,7 @@ def test_a_redis_restart_mid_wait_gives_the_job_up_once_redis_is_back_and_says_t
     assert claim(Redis.from_url(own_redis.url), f"rq:job:{out['batch']}") == ABANDONED
 
 
+@pytest.mark.servers  # a redis-server of its own, stopped and restarted
 def test_a_redis_away_past_the_whole_wait_is_an_unknown_outcome_never_a_503(own_redis):
     """Redis is gone and so is any way to know whether a worker claimed the job before it
     went: the answer says the outcome is unknown."""
@@ -252,6 +254,7 @@ def test_a_redis_away_past_the_whole_wait_is_an_unknown_outcome_never_a_503(own_
     assert out["waited"] >= 1.0 + 1 - deadlines.DEADLINE_MARGIN  # its deadline, then the commit wait
 
 
+@pytest.mark.servers  # a redis-server of its own, stopped and restarted
 def test_a_job_lost_with_redis_data_mid_wait_is_an_unknown_outcome_not_a_503(own_redis):
     """Redis restarted without the job (no persistence, or its last second lost): a worker
     may have claimed and committed it before, and its claim and result went with Redis."""
