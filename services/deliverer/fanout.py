@@ -32,6 +32,7 @@ from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from libs.bus import defaults
+from libs.bus.connection import connect
 from libs.config import Settings, load_settings
 from libs.connectors.base import Connector, Previous
 from libs.connectors.errors import Permanent, Retryable
@@ -76,7 +77,7 @@ def get_context() -> DeliveryContext:
     if _context is None or _pid != os.getpid():
         settings = load_settings()
         _context = DeliveryContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2)),
-                                   Redis.from_url(settings.redis_url), build_connectors(settings))
+                                   connect(settings.redis_url), build_connectors(settings))
         _pid = os.getpid()
     return _context
 
@@ -202,7 +203,7 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     now = ledger.utcnow()
     if not force and state.attempts and not ledger.due(state.next_attempt_at, now):
         return "skipped"  # backing off; the sweeper brings it back when due
-    doc = ctx.store.get(key.app, RESOURCE_TYPES[key.resource_type], key.resource_id)
+    seq, version, doc = _current(ctx, key, seq, version)
     outcome = "delivered"
     try:
         if doc is None or not connector.scope.includes(key.resource_type, doc):
@@ -246,6 +247,25 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
         if outcome in ("delivered", "removed", "skipped"):  # skipped here: out of scope, handled
             ledger.log_delivery(conn, connector.name, key, seq, outcome)
     return outcome
+
+
+def _current(ctx: DeliveryContext, key: ResourceKey, seq: int, version: int) -> tuple[int, int, Any]:
+    """The resource as it is now and the seq of the change that made it so.
+
+    The newest seq was read before the resource: a change committing in between (a
+    deletion) would be sent stamped with the seq of the change before it, the one an
+    earlier attempt may have carried too. A target keeps the highest seq, so with equal
+    seqs the later arrival wins: an earlier upsert whose answer was lost, applied by the
+    target after the deletion, brought the user back, and the deletion's own delivery then
+    found the ledger saying "not held" and sent nothing (the soak's lost deletion, issue
+    18). So the seq is read again after the resource until the two agree."""
+    while True:
+        doc = ctx.store.get(key.app, RESOURCE_TYPES[key.resource_type], key.resource_id)
+        with ctx.store.engine.connect() as conn:
+            latest = ledger.latest_change(conn, key)
+        if latest is None or latest[0] == seq:
+            return seq, version, doc
+        seq, version = latest
 
 
 def _may_hold(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: ledger.State,

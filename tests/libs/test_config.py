@@ -210,3 +210,29 @@ def test_the_audit_retention_may_be_zero_but_not_negative(tmp_path):
     assert load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_AUDIT_RETENTION_DAYS": "0"}).audit_retention_days == 0
     with pytest.raises(SettingsError, match="SCIM_AUDIT_RETENTION_DAYS"):
         load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_AUDIT_RETENTION_DAYS": "-1"})
+
+
+# --- issue 20: every setting documented from libs/config.py --------------------------------
+
+def test_every_setting_has_its_meaning_written_under_it():
+    from libs.config import setting_docs
+
+    assert [d.variable for d in setting_docs() if not d.doc] == []
+
+
+def test_docs_settings_md_is_what_scimbus_settings_prints(capsys):
+    from services.cli import main
+
+    main(["settings", "--markdown"])
+    table = capsys.readouterr().out
+    assert table in (ROOT / "docs/settings.md").read_text(), "regenerate: scimbus settings --markdown"
+
+
+def test_the_bounds_a_setting_is_documented_with_are_the_ones_enforced():
+    from libs.config import setting_docs
+
+    docs = {d.variable: d.bounds for d in setting_docs()}
+    assert docs["SCIM_HTTP_WORKERS"] == "between 1 and 256"
+    assert docs["SCIM_JOB_TIMEOUT"] == "above 0"
+    with pytest.raises(SettingsError, match="SCIM_HTTP_WORKERS must be between 1 and 256"):
+        load_settings({"SCIM_HTTP_WORKERS": "257"})
