@@ -165,7 +165,10 @@ class _When(click.ParamType):
 
 @click.command("audit")
 @click.option("--app", help="only this SCIM app")
-@click.option("--user", help="resource id of the user (or group) written")
+@click.option("--resource", "--user", "user",
+              help="resource id of the user (or group) written; shows each connector's outcome per change")
+@click.option("--request", help="request id (ours, the X-Request-Id of the answer, or the client's own); "
+                                "shows each connector's outcome per change")
 @click.option("--token", help="credential name")
 @click.option("--since", type=_When(), help="ISO date/time (UTC unless given)")
 @click.option("--until", type=_When(), help="ISO date/time (UTC unless given)")
@@ -174,7 +177,7 @@ class _When(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.option("--purge", is_flag=True, help="delete rows older than SCIM_AUDIT_RETENTION_DAYS")
 @_friendly
-def cmd_audit(app, user, token, since, until, outcome, limit, as_json, purge) -> None:
+def cmd_audit(app, user, request, token, since, until, outcome, limit, as_json, purge) -> None:
     """The audit log of writes (or --purge past the retention)."""
     from libs.security import audit
 
@@ -184,16 +187,36 @@ def cmd_audit(app, user, token, since, until, outcome, limit, as_json, purge) ->
         gone = audit.purge(engine, settings.audit_retention_days)
         print(f"purged {gone} audit rows older than {settings.audit_retention_days} days")
         return
+    from libs.store.deliveries import connector_interests
+
+    # Per change, each connector's outcome: asked for one resource or request, not for the whole log.
+    interests = connector_interests(settings) if user or request else {}
     for entry in audit.query(engine, app=app, resource_id=user, token_name=token, since=since,
-                             until=until, outcome=outcome, limit=limit):
+                             until=until, outcome=outcome, request_id=request, limit=limit):
+        outcomes = audit.deliveries(engine, entry, interests) if interests else []
         if as_json:
-            print(json.dumps(entry.as_dict()))
-        else:
-            by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
-            theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
-            print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
-                  f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
-                  f"request={entry.request_id}{theirs}{by}")
+            print(json.dumps({**entry.as_dict(), **({"deliveries": [o.as_dict() for o in outcomes]}
+                                                    if interests else {})}))
+            continue
+        by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
+        theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
+        print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
+              f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
+              f"request={entry.request_id}{theirs}{by}")
+        for o in outcomes:
+            print(f"    -> {o.connector}: {_outcome_text(o)}")
+
+
+def _outcome_text(o) -> str:
+    when = f" at {o.at:%Y-%m-%dT%H:%M:%S}" if o.at else ""
+    if o.status == "failing":
+        retry = f", next attempt at {o.next_attempt_at:%Y-%m-%dT%H:%M:%S}" if o.next_attempt_at else ""
+        return f"failing after {o.attempts} attempt(s){retry}: {o.detail}"
+    if o.status == "dead-lettered":
+        return f"dead-lettered{when}: {o.detail} (scimbus deliveries retry {o.connector})"
+    if o.status == "skipped":
+        return f"not sent{when}: outside the connector's scope"
+    return f"{o.status}{when}"
 
 
 COMMANDS = (cmd_tokens, cmd_audit)

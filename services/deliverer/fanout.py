@@ -244,6 +244,8 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
                      state.attempts, delay, reason)
     with ctx.store.transaction() as conn:
         ledger.save_state(conn, connector.name, key, state)
+        if outcome in ("delivered", "removed", "skipped"):  # skipped here: out of scope, handled
+            ledger.log_delivery(conn, connector.name, key, seq, outcome)
     return outcome
 
 

@@ -253,6 +253,9 @@ def _run_worker(redis_url: str, worker_name: str, queue_names, *, worker_class=S
 
 def start_pool(settings: Settings, queue: str, serializer, processes: int) -> None:
     """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
+    from libs.web import logs
+
+    logs.configure(settings)  # before RQ adds handlers of its own: its housekeeping goes to DEBUG
     # Everything is imported: freeze it now, so that the collection before each fork walks
     # only what came after. The imports leave no garbage (a full collection here frees
     # nothing), but walking their ~70,000 objects took 26-65 ms of a cold start.
