@@ -19,6 +19,8 @@ from sqlalchemy import Engine, Select, String, delete, exists, false, func, lite
 
 from libs.bus.messages import WriteJob
 from libs.security.credentials import utcnow
+from libs.store.access import engine_of
+from libs.store.directory import DirectoryStore
 from libs.store.tables import changes, credential_events, delivery_cursors, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
@@ -89,7 +91,7 @@ def _credential_events() -> Select:
                   _NONE.label("client_request_id"))
 
 
-def query(engine: Engine, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
+def query(engine: Engine | DirectoryStore, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
           since: datetime | None = None, until: datetime | None = None, outcome: str | None = None,
           limit: int = 1000) -> Iterator[AuditEntry]:
     """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409"."""
@@ -113,12 +115,12 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
             stmt = stmt.where(columns.outcome.startswith(outcome))
         parts.append(stmt)
     union = union_all(*parts).subquery()
-    with engine.connect() as conn:
+    with engine_of(engine).connect() as conn:
         for row in conn.execute(select(union).order_by(union.c.at).limit(limit)):
             yield AuditEntry(**row._mapping)
 
 
-def purge(engine: Engine, retention_days: int) -> int:
+def purge(engine: Engine | DirectoryStore, retention_days: int) -> int:
     """Delete audit rows older than the retention; returns how many went.
 
     ``changes`` is also the outbox: a change some connector has not handled yet (past the
@@ -126,7 +128,7 @@ def purge(engine: Engine, retention_days: int) -> int:
     """
     horizon = utcnow() - timedelta(days=retention_days)
     handled = select(func.min(delivery_cursors.c.seq)).scalar_subquery()
-    with engine.begin() as conn:
+    with engine_of(engine).begin() as conn:
         gone = conn.execute(delete(changes).where(
             changes.c.at < horizon,
             or_(~exists().select_from(delivery_cursors), changes.c.seq <= handled),

@@ -12,7 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 NOT_YET = {
-    "services/cli/security.py": "CredentialAdmin, SigningKeys and audit (libs/security) take an Engine",
     "services/deliverer/fanout.py": "deliver, status: ledger reads and writes on store.engine/transaction",
     "services/deliverer/pool.py": "builds the status collector's engine",
     "services/deliverer/resync.py": "ledger reads and the adopt write",
