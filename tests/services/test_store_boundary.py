@@ -15,10 +15,7 @@ NOT_YET = {
     "services/deliverer/fanout.py": "deliver, status: ledger reads and writes on store.engine/transaction",
     "services/deliverer/pool.py": "builds the status collector's engine",
     "services/deliverer/resync.py": "ledger reads and the adopt write",
-    "services/worker/positions.py": "reads the commit's WAL position on store.engine (issue 21)",
-    "services/runtime/rq_pool.py": "the pool's readiness probe builds an engine",
     "services/sweeper/sweep.py": "pending changes and cursors of the ledger",
-    "services/worker/context.py": "builds the worker's engine; the growth analyser reads it",
     "services/worker/jobs.py": "the write transaction and its SQL errors",
     "services/worker/writes.py": "receives the write transaction's Connection",
 }
