@@ -12,9 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 NOT_YET = {
-    "services/deliverer/fanout.py": "deliver, status: ledger reads and writes on store.engine/transaction",
-    "services/deliverer/pool.py": "builds the status collector's engine",
-    "services/deliverer/resync.py": "ledger reads and the adopt write",
     "services/sweeper/sweep.py": "pending changes and cursors of the ledger",
     "services/worker/jobs.py": "the write transaction and its SQL errors",
     "services/worker/writes.py": "receives the write transaction's Connection",
