@@ -20,7 +20,9 @@ from sqlalchemy import BigInteger, Engine, Select, String, delete, false, litera
 
 from libs.bus.messages import WriteJob
 from libs.security.credentials import utcnow
+from libs.store.access import engine_of
 from libs.store.deliveries import ChangeOutcome, ResourceKey, change_outcome
+from libs.store.directory import DirectoryStore
 from libs.store.tables import changes, credential_events, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
@@ -94,7 +96,7 @@ def _credential_events() -> Select:
                   _NONE.label("client_request_id"), null().cast(BigInteger).label("change_seq"))
 
 
-def query(engine: Engine, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
+def query(engine: Engine | DirectoryStore, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
           since: datetime | None = None, until: datetime | None = None, outcome: str | None = None,
           request_id: str | None = None, limit: int = 1000) -> Iterator[AuditEntry]:
     """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409";
@@ -121,24 +123,24 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
             stmt = stmt.where(columns.outcome.startswith(outcome))
         parts.append(stmt)
     union = union_all(*parts).subquery()
-    with engine.connect() as conn:
+    with engine_of(engine).connect() as conn:
         for row in conn.execute(select(union).order_by(union.c.at).limit(limit)):
             yield AuditEntry(**row._mapping)
 
 
-def deliveries(engine: Engine, entry: AuditEntry, interests: dict[str, tuple[str, frozenset[str]]]
+def deliveries(engine: Engine | DirectoryStore, entry: AuditEntry, interests: dict[str, tuple[str, frozenset[str]]]
                ) -> list[ChangeOutcome]:
     """Each interested connector's outcome of a committed write (none for a refused write or a
     credential event); ``interests``: ``deliveries.connector_interests(settings)``."""
     if entry.change_seq is None:
         return []
     key = ResourceKey(entry.app, entry.resource_type, entry.resource_id)
-    with engine.connect() as conn:
+    with engine_of(engine).connect() as conn:
         return [change_outcome(conn, name, key, entry.change_seq) for name, (app, kinds) in interests.items()
                 if app == entry.app and entry.resource_type in kinds]
 
 
-def purge(engine: Engine, retention_days: int) -> int:
+def purge(engine: Engine | DirectoryStore, retention_days: int) -> int:
     """Delete audit rows older than the retention; returns how many went.
 
     ``changes`` is also the outbox: a change some connector has not handled yet (past the
@@ -152,7 +154,7 @@ def purge(engine: Engine, retention_days: int) -> int:
     for step in (lambda conn: retention.purge_changes(conn, horizon, None),
                  lambda conn: retention.purge_rejected_writes(conn, horizon),
                  lambda conn: _purge_credential_events(conn, horizon)):
-        gone += retention.run_batches(engine, step)
+        gone += retention.run_batches(engine_of(engine), step)
     return gone
 
 
