@@ -238,6 +238,10 @@ class DirectoryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def close(self) -> None:
+        """Close the pool's connections (a command that opened the store for one task)."""
+        self.engine.dispose()
+
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -30,6 +30,8 @@ from typing import Any, Iterable
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, false, func, select
 
 from libs.bus import defaults
+from libs.store.access import engine_of
+from libs.store.directory import DirectoryStore
 from libs.store.session import writer_lock
 from libs.store.tables import (
     applied_writes, changes, dead_letters, delivery_cursors, delivery_log, delivery_state, rejected_writes,
@@ -248,5 +250,5 @@ def purge(engine: Engine, windows: Windows, connectors: Iterable[str] | None, *,
     return report
 
 
-def purge_with_settings(engine: Engine, settings: Any, *, budget: float | None = None) -> Report:
-    return purge(engine, Windows.from_settings(settings), connector_names(settings), budget=budget)
+def purge_with_settings(engine: Engine | DirectoryStore, settings: Any, *, budget: float | None = None) -> Report:
+    return purge(engine_of(engine), Windows.from_settings(settings), connector_names(settings), budget=budget)

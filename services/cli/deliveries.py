@@ -147,15 +147,15 @@ def cmd_resync(connector: str, dry_run: bool, adopt: bool, prune_foreign: bool) 
 @click.command("maintain")
 def cmd_maintain() -> None:
     """Purge now what the retention no longer keeps (the sweeper does it every minute)."""
+    from libs.store.access import open_store
     from libs.store.retention import purge_with_settings
-    from libs.store.session import create_engine_from_url
 
     settings = load_settings()
-    engine = create_engine_from_url(settings.database)
+    store = open_store(settings, pool_size=1)
     try:
-        report = purge_with_settings(engine, settings)
+        report = purge_with_settings(store, settings)
     finally:
-        engine.dispose()
+        store.close()
     print(", ".join(f"{table}: {count} purged" for table, count in report.purged.items()))
 
 
