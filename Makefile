@@ -28,11 +28,14 @@ soak:
 	@deploy/setup.sh test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-BENCH_ARGS ?= --postgres --json bench/results/latest.json
+# issue 19: scimgateway (loki, Bun) as a second peer when a checkout of jelhub/scimgateway is at a
+# known place (it is not on the npm registry); SCIMGATEWAY=PATH names another, SCIMGATEWAY= skips it.
+SCIMGATEWAY ?= $(firstword $(wildcard var/scimgateway ../scimgateway-src ../wt/scimgateway-src))
+BENCH_ARGS ?= --postgres --json bench/results/latest.json $(if $(SCIMGATEWAY),--scimgateway $(SCIMGATEWAY))
 DRAIN_ARGS ?= --postgres --writes 20000
 COLDSTART_ARGS ?= --postgres
 # issue 7's sizes: 100,000 users in the directory and a 100,000-member group (~25 min here)
-FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --peer-big-group 10000 --json bench/results/full.json
+FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --peer-big-group 10000 --json bench/results/full.json $(if $(SCIMGATEWAY),--scimgateway $(SCIMGATEWAY))
 
 bench:
 	@deploy/setup.sh test
