@@ -37,6 +37,7 @@ from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows
+from libs.store.diff import update_with_values, value_changes
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import StatementTimeout, read_reconnecting, writer_lock
@@ -87,6 +88,9 @@ class StoredResource:
     created: datetime
     last_modified: datetime
     doc: dict[str, Any]
+    # Whether the resource is a member of any group, when the row was read with that
+    # (``load``): False spares a write's answer its query for the user's groups.
+    in_groups: bool | None = None
 
     def document(self, *, members: list[dict] | None = None, groups: list[dict] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"schemas": self.doc.get("schemas", []), "id": self.id}
@@ -140,7 +144,7 @@ def _row_values(schema: ResourceSchema, doc: dict[str, Any], unique_name: bool) 
 
 def _stored(row: Any) -> StoredResource:
     return StoredResource(row.pk, row.id, row.resource_type, row.version, _as_utc(row.created),
-                          _as_utc(row.last_modified), orjson.loads(row.doc))
+                          _as_utc(row.last_modified), orjson.loads(row.doc), getattr(row, "in_groups", None))
 
 
 # Statements on the write path are built once: constructing a SQLAlchemy statement per call
@@ -148,8 +152,11 @@ def _stored(row: Any) -> StoredResource:
 _ROW = ("name", "name_key", "unique_name_key", "external_id", "display_name", "active", "doc")
 _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
-_SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
-                                      R.id == bindparam("id"))
+# With the row, whether it belongs to any group: most users belong to none, and then a
+# write's answer needs no second query for their groups (the row lock taken by FOR UPDATE
+# keeps a concurrent member add, whose foreign key check locks the row too, from slipping in).
+_SELECT_ONE = select(resources, exists().where(members.c.member_pk == R.pk).label("in_groups")).where(
+    R.app == bindparam("app"), R.resource_type == bindparam("resource_type"), R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
 # Names are compared on name_key, not unique_name_key: a group named while its app allowed
 # repeated names still holds that name once the app's setting becomes "server".
@@ -169,6 +176,9 @@ _UPDATE_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
 _TOUCH_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
     version=bindparam("version"), last_modified=bindparam("last_modified"))
 _DELETE_VALUES = delete(resource_values).where(resource_values.c.resource_pk == bindparam("pk_"))
+_DELETE_SOME_VALUES = delete(resource_values).where(resource_values.c.resource_pk == bindparam("pk_"),
+                                                   resource_values.c.path == bindparam("path_"),
+                                                   resource_values.c.ordinal == bindparam("ordinal_"))
 _DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam("pk_"),
                                                 members.c.member_pk == bindparam("pk_")))
 _DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
@@ -334,17 +344,23 @@ class DirectoryStore:
         ``insert_resources``."""
         now = utcnow()
         params: dict[str, Any] = {"pk_": current.pk, "version": current.version + 1, "last_modified": now}
-        if doc_changed:
-            params.update(_row_values(schema, doc, _unique(schema, unique_name)))
-            conn.execute(_UPDATE_RESOURCE, params)
-            conn.execute(_DELETE_VALUES, {"pk_": current.pk})
-        else:
+        if not doc_changed:
             conn.execute(_TOUCH_RESOURCE, params)
-        stored = StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
-                                current.created, now, doc)
-        if doc_changed:
-            self._insert_values(conn, schema, [stored])
-        return stored
+        else:
+            params.update(_row_values(schema, doc, _unique(schema, unique_name)))
+            gone, added = value_changes(flatten(current.doc, schema), flatten(doc, schema))
+            if conn.dialect.name == "postgresql" and (gone or added):
+                update_with_values(conn, params, gone, added)
+            else:
+                conn.execute(_UPDATE_RESOURCE, params)
+                if gone is None:
+                    conn.execute(_DELETE_VALUES, {"pk_": current.pk})
+                elif gone:
+                    conn.execute(_DELETE_SOME_VALUES, [{"pk_": current.pk, "path_": p, "ordinal_": o}
+                                                       for p, o in gone])
+                insert_rows(conn, resource_values, [{"resource_pk": current.pk, **r} for r in added])
+        return StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
+                              current.created, now, doc, current.in_groups)
 
     def delete_resource(self, conn: Connection, current: StoredResource) -> None:
         # Values and memberships (as group or as member) go with it: ON DELETE CASCADE,

@@ -87,7 +87,7 @@ def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, sto
     if schema is GROUPS:
         members = store.members_of(conn, [stored.pk])[stored.pk]
         return WriteResult(status, stored.document(members=members), stored.version)
-    groups = store.groups_of(conn, [stored.pk])[stored.pk]
+    groups = store.groups_of(conn, [stored.pk])[stored.pk] if stored.in_groups is not False else None
     return WriteResult(status, stored.document(groups=groups or None), stored.version)
 
 
