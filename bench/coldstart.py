@@ -90,9 +90,9 @@ main(sys.argv[1:])
 
 ROLES = {
     "worker": (["worker", "--processes", "1", "--metrics-port", "0"], "scim-writes",
-               "services.cli, services.worker.main, services.worker.jobs"),
+               "services.cli, services.worker.pool, services.runtime.rq_pool, services.worker.jobs"),
     "deliverer": (["deliverer", "--processes", "1", "--metrics-port", "0"], "scim-deliveries",
-                  "services.cli, services.deliveries_cli, services.worker.deliverer, services.worker.fanout"),
+                  "services.cli, services.cli.deliveries, services.deliverer.pool, services.deliverer.fanout"),
 }
 
 

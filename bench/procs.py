@@ -74,7 +74,6 @@ def role_of(argv: list[str]) -> str | None:
         return "peer"
     if head in ("sh", "dash", "bash"):  # honcho's `sh -c <command>`: counted with the command it runs
         return role_of(argv[2].split()) if len(argv) > 2 and argv[1] == "-c" else None
-    # deliverer before worker: its module is services.worker.deliverer
     for role in ("deliverer", "sweeper", "front", "reader", "worker"):
         if f"scimbus {role}" in joined or f"services.{role}" in joined:
             return role

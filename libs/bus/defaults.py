@@ -3,12 +3,12 @@
 JOB_FUNCTION = "services.worker.jobs.apply_writes"
 """Dotted path the front enqueues (a batch of writes): the front never imports worker code."""
 
-DELIVER_FUNCTION = "services.worker.fanout.deliver"
+DELIVER_FUNCTION = "services.deliverer.fanout.deliver"
 """Dotted path of a delivery job (the writers' after-commit fan-out, the sweeper, ``deliveries retry``)."""
 
 JOB_FUNCTIONS = frozenset({JOB_FUNCTION, DELIVER_FUNCTION})
 """Every function a scimbus worker runs; a job naming any other is refused unread
-(``services.worker.allowlist``): RQ would import and call whatever a job in Redis names."""
+(``services.runtime.allowlist``): RQ would import and call whatever a job in Redis names."""
 
 MAX_BATCH = 64
 """Most writes one front process coalesces into one bus job."""

@@ -24,7 +24,7 @@ its target fields by the mapping) or told that it is gone, never a diff. So:
   never modifies or deletes an entry that does not carry it (resync's ``--adopt`` and
   ``--prune-foreign`` aside): meeting one where the resource belongs is a ``Conflict``.
 
-The delivery loop (``services.worker.fanout``) serialises deliveries per connector and
+The delivery loop (``services.deliverer.fanout``) serialises deliveries per connector and
 resource and checks versions, so a connector never sees an older state after a newer one.
 """
 

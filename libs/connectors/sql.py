@@ -63,15 +63,14 @@ def engine_for(url: str) -> Engine:
         parsed = parsed.set(drivername=f"{parsed.drivername}+pymysql")
     elif parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # A failed statement's text names the statement, never the values bound to it: those
+    # are the provisioned users' attributes (issue 16), and the error lands in logs and audit.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
-        if parsed.get_backend_name() in ("mysql", "mariadb"):
-            kwargs["connect_args"] = {"connect_timeout": 5}
-        else:
-            kwargs["connect_args"] = {"connect_timeout": 5}
+        kwargs["connect_args"] = {"connect_timeout": 5}
     return create_engine(parsed, **kwargs)
 
 

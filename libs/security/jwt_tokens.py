@@ -34,7 +34,11 @@ from libs.config import EntraCaller, Settings
 from libs.security.credentials import MISS_REFRESH, SCOPES, utcnow
 from libs.security.key_encryption import KeyEncryptionError, Sealer
 from libs.store.session import read_reconnecting
+from libs.store.tables import credential_events
 from libs.store.tables import signing_keys as K
+
+AUTOMATIC = "scimbus (key age)"
+"""The audit's actor of a rotation no operator asked for: the signing key reached its age."""
 
 log = logging.getLogger("scimbus.auth")
 
@@ -140,8 +144,11 @@ class SigningKeys:
             raise KeyEncryptionError("this process verifies tokens only; it has no key encryption key")
         return self._sealer()
 
-    def rotate(self) -> str:
-        """Start signing with a new key; the old ones stay published one token lifetime."""
+    def rotate(self, actor: str = AUTOMATIC) -> str:
+        """Start signing with a new key; the old ones stay published one token lifetime.
+
+        The audit gets a ``rotate-key`` event in the same transaction: who (``actor``, the
+        operator, or ``AUTOMATIC`` when the key came of age) and when, naming the key's id."""
         kid, now = uuid.uuid4().hex, utcnow()
         private_pem = new_private_pem()
         row = {"kid": kid, "public_pem": public_pem_of(private_pem),
@@ -149,6 +156,9 @@ class SigningKeys:
         with self.engine.begin() as conn:
             conn.execute(update(K).where(K.c.retired_at.is_(None)).values(retired_at=now))
             conn.execute(insert(K), row)
+            conn.execute(insert(credential_events), {
+                "at": now, "app": "*", "action": "rotate-key", "credential_id": kid, "name": "signing key",
+                "kind": "key", "scopes": "", "expires_at": None, "actor": actor[:128]})
         self._rows = None
         return kid
 

@@ -23,8 +23,10 @@ def build_app(import_name: str, settings: Settings, *, service: str, blueprint: 
     logs.configure(settings)
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # The gateway sets X-Forwarded-*: locations must name the host and scheme Entra used.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+    # The gateway sets X-Forwarded-For and -Proto, and passes the client's Host: locations name
+    # the host and scheme Entra used. X-Forwarded-Host and -Port are not the gateway's, so a
+    # client's own would rename the server: they are not trusted.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     app.wsgi_app = LenientPaths(app.wsgi_app)  # type: ignore[method-assign]  # /Users/ is /Users (issue 15)
     app.extensions["scim.settings"] = settings
     extensions.install(settings.file)  # issue 3: extension schemas declared in the config file

@@ -25,7 +25,8 @@ from libs.metrics.metrics import observe_batch, observe_job
 from libs.scim.errors import InternalError, ScimError, Uniqueness
 from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
-from services.worker import fanout, writes
+from services.deliverer import fanout
+from services.worker import writes
 from services.worker.context import get_context
 
 log = logging.getLogger("scimbus.worker")

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.init_cli import init
+from services.cli.init import init
 from tests.support.deploy_checks import ROOT, dashboard_queries
 from tests.support.ldap import wait_until
 from tests.support.servers import free_port
@@ -37,7 +37,6 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 DASHBOARD = ROOT / "deploy/grafana/dashboards/scimbus.json"
-PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 # A connector that delivers (a table in the stack's own PostgreSQL) and one that cannot (a
 # closed port inside the deliverer's container), so both the delivery and the failure
 # panels have something true to show.

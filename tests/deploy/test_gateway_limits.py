@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from services.local_run import render_template
+from services.runtime.local_run import render_template
 from tests.support.deploy_checks import ROOT, nginx_folder, running_nginx
 from tests.support.servers import free_port
 

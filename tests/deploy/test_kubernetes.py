@@ -130,7 +130,7 @@ def test_serving_pods_pause_before_they_stop_accepting_and_are_given_the_time_to
     requests routed to it before every node knew would meet a closed port (a 503 at the gateway)."""
     import re
 
-    from services import gunicorn_conf
+    from services.runtime import gunicorn_conf
 
     template = (ROOT / "deploy/nginx/templates/scimbus.conf.template").read_text()
     gateway_grace = int(re.search(r"proxy_read_timeout (\d+)s;", template).group(1))
@@ -242,8 +242,8 @@ def test_the_kubernetes_redis_admits_only_its_acl_users_each_to_what_it_needs(re
     from libs.bus.queues import Bus
     from libs.bus.serializer import OrjsonSerializer
     from libs.health import redis_problem
-    from services.worker.main import ScimWorker
-    from services.worker.scheduler import PoolScheduler
+    from services.runtime.rq_pool import ScimWorker
+    from services.runtime.rq_scheduler import PoolScheduler
     from tests.support.job_functions import WithTestJobs
     from tests.support.servers import free_port, wait_for_port
 
@@ -336,7 +336,7 @@ a node that holds the image (a few seconds), then the process (~0.7 s, docs/capa
 
 def test_scaled_to_zero_keda_wakes_workers_and_deliverers_on_the_first_job_and_stops_them_after_a_cooldown(rendered):
     from libs.bus import defaults
-    from services.worker.fanout import LOCK_GRACE
+    from services.deliverer.fanout import LOCK_GRACE
 
     settings = Settings()
     docs = rendered["scale-to-zero"]

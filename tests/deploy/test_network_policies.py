@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from services.runtime.roles import NAMES as ROLE_NAMES
 from tests.support.deploy_checks import ROOT, render_kustomization
 
 NAMESPACE = "scimbus"
-CLI_MODULES = ("services/cli.py", "services/deliveries_cli.py")
-ROLES = ("front", "reader", "worker", "deliverer", "sweeper", "migrate")
+CLI_MODULES = ("services/cli/command.py", "services/cli/deliveries.py")
+ROLES = (*ROLE_NAMES, "migrate")
 SETTINGS_MODULE = "libs.config"  # defines the settings; reading them is what counts
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from libs.security.tls import ENTRA_CIPHERS
-from services.local_run import render_template
+from services.runtime.local_run import render_template
 from tests.support.deploy_checks import ROOT, nginx_folder, nginx_problems, render_kustomization, running_nginx
 from tests.support.servers import free_port
 

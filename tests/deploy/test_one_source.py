@@ -12,9 +12,8 @@ import pytest
 import yaml
 from honcho.environ import parse_procfile
 
+from services.runtime.roles import NAMES as ROLES
 from tests.support.deploy_checks import ROOT, render_kustomization
-
-ROLES = ("front", "reader", "worker", "deliverer", "sweeper")
 
 
 # Options only a gateway on the same host can use: the reader's per-process unix sockets,
@@ -73,7 +72,7 @@ def kubernetes_commands() -> dict[str, list[str]]:
 
 
 def test_the_procfile_starts_every_serving_role_through_scimbus():
-    assert set(ROLES) <= set(procfile_commands())
+    assert set(procfile_commands()) == set(ROLES)
     assert all(procfile_commands()[role][0] == role for role in ROLES)
 
 
@@ -118,6 +117,17 @@ def test_a_drifted_command_changes_its_shape():
     assert command_shape(["worker", "--processes", "2"]) != \
         command_shape(["worker", "--processes", "2", "--metrics-port", "8603"])
     assert command_shape(["front", "--bind", "x"]) != command_shape(["front", "--listen", "x"])
+
+
+def test_every_role_is_a_package_of_services_and_a_scimbus_command(capsys):
+    from services.cli import main
+
+    for role in ROLES:
+        assert (ROOT / "services" / role / "__init__.py").exists(), role
+        with pytest.raises(SystemExit) as exit:
+            main([role, "--help"])
+        assert exit.value.code == 0, role
+    assert {p.name for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()} == {*ROLES, "cli", "runtime"}
 
 
 def test_every_option_the_deployments_pass_is_one_the_cli_accepts(capsys):

@@ -123,6 +123,19 @@ def test_create_user_answers_201_with_id_location_etag_and_meta(scim):
     assert user["active"] is True
 
 
+def test_a_forwarded_host_or_port_the_client_sends_does_not_rename_the_server(scim):
+    """Only the gateway's X-Forwarded-* are trusted: a client's own X-Forwarded-Host would put
+    its server's name in every Location and meta.location the app answers."""
+    spoof = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Port": "4444"}
+    created = scim.post("/Users", json=entra_user(), headers=spoof)
+    assert created.status_code == 201
+    read = scim.get(f"/Users/{created.json()['id']}", headers=spoof)
+    for location in (created.headers["Location"], created.json()["meta"]["location"],
+                     read.json()["meta"]["location"]):
+        assert location.startswith(str(scim.base_url).rstrip("/")), location
+        assert "evil.example" not in location and "4444" not in location
+
+
 def test_created_user_is_readable_at_once_by_id_and_by_the_matching_query(scim):
     user = create_user(scim)
     got = scim.get(f"/Users/{user['id']}")

@@ -20,7 +20,7 @@ from libs.scim.schemas import USERS
 from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
 from libs.store.directory import DirectoryStore
-from services.worker.fanout import DeliveryContext, deliver_now
+from services.deliverer.fanout import DeliveryContext, deliver_now
 from tests.support.ldap import SUFFIX, is_rename, ldap_connector_toml, slapd_server
 from tests.support.relay import LossyRelay
 from tests.support.targets import APP_SCHEMA, HookReceiver, app_engine, create_app_schema, sql_connector_toml
@@ -176,7 +176,7 @@ def test_a_delivery_job_that_died_past_its_retries_does_not_block_the_next_one_o
     from rq.job import JobStatus
     from rq.serializers import JSONSerializer
 
-    from services.worker.fanout import enqueue
+    from services.deliverer.fanout import enqueue
 
     queue = Queue(f"deliveries-{uuid.uuid4().hex[:6]}", connection=redis_conn, serializer=JSONSerializer)
     key, job_id = ResourceKey("default", "User", str(uuid.uuid4())), f"dlv-hook-sweep-{uuid.uuid4().hex}"
@@ -310,7 +310,7 @@ def test_resync_brings_a_directory_five_times_the_servers_size_limit_and_finds_n
     search: resync reads the target page by page, creates everything, and a dry run after it
     finds nothing to do (issue 18 item 6)."""
     from libs.scim.schemas import GROUPS
-    from services.worker.resync import resync
+    from services.deliverer.resync import resync
     from tests.support.ldap import SIZE_LIMIT
 
     suffix = uuid.uuid4().hex[:6]

@@ -1,4 +1,4 @@
-"""The reader's gunicorn worker (``services.gunicorn_worker.EpollWorker``) under real gunicorn:
+"""The reader's gunicorn worker (``services.runtime.gunicorn_worker.EpollWorker``) under real gunicorn:
 kept-alive connections, pipelining, more connections than threads, idle expiry, a graceful
 stop, restarts after ``max_requests`` and the connection limit. The whole stack's tests run
 the reader on it too; these pin the HTTP edges a SCIM request rarely reaches."""
@@ -35,7 +35,7 @@ def gunicorn(*options: str, threads: int = 2, keepalive: int = 5, env: dict[str,
     # process with threads (the child may block on a lock one of them held)
     limit = ["prlimit", f"--nofile={max_files}"] if max_files else []
     proc = subprocess.Popen(
-        [*limit, sys.executable, "-m", "gunicorn", "-k", "services.gunicorn_worker.EpollWorker", "--threads", str(threads),
+        [*limit, sys.executable, "-m", "gunicorn", "-k", "services.runtime.gunicorn_worker.EpollWorker", "--threads", str(threads),
          "--keep-alive", str(keepalive), "--graceful-timeout", "10", "-b", f"127.0.0.1:{port}", *options,
          "tests.services.wsgi_probe:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,

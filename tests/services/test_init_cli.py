@@ -11,7 +11,7 @@ from cryptography import x509
 
 from libs.config import load_settings
 from services.cli import main
-from services.init_cli import SECRETS, init
+from services.cli.init import SECRETS, init
 
 REQUIRED_BY_COMPOSE = {"SCIM_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
                        "SCIM_KEY_ENCRYPTION_KEY"}

@@ -17,7 +17,7 @@ from libs.scim.schemas import USERS
 from libs.store.deliveries import ResourceKey
 from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
-from services.worker.fanout import DeliveryContext, deliver_now
+from services.deliverer.fanout import DeliveryContext, deliver_now
 from tests.services.test_entra_flows import create_user
 from tests.support.ldap import SUFFIX, ldap_connector_toml, slapd_server
 from tests.support.targets import APP_SCHEMA, HookReceiver, app_engine, create_app_schema, sql_connector_toml

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from honcho.printer import Printer
 
-from services.ordered_stop import OrderedManager
+from services.runtime.ordered_stop import OrderedManager
 
 # Notes in a shared file which signal it got and when it exited; lingers a little before exiting.
 ROLE = """

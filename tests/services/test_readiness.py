@@ -16,7 +16,7 @@ from rq.serializers import JSONSerializer
 
 from libs.health import live_workers
 from libs.metrics.metrics import registry_for_scrape
-from services.worker.http import serve_probes
+from services.runtime.pool_probes import serve_probes
 from tests.support.servers import free_port
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"

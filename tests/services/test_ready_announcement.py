@@ -9,7 +9,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from services.local_run import announce_when_ready, readiness_checks
+from services.runtime.local_run import announce_when_ready, readiness_checks
 
 
 class _Probe(BaseHTTPRequestHandler):
@@ -98,7 +98,7 @@ def test_it_stops_quietly_when_the_stack_stops_first():
 
 
 def test_the_checks_never_go_through_a_proxy_set_in_the_environment(monkeypatch):
-    from services.local_run import _not_ready
+    from services.runtime.local_run import _not_ready
 
     server = _serve(type("Probe", (_Probe,), {"ready": True}))
     try:

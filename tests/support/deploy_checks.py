@@ -154,7 +154,7 @@ def nginx_binary() -> str:
 
 def nginx_problems(templates: list[Path], env: dict[str, str], workdir: Path) -> list[str]:
     """Render templates as the official image does (envsubst of SCIM_* into conf.d), then ``nginx -t``."""
-    from services.local_run import render_template
+    from services.runtime.local_run import render_template
 
     conf_d = workdir / "conf.d"
     conf_d.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,20 @@ def test_a_row_the_target_refuses_is_a_permanent_failure(app_db):
     connector.close()
 
 
+def test_a_refused_row_is_reported_without_the_values_it_carried(app_db):
+    """The error goes to the delivery ledger, and its cause to the logs: it names the statement
+    and the key the target refused, never the user's other attributes bound to it (issue 16)."""
+    connector = _connector(app_db)
+    first, clash = _user("same"), _user("SAME")
+    clash["name"] = {"givenName": "Secret", "familyName": "Person"}
+    _deliver(connector, "User", first, Directory(first))
+    with pytest.raises(Rejected) as refused:
+        _deliver(connector, "User", clash, Directory(clash))
+    for error in (refused.value, refused.value.__cause__):  # the cause is what a logged traceback prints
+        assert "Secret Person" not in str(error) and "SAME@work" not in str(error)
+    connector.close()
+
+
 def test_a_key_column_that_could_change_is_refused_when_the_config_is_read(tmp_path):
     spec = tomllib.loads(sql_connector_toml("appdb", f"sqlite:///{tmp_path / 'app.db'}"))["connectors"]["appdb"]
     spec["users"]["key"] = "login"  # follows userName: a rename would leave the row under the old key

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from libs.metrics.gateway import GatewayStatusCollector
-from services.local_run import render_template
+from services.runtime.local_run import render_template
 from tests.support.deploy_checks import ROOT, nginx_binary
 from tests.support.servers import free_port, wait_for_port
 

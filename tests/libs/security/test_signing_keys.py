@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import event, select, update
 
-from libs.security import jwt_tokens
+from libs.security import audit, jwt_tokens
 from libs.security.jwt_tokens import InvalidToken, SigningKeys, issue_access_token, verify_access_token
 from libs.security.key_encryption import KeyEncryptionError, Sealer, new_key
 from libs.store.tables import signing_keys
@@ -81,6 +81,14 @@ def test_the_jwks_and_verification_parse_each_public_key_once_not_per_call(engin
     assert len(parsed) == 0  # parsed when the key was made, in this process
     keys.rotate()  # a new key: parsed once, the old one kept as it was
     assert len(keys.jwks()["keys"]) == 2 and len(parsed) == 1
+
+
+def test_every_rotation_is_audited_with_who_asked_for_it(engine):
+    keys = _keys(engine)
+    first = keys.current()[0]  # the first key, made on demand
+    second = keys.rotate(actor="alice@host")
+    rotations = [(e.resource_id, e.actor) for e in audit.query(engine) if e.op == "rotate-key"]
+    assert rotations == [(first, jwt_tokens.AUTOMATIC), (second, "alice@host")]
 
 
 def test_made_up_kids_cost_at_most_a_few_queries_a_second(engine):

@@ -84,7 +84,7 @@ def test_0004_keeps_every_row_of_a_0003_database_and_lets_external_ids_repeat(un
     engine = create_engine_from_url(unmigrated_database_url)
     try:
         before = fill_at_0003(engine)
-        upgrade(unmigrated_database_url)  # head: 0004
+        upgrade(unmigrated_database_url)  # through 0004 to head
         assert _counts(engine) == before  # the table was rebuilt on SQLite: no cascade emptied its children
         with engine.connect() as conn:
             keys = dict(conn.execute(text("SELECT name, unique_name_key FROM resources")).all())

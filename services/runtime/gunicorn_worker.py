@@ -37,7 +37,7 @@ A stop (SIGTERM, ``max_requests``) stops accepting, answers requests that arrive
 alive connections within ``STOP_KEEPALIVE_LINGER`` with ``Connection: close`` (as gthread
 does), closes the idle ones, and waits up to ``graceful_timeout`` for requests in flight.
 HTTP/2 (nothing in scimbus enables it) would hold a thread per connection; where ``select.epoll`` is missing
-(macOS), ``services.gunicorn_conf`` keeps gthread.
+(macOS), ``services.runtime.gunicorn_conf`` keeps gthread.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from libs.config import Settings
 from libs.metrics.deliveries import DeliveryCollector
-from services.worker.main import serve_pool_probes, start_pool
+from services.runtime.rq_pool import serve_pool_probes, start_pool
 
 log = logging.getLogger("scimbus.deliverer")
 
@@ -30,7 +30,7 @@ class _LazyStatus:
         from libs.connectors.registry import build_connectors
         from libs.store.directory import DirectoryStore
         from libs.store.session import create_engine_from_url
-        from services.worker.fanout import DeliveryContext, status
+        from services.deliverer.fanout import DeliveryContext, status
 
         if self.ctx is None:
             self.ctx = DeliveryContext(self.settings, DirectoryStore(create_engine_from_url(self.settings.database,
@@ -42,7 +42,7 @@ class _LazyStatus:
 
 
 def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:
-    import services.worker.fanout  # noqa: F401  (warm imports for every forked worker)
+    import services.deliverer.fanout  # noqa: F401  (warm imports for every forked worker)
 
     if metrics_port:
         serve_pool_probes(settings, metrics_port, (DeliveryCollector(_LazyStatus(settings)),))

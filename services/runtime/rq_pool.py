@@ -7,7 +7,7 @@
   starts a new one when a worker dies; a dead worker never takes the stack down, and the
   job it held runs again about a second after (``_Pool.bury``). The pool's
   parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
-  probes (``services.worker.http``), and runs RQ's scheduler (``services.worker.scheduler``).
+  probes (``services.runtime.pool_probes``), and runs RQ's scheduler (``services.runtime.rq_scheduler``).
 - Memory: the parent imports the job code once and freezes its objects before each fork
   (``gc.freeze``), so a worker's garbage collections never write to the pages it shares
   with the parent: a write to a shared page gives the worker a private copy of it.
@@ -16,7 +16,7 @@
   (HSET + 2 EXPIRE, sent twice per job) goes out at most once a second outside pipelines,
   far inside its 20 s TTL; a state already recorded is not written again; and the
   ``rq suspend`` flag is read at most once a second.
-- Only scimbus's own job functions run (``services.worker.allowlist``): a job planted in
+- Only scimbus's own job functions run (``services.runtime.allowlist``): a job planted in
   Redis naming any other code is refused, logged and deleted before anything of it runs.
 - On SIGTERM the pool asks each worker for a warm shutdown: the job in hand is finished,
   its result published, and only then does the worker exit.
@@ -43,8 +43,8 @@ from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
 from libs.health import database_problem, redis_problem
 from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
-from services.worker.allowlist import AllowedJob, refusal
-from services.worker.scheduler import PoolScheduler
+from services.runtime.allowlist import AllowedJob, refusal
+from services.runtime.rq_scheduler import PoolScheduler
 
 log = logging.getLogger("scimbus.worker")
 
@@ -131,7 +131,7 @@ class ScimWorker(SimpleWorker):
 def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> None:
     """/metrics, /healthz and /readyz of a pool, from its parent process."""
     from libs.store.session import create_engine_from_url
-    from services.worker.http import serve_probes
+    from services.runtime.pool_probes import serve_probes
 
     # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
     # answers 503, never a probe that times out.
@@ -220,13 +220,3 @@ def start_pool(settings: Settings, queue: str, serializer, processes: int) -> No
         pool.start(logging_level=settings.log_level)
     finally:
         scheduler.stop()
-
-
-def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:
-    # Import the job code once in the parent: every forked worker starts warm, instead of
-    # its first job paying ~0.5 s of imports while Entra waits, and shares these pages.
-    import services.worker.jobs  # noqa: F401
-
-    if metrics_port:
-        serve_pool_probes(settings, metrics_port)
-    start_pool(settings, settings.queue_name, OrjsonSerializer, processes)

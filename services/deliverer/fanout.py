@@ -1,4 +1,4 @@
-"""Deliver committed changes to the downstream connectors: fan out, deliver, sweep.
+"""Deliver committed changes to the downstream connectors: fan out and deliver.
 
 - ``enqueue_after_commit`` (called by ``jobs.apply_writes`` once a batch committed) puts one
   delivery job per interested connector on the delivery queue, a queue of its own served
@@ -9,8 +9,8 @@
   deletion) to the connector; the ledger records the seq and version delivered. A job
   that finds its change already handled does nothing, so replays, duplicates and
   out-of-order runs cannot move a target backwards.
-- Retryable failures set a backoff (exponential, jittered) in the ledger; ``sweep``, run
-  by ``scimbus sweeper``, re-enqueues what is due and anything committed but never
+- Retryable failures set a backoff (exponential, jittered) in the ledger; the sweeper
+  (``services.sweeper.sweep``) re-enqueues what is due and anything committed but never
   enqueued (a crash between commit and enqueue). Permanent failures, and retryable ones
   past the connector's attempts, become dead letters with the reason.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -53,8 +52,6 @@ LOCK_GRACE = 10
 """Seconds a resource's delivery lock outlives the job timeout (``Settings.delivery_timeout``)."""
 LOCK_WAIT = 5
 """Seconds a delivery waits for another delivery of the same resource before leaving it to the sweeper."""
-SWEEP_GRACE = 2.0
-"""Seconds a fresh change is left to its own after-commit job before the sweeper enqueues it."""
 
 
 @dataclass
@@ -319,51 +316,6 @@ def _dead(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: l
         ledger.add_dead_letter(conn, connector.name, key, seq, version, reason, state.attempts or 1)
     state.dead_seq, state.attempts, state.last_error, state.next_attempt_at = seq, 0, reason, None
     return "dead"
-
-
-# ---------------------------------------------------------------------------------- sweep
-def sweep(ctx: DeliveryContext, *, grace: float = SWEEP_GRACE) -> int:
-    """Enqueue every due, unhandled change; move the cursors. Returns the jobs enqueued."""
-    enqueued = 0
-    now = ledger.utcnow()
-    cutoff = ledger.grace_cutoff(grace)
-    queue = ctx.queue
-    for name, connector in ctx.connectors.items():
-        app, types = connector.options["app"], tuple(connector.mappings)
-        with ctx.store.engine.connect() as conn:
-            work = ledger.pending(conn, name, app, types)
-        for item in work:
-            if item.since > cutoff or not ledger.due(item.next_attempt_at, now):
-                continue
-            stamp = int(item.next_attempt_at.timestamp()) if item.next_attempt_at else 0
-            enqueue(queue, name, item.key, f"dlv-{name}-sweep-{item.key.resource_type}-{item.key.resource_id}"
-                                           f"-{item.seq}-{stamp}", timeout=ctx.settings.delivery_timeout)
-            enqueued += 1
-        with ctx.store.transaction() as conn:
-            ledger.advance_cursor(conn, name, app, types)
-    return enqueued
-
-
-def run_sweeper(interval: float) -> None:
-    """``scimbus sweeper``: sweep forever; a Redis lock keeps one sweeper active at a time."""
-    ctx = get_context()
-    while True:
-        started = time.monotonic()
-        try:
-            lock = ctx.redis.lock("scimbus:sweeper", timeout=max(30, interval * 10), blocking_timeout=0)
-            if lock.acquire():
-                try:
-                    count = sweep(ctx)
-                    if count:
-                        log.info("sweeper enqueued %d deliveries", count)
-                finally:
-                    try:
-                        lock.release()
-                    except LockError:
-                        pass
-        except Exception as exc:  # the database or Redis is down: try again next round
-            log.warning("sweep failed: %s", exc)
-        time.sleep(max(0.05, interval - (time.monotonic() - started)))
 
 
 def status(ctx: DeliveryContext) -> dict[str, tuple[float, int]]:

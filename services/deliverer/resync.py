@@ -31,7 +31,7 @@ from libs.connectors.sql import normalise
 from libs.scim.schemas import RESOURCE_TYPES
 from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
-from services.worker.fanout import DeliveryContext, _Lookup
+from services.deliverer.fanout import DeliveryContext, _Lookup
 
 PAGE = 500
 

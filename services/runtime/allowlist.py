@@ -12,7 +12,7 @@ of the rest, so:
   is imported only when allowed, it has no callbacks whatever its hash says (a clean-up of
   an abandoned job calls the failure callback), and it sends no web hook;
 - the worker refuses a job ``refusal`` objects to before anything of it runs
-  (``services.worker.main.ScimWorker``), logs an error naming it, and deletes it.
+  (``services.runtime.rq_pool.ScimWorker``), logs an error naming it, and deletes it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,17 @@ from rq.utils import import_attribute
 from libs.bus import defaults
 
 
+MOVED: dict[str, str] = {"services.worker.fanout.deliver": defaults.DELIVER_FUNCTION}
+"""Old dotted path → new, for job functions moved since a release (issue 20's layout): a
+delivery enqueued by a writer of the previous release, still in Redis during an upgrade,
+runs the moved function instead of being refused."""
+
+
+def current_name(name: object) -> object:
+    """The dotted path a job's function has now (``MOVED``), else ``name`` unchanged."""
+    return MOVED.get(name, name) if isinstance(name, str) else name
+
+
 class RefusedJob(Exception):
     """A job names code that is not one of scimbus's job functions."""
 
@@ -31,7 +42,7 @@ class RefusedJob(Exception):
 def refusal(job: Job, functions: frozenset[str]) -> str | None:
     """Why ``job`` must not run (None: it may), from its hash alone."""
     try:
-        name, instance = job.func_name, job.instance
+        name, instance = current_name(job.func_name), job.instance
     except DeserializationError:
         return "its data cannot be read"
     if not isinstance(name, str) or name not in functions:
@@ -55,7 +66,7 @@ class AllowedJob(Job):
         reason = refusal(self, self.functions)
         if reason is not None:
             raise RefusedJob(f"job {self.id} refused: {reason}")
-        return import_attribute(self.func_name)
+        return import_attribute(current_name(self.func_name))
 
     # Scimbus sets no callback: one a hash names is never imported.
     success_callback = failure_callback = stopped_callback = property(lambda self: None)

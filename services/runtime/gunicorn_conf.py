@@ -1,8 +1,8 @@
-"""gunicorn settings shared by the front and the reader (``-c python:services.gunicorn_conf``).
+"""gunicorn settings shared by the front and the reader (``-c python:services.runtime.gunicorn_conf``).
 
 The front runs gthread workers with 16 threads: its requests spend most of their time
 waiting on the bus, so threads (not processes) are what concurrency costs. The reader's
-requests are short and CPU-bound: it runs ``services.gunicorn_worker.EpollWorker`` with two
+requests are short and CPU-bound: it runs ``services.runtime.gunicorn_worker.EpollWorker`` with two
 threads per process (see that module for why and what it measured). Values come from the
 CLI's environment.
 
@@ -24,7 +24,7 @@ from libs.config import Settings
 bind = os.environ.get("SCIM_BIND", "127.0.0.1:8601").split(",")  # set by the CLI from its --bind options
 workers = int(os.environ.get("SCIM_HTTP_WORKERS", "2"))
 if os.environ.get("SCIM_ROLE") == "scimbus-reader":
-    worker_class = "services.gunicorn_worker.EpollWorker" if hasattr(select, "epoll") else "gthread"
+    worker_class = "services.runtime.gunicorn_worker.EpollWorker" if hasattr(select, "epoll") else "gthread"
     threads = int(os.environ.get("SCIM_READER_THREADS", Settings.reader_threads))
 else:
     worker_class = "gthread"

@@ -11,20 +11,20 @@ from libs.config import load_settings
 
 
 def cmd_deliverer(args: argparse.Namespace) -> None:
-    from services.cli import run_pool_role
+    from services.cli.command import run_pool_role
 
-    run_pool_role("deliverer", "services.worker.deliverer", args)
+    run_pool_role("deliverer", "services.deliverer.pool", args)
 
 
 def cmd_sweeper(args: argparse.Namespace) -> None:
     from libs.web import logs
-    from services.worker.fanout import run_sweeper
+    from services.sweeper.sweep import run_sweeper
 
     settings = load_settings()
     logs.configure(settings)  # the same JSON (or plain) lines as every other role
     if args.metrics_port:
-        from services import probe
-        from services.worker.main import serve_pool_probes
+        from services.runtime import probe
+        from services.runtime.rq_pool import serve_pool_probes
 
         collectors = ()
         if settings.gateway_status_url:  # issue 17: the gateway's counts, exported by this singleton
@@ -37,7 +37,7 @@ def cmd_sweeper(args: argparse.Namespace) -> None:
 
 
 def _context():
-    from services.worker.fanout import get_context
+    from services.deliverer.fanout import get_context
 
     return get_context()
 
@@ -74,7 +74,7 @@ def cmd_deliveries(args: argparse.Namespace) -> None:
 
 def cmd_retry(args: argparse.Namespace) -> None:
     from libs.store import deliveries as ledger
-    from services.worker.fanout import enqueue
+    from services.deliverer.fanout import enqueue
 
     ctx = _context()
     if args.connector not in ctx.connectors:
@@ -92,7 +92,7 @@ _LEFT = {"conflict": "leave conflicting", "foreign": "leave foreign"}
 
 
 def cmd_resync(args: argparse.Namespace) -> None:
-    from services.worker.resync import resync
+    from services.deliverer.resync import resync
 
     ctx = _context()
     connector = ctx.connectors.get(args.connector)

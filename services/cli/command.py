@@ -25,7 +25,7 @@ def _prepare_metrics(role: str) -> None:
 def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
     load_settings()  # fail at boot, naming the variable, on a bad setting
     _prepare_metrics(role)
-    from services import probe
+    from services.runtime import probe
 
     binds = args.bind or (os.environ.get("SCIM_BIND") or f"127.0.0.1:{args.port}").split(",")
     probe.record(role, next((u for u in map(probe.probe_url, binds) if u), None))
@@ -40,7 +40,7 @@ def _gunicorn(role: str, module: str, args: argparse.Namespace) -> None:
     # MB after GETs of a 30,000-member group; CPython allocates under the GIL, so two arenas
     # are not contended.
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:services.gunicorn_conf",
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf",
                                f"{module}:app"])
 
 
@@ -58,7 +58,7 @@ def run_pool_role(role: str, module: str, args: argparse.Namespace) -> None:
     metrics folder is set, since importing it defines the metrics."""
     import importlib
 
-    from services import probe
+    from services.runtime import probe
 
     _prepare_metrics(role)
     if args.metrics_port:
@@ -68,7 +68,7 @@ def run_pool_role(role: str, module: str, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    run_pool_role("worker", "services.worker.main", args)
+    run_pool_role("worker", "services.worker.pool", args)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -83,12 +83,36 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print(f"database is at the latest revision: {settings.database.split('@')[-1]}")
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    from libs.store.backup import BackupError, backup
+
+    settings = load_settings()
+    try:
+        backup(settings.database, args.path, force=args.force)
+    except BackupError as exc:
+        sys.exit(f"scimbus: cannot back up: {exc}")
+    print(f"backed up {settings.database.split('@')[-1]} to {args.path}")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from libs.security.key_encryption import KeyEncryptionError
+    from libs.store.backup import BackupError, restore
+
+    settings = load_settings()
+    try:
+        done = restore(args.path, settings.database, force=args.force, settings=settings)
+    except (BackupError, KeyEncryptionError) as exc:
+        sys.exit(f"scimbus: cannot restore: {exc}")
+    print(f"restored {args.path} (revision {done.from_revision}) into {settings.database.split('@')[-1]}, "
+          f"now at revision {done.to_revision}")
+
+
 def cmd_token(args: argparse.Namespace) -> None:
     print(load_settings().tokens[0])
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from services.local_run import run
+    from services.runtime.local_run import run
 
     sys.exit(run(workers=args.workers))
 
@@ -111,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(func=func)
     sub.choices["reader"].add_argument(
         "--worker-sockets", metavar="PREFIX",
-        help="each worker process also listens on PREFIX-<n>.sock, its own (services.gunicorn_worker)")
+        help="each worker process also listens on PREFIX-<n>.sock, its own (services.runtime.gunicorn_worker)")
 
     p = sub.add_parser("worker", help="run a pool of write workers")
     p.add_argument("--processes", type=int, default=int(os.environ.get("SCIM_WORKER_PROCESSES", "2")))
@@ -119,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_worker)
 
     sub.add_parser("migrate", help="bring the database schema to the latest revision").set_defaults(func=cmd_migrate)
+    for name, func, text in (("backup", cmd_backup, "copy the database to PATH, while the services run"),
+                             ("restore", cmd_restore, "load a backup into an empty database, then migrate it")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("path", metavar="PATH")
+        p.add_argument("--force", action="store_true", help="replace an existing file (backup) or database (restore)")
+        p.set_defaults(func=func)
     sub.add_parser("token", help="print the bearer token SCIM clients use").set_defaults(func=cmd_token)
 
     p = sub.add_parser("run", help="run the whole stack in the foreground (the local run)")
@@ -126,19 +156,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="write worker processes; 0: none, a scaler starts them (SCIM_WORKERS_SCALE_TO_ZERO)")
     p.set_defaults(func=cmd_run)
 
-    from services import probe  # issue 6: container health checks
+    from services.runtime import probe  # issue 6: container health checks
 
     probe.register(sub)
 
-    from services import deliveries_cli  # issue 4: deliverer, sweeper, deliveries, resync
+    from services.cli import deliveries as deliveries_cli  # issue 4: deliverer, sweeper, deliveries, resync
 
     deliveries_cli.register(sub)
 
-    from services import security_cli  # issue 5: tokens, audit
+    from services.cli import security as security_cli  # issue 5: tokens, audit
 
     security_cli.register(sub)
 
-    from services import init_cli  # issue 17: the first start of compose
+    from services.cli import init as init_cli  # issue 17: the first start of compose
 
     init_cli.register(sub)
 

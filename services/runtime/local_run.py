@@ -5,7 +5,7 @@ generated on first run and kept in var/redis-password; none when ``SCIM_REDIS_UR
 one), the front,
 the reader, a worker pool and the nginx gateway under honcho, after creating the token
 and migrating the database. Ctrl-C or SIGTERM stops every process it started, in the order
-they depend on each other (``services.ordered_stop``); so does the death of the process that
+they depend on each other (``services.runtime.ordered_stop``); so does the death of the process that
 started it (``make`` does not forward SIGTERM to its children).
 
 ``--workers 0`` (and ``SCIM_DELIVERER_PROCESSES=0``) starts no worker (deliverer): a scaler
@@ -32,10 +32,10 @@ from honcho.printer import Printer
 
 from libs.config import (REDIS_PASSWORD_FILE, load_settings, local_redis_url, read_or_create_secret,
                          read_secret)
-from services.ordered_stop import OrderedManager
-from services.probe import LOOPBACK
+from services.runtime.ordered_stop import OrderedManager
+from services.runtime.probe import LOOPBACK
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 DEFAULT_PORTS = {

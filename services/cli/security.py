@@ -85,7 +85,7 @@ def cmd_tokens_rotate_key(args: argparse.Namespace) -> None:
     keys = SigningKeys(_engine(settings), max_age=timedelta(days=settings.signing_key_days),
                        token_ttl=settings.access_token_ttl, refresh=0, sealer=lambda: Sealer.from_settings(settings))
     try:
-        kid = keys.rotate()
+        kid = keys.rotate(actor=operator())
     except KeyEncryptionError as exc:
         sys.exit(f"scimbus: {exc}")
     print(f"new signing key {kid}; the previous one stays published {settings.access_token_ttl} s")
