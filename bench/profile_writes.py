@@ -101,6 +101,54 @@ def profile_worker(database_url: str, users: int, batch: int, top: int, only: st
     engine.dispose()
 
 
+def profile_rq(database_url: str, users: int, batch: int, top: int, only: str | None) -> None:
+    """The worker as it runs in the stack: batches enqueued on a private Redis by the front's
+    ``Bus``, then drained by one ``ScimWorker`` (RQ's bookkeeping, the result stream) in burst
+    mode, in this process."""
+    from redis import Redis
+    from rq import Queue
+
+    from libs.bus.queues import Bus
+    from libs.bus.serializer import OrjsonSerializer
+    from libs.config import load_settings
+    from libs.store.directory import DirectoryStore
+    from libs.store.migrate import upgrade
+    from libs.store.session import create_engine_from_url
+    from services.runtime.rq_pool import ScimWorker
+    from services.worker import context
+    from tests.support.servers import RedisServer
+
+    upgrade(database_url)
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        redis = Redis.from_url(redis_server.url)
+        engine = create_engine_from_url(database_url, pool_size=2, ping=False)
+        context._context = context.WorkerContext(load_settings(), DirectoryStore(engine))
+        context._pid = os.getpid()
+        bus = Bus(redis, "profile-writes", job_timeout=60)
+        queue = Queue("profile-writes", connection=redis, serializer=OrjsonSerializer)
+        for name, jobs in worker_phases(users).items():
+            for start in range(0, len(jobs), batch):
+                bus.submit_batch(uuid.uuid4().hex, jobs[start:start + batch])
+            worker = ScimWorker([queue], connection=redis)
+            profiler = cProfile.Profile(time.process_time) if top and (only is None or only == name) else None
+            cpu0 = time.process_time()
+            if profiler:
+                profiler.enable()
+            worker.work(burst=True, logging_level="WARNING")
+            if profiler:
+                profiler.disable()
+            cpu = time.process_time() - cpu0
+            print(f"rq worker {name:14} {len(jobs):6} writes  {cpu / len(jobs) * 1e6:7.0f} us CPU/write "
+                  f"(batches of {batch})")
+            if profiler:
+                _print_stats(profiler, top)
+        engine.dispose()
+    finally:
+        redis_server.close()
+
+
 def profile_front(requests: int, top: int) -> None:
     """The front's PATCH path through Flask's WSGI app with a bus that answers at once."""
     from libs.bus.messages import WriteResult
@@ -145,7 +193,8 @@ def _print_stats(profiler: cProfile.Profile, top: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile_writes", description=__doc__.splitlines()[0])
-    p.add_argument("--role", choices=("worker", "front", "both"), default="both")
+    p.add_argument("--role", choices=("worker", "rq", "front", "both"), default="both",
+                   help="worker: apply_batch alone; rq: the worker with RQ and Redis; front; both: worker and front")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--batch", type=int, default=5, help="writes per bus job (default %(default)s)")
     p.add_argument("--requests", type=int, default=3000, help="front PATCHes (default %(default)s)")
@@ -163,8 +212,14 @@ def main(argv: list[str] | None = None) -> int:
             from tests.support.servers import postgres_server
 
             url = stack.enter_context(postgres_server())
-        if url:
-            os.environ["SCIM_DATABASE_URL"] = url
+        if url is None:  # the front reads its credentials from the store
+            from libs.store.migrate import upgrade
+
+            url = f"sqlite:///{var / 'front.db'}"
+            upgrade(url)
+        os.environ["SCIM_DATABASE_URL"] = url
+        if args.role == "rq":
+            profile_rq(url, args.users, args.batch, args.top, args.only)
         if args.role in ("worker", "both"):
             profile_worker(url, args.users, args.batch, args.top, args.only)
         if args.role in ("front", "both"):

@@ -36,7 +36,7 @@ from libs.scim.errors import InvalidValue, ScimError, TooMany, Unavailable, Uniq
 from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
-from libs.store.bulk import insert_rows
+from libs.store.bulk import insert_rows, insert_rows_of_tables
 from libs.store.diff import update_with_values, value_changes
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
@@ -200,6 +200,15 @@ _SELECT_GROUPS = (
     .order_by(members.c.member_pk, _g.c.pk)
 )
 _RELATED_COLUMN = {None: None, "members": members.c.group_pk, "groups": members.c.member_pk}
+# PostgreSQL: resolve member ids and insert the rows not there yet, in one round trip; each
+# id found comes back with whether it was added (ON CONFLICT skips the members already in).
+_ADD_MEMBERS = (
+    "WITH found AS (SELECT id, pk FROM resources WHERE app = %(app)s "
+    f"AND resource_type IN ('{USERS.name}', '{GROUPS.name}') AND id = ANY(%(ids)b::varchar[])), "
+    "added AS (INSERT INTO group_members (group_pk, member_pk) SELECT %(group_pk)s::int8, pk FROM found "
+    "WHERE pk <> %(group_pk)s::int8 ON CONFLICT DO NOTHING RETURNING member_pk) "
+    "SELECT found.id, EXISTS (SELECT 1 FROM added WHERE added.member_pk = found.pk) AS added FROM found"
+)
 
 
 # What a document is made of (``_stored``): fewer columns, less for the driver to describe.
@@ -277,19 +286,17 @@ class DirectoryStore:
         """Idempotency records and change rows of several writes, and the audit rows of the
         writes refused, in at most three statements.
 
-        Each entry: app, job_id, request_id, result (payload), change (dict or None).
+        Each entry: app, job_id, request_id, result (payload), change (dict or None). On
+        PostgreSQL the three inserts are one statement.
         """
-        insert_rows(conn, rejected_writes, list(rejections))
-        if not entries:
-            return
         now = utcnow()
-        insert_rows(conn, applied_writes, [
-            {"job_id": e["job_id"], "app": e["app"], "result": orjson.dumps(e["result"]).decode(), "applied_at": now}
-            for e in entries
+        insert_rows_of_tables(conn, [
+            (rejected_writes, list(rejections)),
+            (applied_writes, [{"job_id": e["job_id"], "app": e["app"], "result": orjson.dumps(e["result"]).decode(),
+                               "applied_at": now} for e in entries]),
+            (changes, [{"app": e["app"], "job_id": e["job_id"], "request_id": e["request_id"], "at": now,
+                        **e["change"]} for e in entries if e["change"] is not None]),
         ])
-        rows = [{"app": e["app"], "job_id": e["job_id"], "request_id": e["request_id"], "at": now, **e["change"]}
-                for e in entries if e["change"] is not None]
-        insert_rows(conn, changes, rows)
 
     # ------------------------------------------------------------------ reads inside a write
     def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
@@ -349,7 +356,12 @@ class DirectoryStore:
         else:
             params.update(_row_values(schema, doc, _unique(schema, unique_name)))
             gone, added = value_changes(flatten(current.doc, schema), flatten(doc, schema))
-            if conn.dialect.name == "postgresql" and (gone or added):
+            if __import__("os").environ.get("H19_OLD"):
+                gone, added = None, flatten(doc, schema)
+                conn.execute(_UPDATE_RESOURCE, params)
+                conn.execute(_DELETE_VALUES, {"pk_": current.pk})
+                insert_rows(conn, resource_values, [{"resource_pk": current.pk, **r} for r in added])
+            elif conn.dialect.name == "postgresql" and (gone or added):
                 update_with_values(conn, params, gone, added)
             else:
                 conn.execute(_UPDATE_RESOURCE, params)
@@ -390,6 +402,8 @@ class DirectoryStore:
         ``ignore_unknown`` (``SCIM_UNKNOWN_MEMBERS=ignore``)."""
         if not ids:
             return 0
+        if conn.dialect.name == "postgresql" and len(ids) <= _CHUNK:
+            return self._add_members_in_one(conn, app, group, ids, ignore_unknown)
         found = self.resolve_members(conn, app, ids)
         missing = [i for i in ids if i not in found]
         if missing and not ignore_unknown:
@@ -404,6 +418,23 @@ class DirectoryStore:
             stmt = self._insert(conn, members).on_conflict_do_nothing().returning(members.c.member_pk)
             added += len(conn.execute(stmt, rows[start:start + _CHUNK]).all())  # the rows not there before
         return added
+
+    def _add_members_in_one(self, conn: Connection, app: str, group: StoredResource, ids: list[str],
+                            ignore_unknown: bool) -> int:
+        """``add_members`` for up to 500 ids on PostgreSQL: the lookup of the ids and the insert
+        of the rows in one statement (Entra adds one member per PATCH). The checks come after:
+        their error rolls the write back, as every error of a write does (its savepoint)."""
+        rows = conn.exec_driver_sql(_ADD_MEMBERS, {"app": app, "ids": list(dict.fromkeys(ids)),
+                                                   "group_pk": group.pk}).all()
+        found = {r.id for r in rows}
+        missing = [i for i in ids if i not in found]
+        if missing and not ignore_unknown:
+            raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
+        if missing:
+            log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
+        if group.id in found:
+            raise InvalidValue("members: a group cannot be a member of itself.")
+        return sum(1 for r in rows if r.added)
 
     def remove_members(self, conn: Connection, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:
         """Remove the given member ids, or every member when ``ids`` is None."""
