@@ -7,7 +7,8 @@ PostgreSQL the resource's UPDATE, that DELETE and that INSERT are one statement 
 modifying CTEs), so a PATCH of ``name.familyName`` costs one round trip instead of three,
 and a PATCH of ``active`` (a column, not an index row) no index row at all.
 
-Rows are matched by ``(path, ordinal)``, which ``values.flatten`` gives each leaf once;
+Only the top-level attributes that differ are flattened (``changed_rows``). Rows are
+matched by ``(path, ordinal)``, which ``values.flatten`` gives each leaf once;
 were a document ever to flatten to a repeated key, the whole index of the resource is
 rewritten as before. The old rows are those ``flatten`` makes of the stored document: the
 index of a resource is always written from it (``resource_values`` has no other writer).
@@ -19,6 +20,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from libs.scim.schemas import ResourceSchema
+from libs.store.values import flatten
+
 _VALUE_COLUMNS = ("path", "ordinal", "str_value", "ci_value", "ci_key", "num_value")
 _ARRAY_TYPES = {"path": "varchar[]", "ordinal": "int4[]", "str_value": "text[]", "ci_value": "text[]",
                 "ci_key": "varchar[]", "num_value": "float8[]"}
@@ -26,6 +30,16 @@ _RESOURCE_COLUMNS = ("version", "last_modified", "name", "name_key", "unique_nam
                      "display_name", "active", "doc")
 
 Key = tuple[str, int]
+
+
+def changed_rows(old: dict[str, Any], new: dict[str, Any], schema: ResourceSchema
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The index rows of the top-level attributes that differ between two documents, before
+    and after: ``flatten`` turns each top-level attribute (an extension: its whole object)
+    into its own rows, so the others' rows are the same on both sides and are not made."""
+    keys = [k for k in {**old, **new} if old.get(k) != new.get(k)]
+    return (flatten({k: old[k] for k in keys if k in old}, schema),
+            flatten({k: new[k] for k in keys if k in new}, schema))
 
 
 def value_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]

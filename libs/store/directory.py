@@ -37,7 +37,7 @@ from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows, insert_rows_of_tables
-from libs.store.diff import update_with_values, value_changes
+from libs.store.diff import changed_rows, update_with_values, value_changes
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import StatementTimeout, read_reconnecting, writer_lock
@@ -355,7 +355,7 @@ class DirectoryStore:
             conn.execute(_TOUCH_RESOURCE, params)
         else:
             params.update(_row_values(schema, doc, _unique(schema, unique_name)))
-            gone, added = value_changes(flatten(current.doc, schema), flatten(doc, schema))
+            gone, added = value_changes(*changed_rows(current.doc, doc, schema))
             if __import__("os").environ.get("H19_OLD"):
                 gone, added = None, flatten(doc, schema)
                 conn.execute(_UPDATE_RESOURCE, params)
