@@ -9,6 +9,7 @@ help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
 	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates, worker scaling and cold starts (BENCH_ARGS=\"--url …\" for a running one)"
+	@echo "             scimgateway (loki, Bun) is a second peer when a checkout of it is found (SCIMGATEWAY=PATH)"
 	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
 	@echo "make bench-paging - page through 1,000,000 seeded users, print the reader's memory (PAGING_ARGS=\"--users N\")"
 	@echo "make soak   - the long fault runs kept out of make test"
