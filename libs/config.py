@@ -50,7 +50,9 @@ class Settings:
     """SQLAlchemy URL of the directory store; default: SQLite file under var_dir."""
     redis_url: str = "redis://127.0.0.1:6389/0"
     """The bus, with its password: ``redis://:PASSWORD@host:6379/0`` (an ACL user:
-    ``redis://USER:PASSWORD@host:6379/0``; TLS: ``rediss://``). The local run starts its own
+    ``redis://USER:PASSWORD@host:6379/0``; TLS: ``rediss://``; the primary of a Sentinel
+    service: ``redis+sentinel://:PASSWORD@host1:26379,host2:26379/mymaster/0``, the sentinels'
+    own password as ``?sentinel_password=``, see libs/bus/connection.py). The local run starts its own
     Redis on 6389 (6379 may belong to another), with a password generated on first run and kept
     in var_dir/redis-password; unset, this defaults to that Redis when the file exists."""
     token: str = ""
@@ -207,6 +209,21 @@ class Settings:
     """Attributes no schema declares, in a POST, PUT or PATCH: "ignore" (the write succeeds
     without them; a warning and scim_undeclared_attributes_total name each one) or "reject"
     (400 invalidPath, whatever the verb)."""
+    # ---- Issue 21: high availability ------------------------------------------------------
+    read_database_url: str = ""
+    """PostgreSQL read replicas of database_url, comma-separated SQLAlchemy URLs: the reader
+    serves GETs and filters from them, each read from one that has replayed the app's last
+    write (read-your-writes), else from the primary (libs/store/replicas.py)."""
+    replica_wait_ms: float = 100.0
+    """How long a read waits for a replica to replay the app's last write before reading the
+    primary instead."""
+    replica_skip_seconds: float = 5.0
+    """How long a replica that is down, failed a read or lagged past replica_wait_ms is left
+    out before it is tried again."""
+
+    @property
+    def read_database_urls(self) -> list[str]:
+        return [u.strip() for u in self.read_database_url.split(",") if u.strip()]
 
     @property
     def database(self) -> str:
@@ -344,8 +361,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"SCIM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {s.log_level!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
         raise SettingsError("SCIM_DEFAULT_APP may hold letters, digits, '-' and '_' only")
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):  # not echoed: it holds a password
-        raise SettingsError("SCIM_REDIS_URL is not a redis://, rediss:// or unix:// URL")
+    from libs.bus.connection import RedisUrlError, validate_url
+
+    try:
+        validate_url(s.redis_url)
+    except RedisUrlError as exc:  # its message never echoes the URL: it holds a password
+        raise SettingsError(str(exc)) from None
     # issue 3
     if s.group_patch_status not in (200, 204):
         raise SettingsError("SCIM_GROUP_PATCH_STATUS must be 200 or 204")
@@ -372,6 +393,21 @@ def _validate(s: Settings) -> None:
                                 "comma-separated")
     if s.public_url:
         _validate_public_url(s.public_url)
+    _validate_replicas(s)
+
+
+def _validate_replicas(s: Settings) -> None:
+    if not s.read_database_urls:
+        return
+    if not s.database.startswith("postgresql"):
+        raise SettingsError("SCIM_READ_DATABASE_URL needs a PostgreSQL SCIM_DATABASE_URL (its replicas)")
+    for url in s.read_database_urls:  # not echoed: a URL may hold a password
+        if not url.startswith("postgresql"):
+            raise SettingsError("SCIM_READ_DATABASE_URL must list postgresql:// URLs, comma-separated")
+    if not 0 <= s.replica_wait_ms <= 5000:
+        raise SettingsError(f"SCIM_REPLICA_WAIT_MS must be between 0 and 5000, not {s.replica_wait_ms!r}")
+    if s.replica_skip_seconds <= 0:
+        raise SettingsError(f"SCIM_REPLICA_SKIP_SECONDS must be positive, not {s.replica_skip_seconds!r}")
 
 
 def _validate_public_url(url: str) -> None:

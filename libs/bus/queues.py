@@ -23,13 +23,14 @@ import uuid
 from base64 import b64decode
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.results import Result
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
 from rq.utils import now
 
-from libs.bus import defaults
+from libs.bus import defaults, resend
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import ScimError, Unavailable
@@ -52,8 +53,11 @@ class Bus:
 
     def __init__(self, redis: Redis, queue_name: str, *, job_timeout: int,
                  function: str = defaults.JOB_FUNCTION, max_batch: int = defaults.MAX_BATCH,
-                 in_flight: int = 1, linger: float = 0.0) -> None:
+                 in_flight: int = 1, linger: float = 0.0, resends: bool = False) -> None:
         self.redis = redis
+        self.resends = resends
+        """After a lost connection, reconnect and send the batch again (Sentinel: a failover
+        names a new primary within seconds); else answer 503 at once (one Redis, down)."""
         self.function = function
         self.queue = Queue(queue_name, connection=redis, serializer=OrjsonSerializer)
         self.job_timeout = job_timeout
@@ -97,10 +101,16 @@ class Bus:
         pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
         try:
             _, first = pipe.execute()
+        except RedisConnectionError as exc:
+            if not self.resends:
+                raise Unavailable("The write queue is unreachable; the write may not have been queued; "
+                                  "retry the request.") from exc
+            # A failover: the wait reconnects and sends the batch again.
+            return self._wait(batch_id, len(jobs), deadline, None, jobs=jobs, reconnect=True)
         except RedisError as exc:
             raise Unavailable("The write queue is unreachable; the write may not have been queued; "
                               "retry the request.") from exc
-        return self._wait(batch_id, len(jobs), deadline, first)
+        return self._wait(batch_id, len(jobs), deadline, first, jobs=jobs)
 
     def apply(self, job: WriteJob, timeout: float) -> WriteResult:
         """Apply one write (coalesced with concurrent ones) and return its result."""
@@ -113,12 +123,22 @@ class Bus:
     def await_batch(self, batch_id: str, count: int, timeout: float) -> list[WriteResult]:
         return self._wait(batch_id, count, time.monotonic() + timeout, None)
 
-    def _wait(self, batch_id: str, count: int, deadline: float, response) -> list[WriteResult]:
-        """Read the batch's result stream (``response``: a first XREAD answer already read)."""
+    def _wait(self, batch_id: str, count: int, deadline: float, response, *, jobs: list[WriteJob] | None = None,
+              reconnect: bool = False) -> list[WriteResult]:
+        """Read the batch's result stream (``response``: a first XREAD answer already read).
+        A lost connection (Redis failover) with ``jobs`` known: reconnect and send the batch
+        again within the time left (``libs.bus.resend``)."""
         key = Result.get_key(batch_id)
         last_id = "0-0"
-        try:
-            while True:
+        while True:
+            try:
+                if reconnect:
+                    reconnect, last_id = False, "0-0"  # the new primary's stream: read it whole
+                    time.sleep(resend.RECONNECT_PAUSE)
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.eval(*resend.requeue_args(self._enqueue_args(batch_id, jobs), batch_id))
+                    pipe.xread({key: last_id}, block=_block_ms(max(0.001, deadline - time.monotonic())))
+                    _, response = pipe.execute()
                 for entry_id, payload in (response[0][1] if response else ()):
                     last_id = entry_id
                     results = self._outcome(payload)
@@ -130,8 +150,12 @@ class Bus:
                 if remaining <= 0:
                     break
                 response = self.redis.xread({key: last_id}, block=_block_ms(remaining))
-        except RedisError as exc:
-            raise Unavailable("The write queue became unreachable while waiting; retry the request.") from exc
+            except RedisConnectionError as exc:
+                if jobs is None or not self.resends or deadline - time.monotonic() < _MIN_WAIT + resend.RECONNECT_PAUSE:
+                    raise Unavailable("The write queue became unreachable while waiting; retry the request.") from exc
+                reconnect, response = True, None
+            except RedisError as exc:
+                raise Unavailable("The write queue became unreachable while waiting; retry the request.") from exc
         raise Unavailable("No worker confirmed the write in time; retry the request.")
 
     @staticmethod

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, g, request
-from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from libs.bus.connection import connect
 from libs.config import Settings
 from libs.scim.errors import Forbidden, Unauthorized
 from libs.security.credentials import CredentialCache
@@ -107,7 +107,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     limiter = None
     if settings.rate_limit > 0:
         # No retries: with Redis down the limiter lets requests through at once (see ratelimit.py).
-        redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1,
+        redis = connect(settings.redis_url, socket_timeout=1, socket_connect_timeout=1,
                                retry=Retry(NoBackoff(), 0))
         limiter = RateLimiter(redis, settings.rate_limit, settings.rate_window)
 

@@ -32,6 +32,7 @@ from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from libs.bus import defaults
+from libs.bus.connection import connect
 from libs.config import Settings, load_settings
 from libs.connectors.base import Connector, Previous
 from libs.connectors.errors import Permanent, Retryable
@@ -76,7 +77,7 @@ def get_context() -> DeliveryContext:
     if _context is None or _pid != os.getpid():
         settings = load_settings()
         _context = DeliveryContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2)),
-                                   Redis.from_url(settings.redis_url), build_connectors(settings))
+                                   connect(settings.redis_url), build_connectors(settings))
         _pid = os.getpid()
     return _context
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from redis import Redis
 from rq.serializers import JSONSerializer
 
+from libs.bus.connection import connect
 from libs.config import Settings
 from libs.metrics.deliveries import DeliveryCollector
 from services.runtime.rq_pool import serve_pool_probes, start_pool
@@ -35,7 +35,7 @@ class _LazyStatus:
         if self.ctx is None:
             self.ctx = DeliveryContext(self.settings, DirectoryStore(create_engine_from_url(self.settings.database,
                                                                                             pool_size=1)),
-                                       Redis.from_url(self.settings.redis_url), {})
+                                       connect(self.settings.redis_url), {})
             # Only names and apps are needed for the figures: connectors without clients.
             self.ctx.connectors = build_connectors(self.settings)
         return status(self.ctx)

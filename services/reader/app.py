@@ -12,7 +12,7 @@ from libs.security.cursor_key import cursor_secret
 from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
 from libs.web.app import build_app
-from services.reader import routes
+from services.reader import reads, routes
 from services.reader.cursors import CursorCodec
 
 
@@ -25,6 +25,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
             create_engine_from_url(settings.database, read_only=True, pool_size=settings.reader_threads,
                                    statement_timeout=settings.query_timeout))
         app.extensions["scim.store"] = store
+        if settings.read_database_urls:  # issue 21: replicas, read-your-writes by WAL position
+            app.extensions["scim.replicas"] = reads.replica_set(settings, store)
         app.extensions["scim.cursors"] = CursorCodec(settings, lambda: cursor_secret(settings, store.engine))
         return ()
 

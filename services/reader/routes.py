@@ -21,7 +21,7 @@ from libs.store.directory import DirectoryStore
 from libs.security.limits import check_filter, check_json
 from libs.web.request import base_url, json_body, resolve_app
 from libs.web.responses import scim_response
-from services.reader import discovery
+from services.reader import discovery, reads
 from services.reader.cursors import CursorCodec
 
 bp = Blueprint("reads", __name__)
@@ -32,6 +32,9 @@ def _settings() -> Settings:
 
 
 def _store() -> DirectoryStore:
+    replicas = current_app.extensions.get("scim.replicas")
+    if replicas is not None:  # issue 21: a replica that has the app's last write, else the primary
+        return reads.routed_store(replicas, _app_key((request.view_args or {}).get("app")))
     return current_app.extensions["scim.store"]
 
 

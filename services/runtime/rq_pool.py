@@ -30,7 +30,7 @@ import time
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
 from rq.registry import StartedJobRegistry
@@ -39,6 +39,7 @@ from rq.worker_pool import WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from libs.bus import defaults
+from libs.bus.connection import connect
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
 from libs.health import database_problem, redis_problem
@@ -135,7 +136,7 @@ def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> 
 
     # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
     # answers 503, never a probe that times out.
-    probe_redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    probe_redis = connect(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     engine = create_engine_from_url(settings.database, pool_size=1)
     serve_probes(port, registry_for_scrape(collectors),
                  (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
@@ -146,11 +147,24 @@ class _Pool(WorkerPool):
     (about once a second), freezes its objects before each fork, and clears up after a
     worker that died as soon as it reaps it."""
 
-    def __init__(self, *args, scheduler: PoolScheduler, janitor: Redis, **kwargs) -> None:
+    def __init__(self, *args, scheduler: PoolScheduler, janitor: Redis, redis_url: str | None = None,
+                 **kwargs) -> None:
         kwargs["job_class"] = _allowed(kwargs.get("job_class"))  # its clean-ups load jobs too
         super().__init__(*args, **kwargs)
         self.scheduler = scheduler
         self.janitor = janitor  # with timeouts, unlike the workers' connection (blocking dequeues)
+        self.redis_url = redis_url
+
+    def get_worker_process(self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO"):
+        """RQ's worker process, whose client is built from the URL (``_run_worker``). RQ's own
+        rebuilds it from the parent client's class and pool arguments, which for a Sentinel
+        client makes a plain pool of ``SentinelManagedConnection`` without its sentinels."""
+        process = super().get_worker_process(name, burst, _sleep, logging_level)
+        if self.redis_url is None:  # built from a client alone (tests): RQ's way
+            return process
+        process._target = _run_worker
+        process._args = (self.redis_url, name, self._queue_names)
+        return process
 
     def check_workers(self, respawn: bool = True) -> None:
         super().check_workers(respawn)
@@ -206,6 +220,21 @@ class _Pool(WorkerPool):
         super().start_worker(*args, **kwargs)
 
 
+def _run_worker(redis_url: str, worker_name: str, queue_names, *, worker_class=ScimWorker, serializer=OrjsonSerializer,
+                job_class=AllowedJob, queue_class=None, exception_handlers=None, burst: bool = False,
+                logging_level: str = "INFO", _sleep: float = 0) -> None:
+    """``rq.worker_pool.run_worker`` with the client from ``connect``: a Sentinel URL gives a
+    client that finds the primary again after a failover (RQ reconnects after a connection
+    error, ``ScimWorker.max_connection_wait_time``)."""
+    connection = connect(redis_url)
+    queue_class = queue_class or Queue
+    queues = [queue_class(name, connection=connection) for name in queue_names]
+    worker = worker_class(queues, name=worker_name, connection=connection, serializer=serializer, job_class=job_class,
+                          queue_class=queue_class, exception_handlers=exception_handlers)
+    time.sleep(_sleep)
+    worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+
+
 def start_pool(settings: Settings, queue: str, serializer, processes: int) -> None:
     """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
     # Everything is imported: freeze it now, so that the collection before each fork walks
@@ -213,9 +242,9 @@ def start_pool(settings: Settings, queue: str, serializer, processes: int) -> No
     # nothing), but walking their ~70,000 objects took 26-65 ms of a cold start.
     gc.freeze()
     scheduler = PoolScheduler(queue, settings.redis_url, serializer)
-    pool = _Pool([queue], connection=Redis.from_url(settings.redis_url), num_workers=processes,
-                 worker_class=ScimWorker, serializer=serializer, scheduler=scheduler,
-                 janitor=Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
+    pool = _Pool([queue], connection=connect(settings.redis_url), num_workers=processes,
+                 worker_class=ScimWorker, serializer=serializer, scheduler=scheduler, redis_url=settings.redis_url,
+                 janitor=connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
     try:
         pool.start(logging_level=settings.log_level)
     finally:

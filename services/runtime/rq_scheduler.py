@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 
-from redis import Redis
 from redis.exceptions import RedisError
 from rq.scheduler import RQScheduler
 
 from libs.bus import defaults
+from libs.bus.connection import connect
 
 log = logging.getLogger("scimbus.scheduler")
 
@@ -35,7 +35,7 @@ class PoolScheduler:
     def __init__(self, queue: str, redis_url: str, serializer) -> None:
         self.queue = queue
         # Timeouts: a hung Redis may slow the pool's loop, never stall it for good.
-        redis = Redis.from_url(redis_url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT)
+        redis = connect(redis_url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT)
         self.rq = RQScheduler([queue], connection=redis, serializer=serializer)
         self._tried_at = float("-inf")
         self._failing = False

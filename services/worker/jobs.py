@@ -26,7 +26,7 @@ from libs.scim.errors import InternalError, ScimError, Uniqueness
 from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
 from services.deliverer import fanout
-from services.worker import writes
+from services.worker import positions, writes
 from services.worker.context import get_context
 
 log = logging.getLogger("scimbus.worker")
@@ -39,6 +39,7 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     results = apply_batch(jobs)
     observe_batch(len(jobs), time.perf_counter() - started)
+    positions.record_commit(jobs, results)  # issue 21: before the front can answer, for the replicas
     # After the commit: a delivery job must never see a change that could still roll back.
     fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
     get_context().analyzer.created(sum(1 for r in results if r.status == 201))

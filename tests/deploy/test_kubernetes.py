@@ -15,7 +15,7 @@ import pytest
 from libs.config import Settings
 from tests.support.deploy_checks import ROOT, manifest_problems, render_kustomization
 
-OVERLAYS = ["example", "example-ingress", "scale-to-zero"]
+OVERLAYS = ["example", "example-ingress", "scale-to-zero", "example-ha"]
 
 
 def _tree_copy(tmp: Path) -> Path:

@@ -95,9 +95,9 @@ class Stack:
         return local_redis_url(read_secret(self.var_dir / REDIS_PASSWORD_FILE) or "", self.redis_port)
 
     def redis(self):
-        from redis import Redis
+        from libs.bus.connection import connect
 
-        return Redis.from_url(self.redis_url, socket_connect_timeout=2)
+        return connect(self.redis_url, socket_connect_timeout=2)
 
     def worker_pids(self) -> list[int]:
         """PIDs of the live RQ workers (the pool's children), from their Redis registry."""
