@@ -8,6 +8,7 @@ never changes; here the checkout is a folder holding the files the bench reads.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -84,3 +85,60 @@ def test_the_cpu_snapshot_counts_a_tree_including_children_it_has_reaped():
     finally:
         parent.kill()
         parent.wait()
+
+
+def _checkout():
+    """A scimgateway checkout where the Makefile looks for one (it is not on the npm registry)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (os.environ.get("SCIMGATEWAY"), root / "var" / "scimgateway", root.parent / "scimgateway-src",
+                      root.parent / "wt" / "scimgateway-src"):
+        if candidate and (Path(candidate) / "lib" / "plugin-loki.ts").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.mark.stack
+@pytest.mark.skipif(_checkout() is None, reason="no scimgateway checkout at var/scimgateway, ../scimgateway-src "
+                                                "or $SCIMGATEWAY")
+def test_the_bench_runs_the_workload_against_scimgateway_with_no_error(tmp_path):
+    from pathlib import Path
+
+    from bench.load import OPERATIONS
+
+    report = tmp_path / "bench.json"
+    tiny = ["--users", "12", "--concurrency", "4", "--groups", "2", "--members-per-group", "3",
+            "--directory-size", "40", "--reads", "30", "--read-concurrency", "4", "--fill-concurrency", "4",
+            "--big-group", "20", "--small-group", "3", "--group-add-samples", "3", "--big-patch", "25",
+            "--big-patch-repeats", "1", "--timeout", "20"]
+    run = subprocess.run([sys.executable, "-m", "bench", "--start", *tiny, "--no-peer", "--scimgateway",
+                          str(_checkout()), "--json", str(report)],
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr[-4000:]}"
+    gateway = json.loads(report.read_text())["servers"]["scimgateway"]
+    assert "summary" in gateway, gateway
+    ops = gateway["summary"]["operations"]
+    assert {op for op in OPERATIONS if ops[op]["count"]} == set(OPERATIONS)
+    assert gateway["summary"]["errors"] == 0, gateway["summary"]["error_samples"]
+    assert ops["create-user"]["count"] == 12 and gateway["timing"]["directory_size"] == 40
+    assert gateway["timing"]["phase_cpu"]["patch"]["cpu_s"]["peer"] >= 0
+    assert "== scimgateway  http://127.0.0.1:" in run.stdout and "side by side with scimgateway" in run.stdout
+
+
+@pytest.mark.skipif(_checkout() is None, reason="no scimgateway checkout at var/scimgateway, ../scimgateway-src "
+                                                "or $SCIMGATEWAY")
+def test_scimgateway_starts_empty_and_asks_for_its_token(tmp_path):
+    from bench.client import Client
+    from bench.scimgateway import ensure_bun, ensure_dependencies, running_scimgateway
+
+    source = check_source(_checkout())
+    ensure_dependencies(source)
+    with running_scimgateway(source, ensure_bun(), tmp_path) as peer:
+        with Client(peer.url, {"Authorization": f"Bearer {peer.token}"}, 20) as client:
+            for endpoint in ("/Users", "/Groups"):  # its two built-in test users and groups left out
+                answer = client.get(endpoint)
+                assert answer.status_code == 200 and answer.json()["totalResults"] == 0, answer.text
+        with Client(peer.url, {"Authorization": "Bearer wrong"}, 20) as client:
+            assert client.get("/Users").status_code == 401
+    assert not (tmp_path / "scimgateway" / "logs").exists() or not any((tmp_path / "scimgateway" / "logs").iterdir())
