@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    - set up (venv, packages, redis, nginx) and run the stack on :$${SCIM_PORT:-8585}"
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
+	@echo "make test-fast - the unit tier: the tests that need no server (a minute or two)"
 	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates, worker scaling and cold starts (BENCH_ARGS=\"--url …\" for a running one)"
 	@echo "             scimgateway (loki, Bun) is a second peer when a checkout of it is found (SCIMGATEWAY=PATH)"
 	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
@@ -24,6 +25,10 @@ run:
 test:
 	@deploy/setup.sh test
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast:
+	@deploy/setup.sh test
+	SCIM_TEST_TIER=unit $(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 soak:
 	@deploy/setup.sh test

@@ -18,7 +18,7 @@ import os
 import secrets
 import tomllib
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -96,6 +96,7 @@ class Settings:
     waits up to write_timeout for one to start and answer. false: the front is not ready
     while no worker listens on its queue."""
     log_level: str = "INFO"
+    """Least severe log lines written: DEBUG, INFO, WARNING, ERROR or CRITICAL."""
     metrics_dir: str = ""
     """PROMETHEUS_MULTIPROC_DIR of this service's processes (empty: single-process metrics)."""
     config_file: str = ""
@@ -225,6 +226,19 @@ class Settings:
     def read_database_urls(self) -> list[str]:
         return [u.strip() for u in self.read_database_url.split(",") if u.strip()]
 
+    # ---- issue 20: how many processes each role starts (the CLI's defaults) --------------
+    http_workers: int = 2
+    """gunicorn worker processes of ``scimbus front`` and of ``scimbus reader`` (``--workers``)."""
+    worker_processes: int = 2
+    """Write worker processes of ``scimbus worker`` and ``scimbus run`` (``--processes``); in the
+    local run 0 starts none, leaving them to a scaler (workers_scale_to_zero)."""
+    deliverer_processes: int = 1
+    """Delivery worker processes of ``scimbus deliverer`` (``--processes``)."""
+    worker_metrics_port: int = 8603
+    """Port of the worker pool's /metrics, /healthz and /readyz (``--metrics-port``; 0: none)."""
+    deliverer_metrics_port: int = 8604
+    """Port of the deliverer pool's /metrics, /healthz and /readyz (``--metrics-port``; 0: none)."""
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
@@ -292,6 +306,9 @@ def _uniqueness_choices(text: str) -> tuple[str, dict[str, str]]:
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
+_EXPECTED = {"int": "a whole number", "float": "a number"}
+
+
 def _coerce(name: str, kind: Any, raw: str) -> Any:
     if kind in (bool, "bool"):
         if raw.strip().lower() not in _BOOLEANS:
@@ -306,7 +323,9 @@ def _coerce(name: str, kind: Any, raw: str) -> Any:
             return Path(raw)
         return raw
     except ValueError as exc:
-        raise SettingsError(f"SCIM_{name.upper()}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+        kind_name = getattr(kind, "__name__", kind)
+        raise SettingsError(f"SCIM_{name.upper()}={raw!r} is not a valid {kind_name}: expected "
+                            f"{_EXPECTED.get(kind_name, kind_name)}{_range_text(name)}") from exc
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -342,21 +361,43 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     return settings
 
 
+POSITIVE = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results",
+            "http_threads", "reader_threads", "write_batches_in_flight",
+            # issue 5
+            "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
+            "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days",
+            # issue 16
+            "query_timeout", "max_page_members", "password_hashes", "bulk_max_passwords")
+"""Numeric settings that must be above 0."""
+
+
+RANGES: dict[str, tuple[float, float]] = {
+    "max_filter_terms": (1, 500),  # SQLite refuses expressions deeper than 1,000
+    "write_linger_ms": (0, 100),
+    # issue 20: the roles' process counts and ports
+    "http_workers": (1, 256),
+    "worker_processes": (0, 256),
+    "deliverer_processes": (0, 256),
+    "worker_metrics_port": (0, 65535),
+    "deliverer_metrics_port": (0, 65535),
+}
+"""Inclusive bounds of the numeric settings that have both; ``_validate`` holds the rest."""
+
+
+def _range_text(name: str) -> str:
+    if name in POSITIVE:
+        return " above 0"
+    low, high = RANGES.get(name, (None, None))
+    return f" between {low:g} and {high:g}" if low is not None else ""
+
+
 def _validate(s: Settings) -> None:
-    positive = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length", "max_operations", "max_results",
-                "http_threads", "reader_threads", "write_batches_in_flight",
-                # issue 5
-                "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
-                "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days",
-                # issue 16
-                "query_timeout", "max_page_members", "password_hashes", "bulk_max_passwords")
-    for name in positive:
+    for name in POSITIVE:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")
-    if not 1 <= s.max_filter_terms <= 500:
-        raise SettingsError(f"SCIM_MAX_FILTER_TERMS must be between 1 and 500, not {s.max_filter_terms!r}")
-    if not 0 <= s.write_linger_ms <= 100:
-        raise SettingsError(f"SCIM_WRITE_LINGER_MS must be between 0 and 100, not {s.write_linger_ms!r}")
+    for name, (low, high) in RANGES.items():
+        if not low <= getattr(s, name) <= high:
+            raise SettingsError(f"SCIM_{name.upper()} must be between {low:g} and {high:g}, not {getattr(s, name)!r}")
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(f"SCIM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {s.log_level!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
@@ -486,3 +527,37 @@ def read_or_create_secret(path: Path, generate: Callable[[], str] = lambda: secr
 def read_or_create_token(var_dir: Path) -> str:
     """The local run's token: generated once, kept in var_dir/token (mode 600)."""
     return read_or_create_secret(var_dir / "token")
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    variable: str
+    kind: str
+    default: Any
+    bounds: str
+    """"above 0", "between 1 and 500", or empty."""
+    doc: str
+
+
+def setting_docs() -> list[SettingDoc]:
+    """Every setting as ``scimbus settings`` documents it, read from this module: its type and
+    default from ``Settings``, its bounds from ``POSITIVE``/``RANGES``, and its meaning from the
+    docstring under the field (Python keeps none at run time, so the source is parsed)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Settings))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, after in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    out = []
+    for f in fields(Settings):
+        if f.name == "file":
+            continue
+        default = None if f.default is MISSING else f.default
+        out.append(SettingDoc(f"SCIM_{f.name.upper()}", str(f.type), default, _range_text(f.name).strip(),
+                              docs.get(f.name, "")))
+    return out

@@ -1,14 +1,23 @@
 """Shared fixtures: real Redis and real databases, started once per test session.
 
-Markers gate the real services (snuba's pattern): a test that needs Redis says
-``@pytest.mark.redis`` and a test over the store says ``@pytest.mark.db``; ``db`` tests
-run once per backend (SQLite file, PostgreSQL).
+Markers name the tier a test belongs to, and select it (``pytest -m``):
+
+- ``redis``, ``db``, ``stack``: given to every test that uses the fixtures starting those
+  (``redis_url``, ``postgres_url``/``database_url``/``engine``, ``stack``), by
+  ``pytest_collection_modifyitems`` below, so a test cannot forget its marker; ``db`` tests
+  run once per backend (SQLite file, PostgreSQL). A test that starts servers of its own
+  (gunicorn, nginx, slapd, a stack by hand) says ``@pytest.mark.servers``;
+- ``unit``: every other test, the tier ``make test-fast`` runs. Under it
+  (``SCIM_TEST_TIER=unit``) a TCP connection fails the test at once, naming the address:
+  a test that needs a server and lacks its marker cannot hide in the fast tier.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +27,39 @@ from sqlalchemy import text
 from tests.support.servers import postgres_server, redis_server
 
 _ENV_KEEP = {k: v for k, v in os.environ.items()}
+
+TIER_FIXTURES = {
+    "redis": {"redis_url", "redis_conn"},
+    "db": {"postgres_url", "unmigrated_database_url", "database_url", "engine"},
+    "stack": {"stack"},
+}
+"""Fixtures that start a server, by the marker a test using them (directly or through
+another fixture) gets."""
+SERVER_MARKERS = frozenset({*TIER_FIXTURES, "servers", "docker", "slow"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for marker, fixtures in TIER_FIXTURES.items():
+            if fixtures & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker(marker):
+                item.add_marker(marker)
+        if not any(item.get_closest_marker(m) for m in SERVER_MARKERS):
+            item.add_marker("unit")
+
+
+class ServerInUnitTier(RuntimeError):
+    """A test of the unit tier reached for a server: it lacks its marker."""
+
+
+def _no_servers(event: str, args: tuple) -> None:
+    if event == "socket.connect" and getattr(args[0], "family", None) in (socket.AF_INET, socket.AF_INET6):
+        raise ServerInUnitTier(f"a unit-tier test connected to {args[1]!r}: mark it redis, db, stack or servers "
+                               "(tests/conftest.py)")
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("SCIM_TEST_TIER") == "unit":
+        sys.addaudithook(_no_servers)  # an audit hook stays for the process's life: only in that run
 
 
 @pytest.fixture(autouse=True)

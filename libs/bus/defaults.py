@@ -23,8 +23,13 @@ RESULT_TTL = 60
 is already blocked on the result stream when the result is written, so it reads it at once;
 the rest is for an operator's look. At 700 writes/s, 300 s of them held 230 MB of Redis."""
 
-FAILURE_TTL = 7 * 24 * 3600
-"""Seconds a failed job stays in the failed registry for an operator to inspect."""
+FAILURE_TTL = 3 * 24 * 3600
+"""Seconds a failed job stays in the failed registry for an operator to inspect: a long
+weekend. Its writes were answered 503 or 500 long before; the worker's log has the error."""
+
+FAILED_KEEP = 1000
+"""Most failed jobs kept per queue (``libs.bus.failures.trim_failed``): a deployment failing
+every write must not fill Redis within FAILURE_TTL."""
 
 QUEUED_TTL = 600
 """Seconds a job may wait in the queue before RQ discards it (the front gave up long before)."""

@@ -8,10 +8,14 @@ one write's failure never fails its neighbours.
 
 The wait reads the job's RQ result stream with a blocking ``XREAD`` (no polling). A
 ``RETRIED`` entry means a worker died or hit a transient failure and RQ re-queued the job:
-the front keeps waiting on the same stream. ``FAILED`` after the last retry, or no result
-within the bounded wait, becomes ``Unavailable`` (503 + Retry-After): the client retries,
-and because each write's id is its idempotency key a late run of the first attempt is
-harmless.
+the front keeps waiting on the same stream. ``FAILED`` after the last retry becomes
+``Unavailable`` (503 + Retry-After: every run rolled back).
+
+A 503 means "not applied, and never will be" (``libs.bus.deadlines``): each job carries
+its deadline, stamped on Redis's clock at the enqueue; when the front's wait ends it gives
+the job up, atomically, unless a worker has claimed it. Given up, the write is 503 and no
+worker will apply it; claimed, the front waits on up to ``commit_wait`` (the job's
+timeout) for the outcome, and answers ``OutcomeUnknown`` (500) if it still has none.
 """
 
 from __future__ import annotations
@@ -30,22 +34,27 @@ from rq.results import Result
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
 from rq.utils import now
 
-from libs.bus import defaults, resend
+from libs.bus import deadlines, defaults, resend
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.serializer import OrjsonSerializer
-from libs.scim.errors import ScimError, Unavailable
+from libs.scim.errors import OutcomeUnknown, ScimError, Unavailable
 
-_ENQUEUE = 'redis.call("SADD", KEYS[3], KEYS[2])\n' + UNIQUE_ENQUEUE_SCRIPT
+_ENQUEUE = deadlines.STAMP + 'redis.call("SADD", KEYS[3], KEYS[2])\n' + UNIQUE_ENQUEUE_SCRIPT
 """RQ's own atomic unique enqueue (check the id is new, save the job hash, set its TTL, push
 its id), plus the queue's entry in RQ's set of queues that ``Queue.enqueue`` adds in a MULTI
-of its own. Sent with EVAL, not EVALSHA: it can share a pipeline with the first wait and
-never meets NOSCRIPT after a Redis restart (Redis caches it by its digest all the same)."""
+of its own, and the job's deadline on Redis's clock (``deadlines.STAMP``). Sent with EVAL,
+not EVALSHA: it can share a pipeline with the first wait and never meets NOSCRIPT after a
+Redis restart (Redis caches it by its digest all the same)."""
 
 _BLOCK_MS = 2000
 """Longest single XREAD block: a socket timeout of the client must never cut a wait short."""
 
 _MIN_WAIT = 0.05
-"""Seconds of a batch's time below which it is not enqueued: too little left to be answered."""
+"""Seconds of a batch's time (past the deadline margin) below which it is not enqueued:
+too little left to be answered."""
+
+_REDIS_PAUSE = 0.2
+"""Seconds between attempts to reach Redis again while a write's fate is unknown."""
 
 
 class Bus:
@@ -57,16 +66,21 @@ class Bus:
         self.redis = redis
         self.resends = resends
         """After a lost connection, reconnect and send the batch again (Sentinel: a failover
-        names a new primary within seconds); else answer 503 at once (one Redis, down)."""
+        names a new primary within seconds); else wait for Redis to answer again."""
         self.function = function
         self.queue = Queue(queue_name, connection=redis, serializer=OrjsonSerializer)
         self.job_timeout = job_timeout
+        self.commit_wait = float(job_timeout)
+        """Seconds the front waits on past its deadline for a write a worker claimed: the job
+        cannot run longer than its timeout."""
         self._retry = Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS)
-        self.coalescer = Coalescer(self, max_batch=max_batch, in_flight=in_flight, linger=linger)
+        self.coalescer = Coalescer(self, max_batch=max_batch, in_flight=in_flight, linger=linger,
+                                   commit_wait=self.commit_wait)
 
-    def _enqueue_args(self, batch_id: str, jobs: list[WriteJob]) -> list:
+    def _enqueue_args(self, batch_id: str, jobs: list[WriteJob], wait: float = defaults.QUEUED_TTL) -> list:
         """EVAL arguments putting one job holding ``jobs`` on the queue as
-        ``Queue.enqueue(..., unique=True)`` would: the same job hash, so any RQ worker runs it."""
+        ``Queue.enqueue(..., unique=True)`` would: the same job hash, so any RQ worker runs it,
+        plus its deadline: ``wait`` seconds (what is left of the front's wait) from now."""
         job = self.queue.create_job(
             self.function, args=({"writes": [w.to_payload() for w in jobs]},),
             job_id=batch_id,
@@ -82,13 +96,15 @@ class Bus:
         for key, value in job.to_dict().items():
             if value is not None:
                 fields += (key, value if isinstance(value, (bytes, str)) else str(value))
+        fields += deadlines.stamp_fields(wait)  # last: the script turns it into the deadline
         # The script answers 0 for an id already queued (a resent command): the wait then
         # reads that job's result.
         return [_ENQUEUE, 3, job.key, self.queue.key, self.queue.redis_queues_keys, job.id, "R", job.ttl, *fields]
 
-    def submit_batch(self, batch_id: str, jobs: list[WriteJob]) -> None:
+    def submit_batch(self, batch_id: str, jobs: list[WriteJob], wait: float = defaults.QUEUED_TTL) -> None:
+        """Enqueue without waiting (``await_batch`` waits): ``wait`` is the job's deadline from now."""
         try:
-            self.redis.eval(*self._enqueue_args(batch_id, jobs))
+            self.redis.eval(*self._enqueue_args(batch_id, jobs, wait))
         except RedisError as exc:
             raise Unavailable("The write queue is unreachable; nothing was changed.") from exc
 
@@ -96,20 +112,26 @@ class Bus:
         """``submit_batch`` then ``await_batch``, the enqueue and the first wait in one round
         trip: each time a thread blocks on Redis and wakes again costs the front ~70 µs of CPU."""
         deadline = time.monotonic() + timeout
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.eval(*self._enqueue_args(batch_id, jobs))
-        pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
         try:
-            _, first = pipe.execute()
-        except RedisConnectionError as exc:
-            if not self.resends:
-                raise Unavailable("The write queue is unreachable; the write may not have been queued; "
-                                  "retry the request.") from exc
-            # A failover: the wait reconnects and sends the batch again.
-            return self._wait(batch_id, len(jobs), deadline, None, jobs=jobs, reconnect=True)
+            # Taken here rather than by the pipeline, so a failure to connect (Redis down or
+            # refusing) is known to have sent nothing: a sure 503, at once.
+            connection = self.redis.connection_pool.get_connection()
         except RedisError as exc:
-            raise Unavailable("The write queue is unreachable; the write may not have been queued; "
-                              "retry the request.") from exc
+            raise Unavailable("The write queue is unreachable; nothing was queued; retry the request.") from exc
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.connection = connection  # the pipeline's own slot: its reset() hands it back to the pool
+        try:
+            pipe.eval(*self._enqueue_args(batch_id, jobs, timeout))
+            pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
+            _, first = pipe.execute()
+        except RedisError as exc:
+            # Sent, and maybe queued (the first wait blocks up to 2 s after the enqueue's
+            # answer): the wait settles it, sending the batch again after a failover, and
+            # giving the job up once Redis answers again.
+            return self._wait(batch_id, len(jobs), deadline, None, jobs=jobs, troubled=True,
+                              reconnect=self.resends and isinstance(exc, RedisConnectionError))
+        finally:
+            pipe.reset()
         return self._wait(batch_id, len(jobs), deadline, first, jobs=jobs)
 
     def apply(self, job: WriteJob, timeout: float) -> WriteResult:
@@ -123,21 +145,38 @@ class Bus:
     def await_batch(self, batch_id: str, count: int, timeout: float) -> list[WriteResult]:
         return self._wait(batch_id, count, time.monotonic() + timeout, None)
 
+    def _job_key(self, batch_id: str) -> str:
+        key = self.queue.job_class.key_for(batch_id)
+        return key.decode() if isinstance(key, bytes) else key
+
     def _wait(self, batch_id: str, count: int, deadline: float, response, *, jobs: list[WriteJob] | None = None,
-              reconnect: bool = False) -> list[WriteResult]:
-        """Read the batch's result stream (``response``: a first XREAD answer already read).
-        A lost connection (Redis failover) with ``jobs`` known: reconnect and send the batch
-        again within the time left (``libs.bus.resend``)."""
+              reconnect: bool = False, troubled: bool = False) -> list[WriteResult]:
+        """Read the batch's result stream (``response``: a first XREAD answer already read)
+        until ``deadline``; then give the job up (503) unless a worker claimed it, and wait
+        on for a claimed one's outcome up to ``commit_wait``.
+
+        A lost connection (Redis failover) with ``jobs`` known and time left: reconnect and
+        send the batch again (``libs.bus.resend``). Any other Redis failure: try again until
+        Redis answers; the fate of the job is unknown until then.
+
+        ``troubled``: Redis failed since the enqueue was sent. Its data may have lost the
+        job's claim (a failover's replica behind the primary, a restart without the last
+        second of the append-only file) while a worker committed the writes: without a
+        result, the outcome is unknown (500), not "never applied", though the job is still
+        given up so that no worker applies it later."""
         key = Result.get_key(batch_id)
         last_id = "0-0"
+        until = deadline
+        claimed = False
         while True:
             try:
                 if reconnect:
                     reconnect, last_id = False, "0-0"  # the new primary's stream: read it whole
                     time.sleep(resend.RECONNECT_PAUSE)
                     pipe = self.redis.pipeline(transaction=False)
-                    pipe.eval(*resend.requeue_args(self._enqueue_args(batch_id, jobs), batch_id))
-                    pipe.xread({key: last_id}, block=_block_ms(max(0.001, deadline - time.monotonic())))
+                    wait = max(0.0, deadline - time.monotonic())
+                    pipe.eval(*resend.requeue_args(self._enqueue_args(batch_id, jobs, wait), batch_id))
+                    pipe.xread({key: last_id}, block=_block_ms(max(0.001, until - time.monotonic())))
                     _, response = pipe.execute()
                 for entry_id, payload in (response[0][1] if response else ()):
                     last_id = entry_id
@@ -146,17 +185,30 @@ class Bus:
                         if len(results) != count:
                             raise Unavailable("The worker answered a different batch; retry the request.")
                         return results
-                remaining = deadline - time.monotonic()
+                response = None
+                remaining = until - time.monotonic()
                 if remaining <= 0:
-                    break
+                    if claimed:
+                        raise OutcomeUnknown()
+                    state = deadlines.give_up(self.redis, self._job_key(batch_id))
+                    if troubled and state != deadlines.CLAIMED:
+                        raise OutcomeUnknown()  # a claim may have been lost with Redis's data
+                    if deadlines.never_applied(state):
+                        raise Unavailable("No worker took the write in time; it was not applied and never "
+                                          "will be; retry the request.")
+                    claimed, until = True, deadline + self.commit_wait  # a worker has it: it may commit
+                    continue
                 response = self.redis.xread({key: last_id}, block=_block_ms(remaining))
-            except RedisConnectionError as exc:
-                if jobs is None or not self.resends or deadline - time.monotonic() < _MIN_WAIT + resend.RECONNECT_PAUSE:
-                    raise Unavailable("The write queue became unreachable while waiting; retry the request.") from exc
-                reconnect, response = True, None
             except RedisError as exc:
-                raise Unavailable("The write queue became unreachable while waiting; retry the request.") from exc
-        raise Unavailable("No worker confirmed the write in time; retry the request.")
+                # Its fate is unknown until Redis answers again: a worker may hold it.
+                response, troubled = None, True
+                if time.monotonic() >= deadline + self.commit_wait:
+                    raise OutcomeUnknown() from None
+                if (isinstance(exc, RedisConnectionError) and jobs is not None and self.resends
+                        and deadline - time.monotonic() >= _MIN_WAIT + resend.RECONNECT_PAUSE):
+                    reconnect = True  # a failover: the new primary may never have seen the batch
+                    continue
+                time.sleep(_REDIS_PAUSE)
 
     @staticmethod
     def _outcome(payload: dict[bytes, bytes]) -> list[WriteResult] | None:
@@ -212,8 +264,9 @@ class Coalescer:
     """
 
     def __init__(self, bus: Bus, *, max_batch: int, in_flight: int, linger: float = 0.0,
-                 slot_wait: float = defaults.SLOT_WAIT) -> None:
+                 slot_wait: float = defaults.SLOT_WAIT, commit_wait: float = 0.0) -> None:
         self.bus = bus
+        self.commit_wait = commit_wait  # how long past its deadline a leader may wait (a claimed batch)
         self.max_batch = max_batch
         self.linger = linger
         self.slot_wait = slot_wait
@@ -238,8 +291,9 @@ class Coalescer:
                 self._open = None
         if leader:
             self._lead(batch)
-        elif not batch.done.wait(batch.deadline - time.monotonic() + 5):  # the leader answers by its deadline
-            raise Unavailable("No worker confirmed the write in time; retry the request.")
+        elif not batch.done.wait(batch.deadline + self.commit_wait - time.monotonic() + 5):
+            # The leader answers by its deadline (a claimed batch: commit_wait later); never here.
+            raise OutcomeUnknown()
         if batch.error is not None:
             raise copy.copy(batch.error)  # one exception object per raising thread
         assert batch.results is not None
@@ -262,6 +316,7 @@ class Coalescer:
             time.sleep(0.05)
 
     def _lead(self, batch: _Batch) -> None:
+        sent = False
         try:
             slot = self._take_slot(batch.deadline)
             try:
@@ -271,15 +326,17 @@ class Coalescer:
                 self._last_size = len(batch.jobs)
                 # What is left of the batch's time, not a fresh timeout: the slot's wait counts.
                 remaining = batch.deadline - time.monotonic()
-                if remaining < _MIN_WAIT:
+                if remaining - deadlines.DEADLINE_MARGIN < _MIN_WAIT:
                     raise Unavailable("The write queue is saturated; retry the request.")
+                sent = True
                 batch.results = self.bus.run_batch(batch.id, batch.jobs, remaining)
             finally:
                 slot.release()
         except ScimError as exc:
             batch.error = exc
         except Exception:
-            batch.error = Unavailable("The write could not be confirmed; retry the request.")
+            # A bug: once the batch may be queued, "not applied" (503) is no longer known.
+            batch.error = OutcomeUnknown() if sent else Unavailable("The write could not be sent; retry the request.")
             raise
         finally:
             self._close(batch)  # also when no slot came: later writes must not join a failed batch

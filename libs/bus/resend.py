@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from rq.results import Result
 
+from libs.bus import deadlines
+
 REQUEUE_SCRIPT = """
 -- KEYS: job hash, queue, RQ's set of queues, the job's result stream
 -- ARGV: job id, push direction (unused: always the tail), TTL, field, value, ...
@@ -47,4 +49,6 @@ def requeue_args(enqueue_args: list, batch_id: str) -> list:
     """EVAL arguments of ``REQUEUE_SCRIPT`` from those of the bus's enqueue
     (``[script, 3, job key, queue key, queues key, *argv]``)."""
     _, _, job_key, queue_key, queues_key, *argv = enqueue_args
-    return [REQUEUE_SCRIPT, 4, job_key, queue_key, queues_key, Result.get_key(batch_id), *argv]
+    # The last field is the job's deadline, stamped on Redis's clock as the enqueue does
+    # (``libs.bus.deadlines``): the time the front has left, not a fresh timeout.
+    return [deadlines.STAMP + REQUEUE_SCRIPT, 4, job_key, queue_key, queues_key, Result.get_key(batch_id), *argv]

@@ -39,6 +39,10 @@ BATCH_DURATION = Histogram(
     "scim_write_batch_duration_seconds", "Time a worker spent applying one batch of writes.",
     buckets=LATENCY_BUCKETS,
 )
+WRITES_EXPIRED = Counter(
+    "scim_writes_expired_total", "Writes a worker did not apply: past their deadline, or given up by their front "
+    "(answered 503), before a worker took them.",
+)
 JOB_FAILURES = Counter(
     "scim_job_failures_total", "Write jobs that raised in a worker (retried or failed).", ["exception"],
 )

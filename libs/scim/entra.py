@@ -36,13 +36,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from libs.scim.filter import AttrPath, Compare, PatchPath
+from libs.scim.patch_operation import PatchOperation
 from libs.scim.schemas import ENTERPRISE_ATTRIBUTES, AttrRef, Attribute, ResourceSchema
-
-if TYPE_CHECKING:
-    from libs.scim.patch import PatchOperation
 
 MANAGER: Attribute = next(a for a in ENTERPRISE_ATTRIBUTES if a.name == "manager")
 

@@ -186,6 +186,14 @@ class InternalError(ScimError):
     default_detail = "The server failed to process the request; it has been logged."
 
 
+class OutcomeUnknown(InternalError):
+    """A worker took the write but its outcome was not known in time: it may have been
+    applied (never a 503, which promises it was not). Read the resource before retrying."""
+
+    default_detail = ("A worker took the write, but its outcome is not known yet: it may have been applied. "
+                      "Read the resource before retrying the request.")
+
+
 class NotImplementedOperation(ScimError):
     status = 501
     default_detail = "This operation is not implemented."

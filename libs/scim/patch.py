@@ -71,6 +71,7 @@ from libs.scim.errors import (
 )
 from libs.scim.evaluate import matches
 from libs.scim.filter import And, Compare, Filter, Not, Or, PatchPath, Present, parse_patch_path
+from libs.scim.patch_operation import PatchOperation
 from libs.scim.schemas import PATCH_OP, AttrRef, Attribute, ResourceSchema
 from libs.scim.undeclared import Undeclared, UndeclaredPath, names_in, silent
 from libs.scim.validate import MAX_VALUE_LENGTH, MEMBERS, coerce_value, is_unassigned, validate_resource
@@ -80,16 +81,6 @@ MAX_OPERATIONS = 1000
 
 OPS = ("add", "replace", "remove")
 _PASSTHROUGH = ("id", "meta")
-
-
-@dataclass(frozen=True)
-class PatchOperation:
-    """One parsed operation; ``path_text`` is the path as sent, for error messages."""
-
-    op: str
-    path: PatchPath | None = None
-    value: Any = None
-    path_text: str | None = None
 
 
 @dataclass

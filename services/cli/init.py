@@ -12,13 +12,14 @@ too, but only the names matter here and every value we write is URL-safe text.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import re
 import secrets
 import socket
 from pathlib import Path
+
+import click
 
 SECRETS = {
     "SCIM_TOKEN": "the bearer token Entra sends (its app's Secret Token)",
@@ -107,8 +108,15 @@ def init(directory: Path, env_name: str = ".env", hosts: list[str] | None = None
     return done
 
 
-def cmd_init(args: argparse.Namespace) -> None:
-    done = init(Path(args.dir), args.env_file, args.host)
+@click.command("init")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".",
+              help="the folder of compose.yaml [default: the current one]")
+@click.option("--env-file", default=".env", show_default=True, help="the env file compose reads")
+@click.option("--host", "hosts", multiple=True, help="a name or address the certificate is for, repeatable "
+              "[default: this machine's names, localhost, 127.0.0.1]")
+def cmd_init(directory: str, env_file: str, hosts: tuple[str, ...]) -> None:
+    """Write the secrets, config and certificate compose.yaml needs (never overwrites)."""
+    done = init(Path(directory), env_file, list(hosts) or None)
     for line in done:
         print(f"scimbus init: {line}")
     if not done:
@@ -116,10 +124,4 @@ def cmd_init(args: argparse.Namespace) -> None:
     print("next: docker compose up -d")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("init", help="write the secrets, config and certificate compose.yaml needs (never overwrites)")
-    p.add_argument("--dir", default=".", help="the folder of compose.yaml (default: the current one)")
-    p.add_argument("--env-file", default=".env", help="the env file compose reads (default: .env)")
-    p.add_argument("--host", action="append", help="a name or address the certificate is for, repeatable "
-                   "(default: this machine's names, localhost, 127.0.0.1)")
-    p.set_defaults(func=cmd_init)
+COMMANDS = (cmd_init,)

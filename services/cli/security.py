@@ -7,7 +7,7 @@ give it to the client, revoke the old one — no restart.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import getpass
 import json
 import os
@@ -15,6 +15,8 @@ import socket
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import click
 
 from libs.config import Settings, load_settings
 
@@ -32,16 +34,49 @@ def _app(settings: Settings, app: str | None) -> str:
     return app
 
 
-def cmd_tokens_create(args: argparse.Namespace) -> None:
+def _friendly(func):
+    """A database that is down or not migrated is a one-line message, not a traceback."""
+    @functools.wraps(func)
+    def run(*args, **kwargs) -> None:
+        from libs.store.errors import DatabaseError
+
+        try:
+            func(*args, **kwargs)
+        except DatabaseError as exc:
+            sys.exit(f"scimbus: the database cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                     "is it running and migrated (scimbus migrate)?")
+    return run
+
+
+@click.group("tokens")
+def cmd_tokens() -> None:
+    """Create, list and revoke bearer tokens and OAuth clients."""
+
+
+_APP = click.option("--app", help="SCIM app [default: the default app]")
+
+
+@cmd_tokens.command("create")
+@click.argument("name")
+@_APP
+@click.option("--scopes", default="read,write", show_default=True, help="read, write or both")
+@click.option("--expires-days", type=click.FloatRange(min=0), default=0, help="days until it expires; 0: never")
+@click.option("--client", is_flag=True, help="an OAuth client (client id + secret) instead of a token")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
+              help="PEM public key of an OAuth client signing RFC 7523 assertions")
+@_friendly
+def cmd_tokens_create(name: str, app: str | None, scopes: str, expires_days: float, client: bool,
+                      public_key: str | None) -> None:
+    """A new token (or OAuth client); prints its secret once."""
     from libs.security.credentials import CredentialAdmin, CredentialError, parse_scopes
 
     settings = load_settings()
-    public_key = Path(args.public_key).read_text() if args.public_key else None
+    public_key = Path(public_key).read_text() if public_key else None
     try:
         cred, secret = CredentialAdmin(_engine(settings)).create(
-            _app(settings, args.app), args.name, scopes=parse_scopes(args.scopes),
-            kind="client" if args.client or public_key else "token",
-            expires_in=timedelta(days=args.expires_days) if args.expires_days else None, public_key=public_key,
+            _app(settings, app), name, scopes=parse_scopes(scopes),
+            kind="client" if client or public_key else "token",
+            expires_in=timedelta(days=expires_days) if expires_days else None, public_key=public_key,
             actor=operator())
     except CredentialError as exc:
         sys.exit(f"scimbus: {exc}")
@@ -55,29 +90,41 @@ def cmd_tokens_create(args: argparse.Namespace) -> None:
     print("scimbus: the secret is shown once; only its hash is stored.", file=sys.stderr)
 
 
-def cmd_tokens_list(args: argparse.Namespace) -> None:
+@cmd_tokens.command("list")
+@click.option("--app", help="only this SCIM app")
+@_friendly
+def cmd_tokens_list(app: str | None) -> None:
+    """Every credential, without secrets."""
     from libs.security.credentials import CredentialAdmin
 
     settings = load_settings()
-    rows = CredentialAdmin(_engine(settings)).list(args.app)
+    rows = CredentialAdmin(_engine(settings)).list(app)
     print(f"{'APP':<16} {'NAME':<24} {'KIND':<7} {'SCOPES':<11} {'STATE':<8} {'CREATED':<20} EXPIRES")
     for c in rows:
         print(f"{c.app:<16} {c.name:<24} {c.kind:<7} {','.join(sorted(c.scopes)):<11} {c.state:<8} "
               f"{c.created_at:%Y-%m-%d %H:%M:%S}  {c.expires_at or '-'}")
 
 
-def cmd_tokens_revoke(args: argparse.Namespace) -> None:
+@cmd_tokens.command("revoke")
+@click.argument("name")
+@_APP
+@_friendly
+def cmd_tokens_revoke(name: str, app: str | None) -> None:
+    """Revoke a credential by NAME (every service refuses it within seconds)."""
     from libs.security.credentials import CredentialAdmin, CredentialError
 
     settings = load_settings()
     try:
-        cred = CredentialAdmin(_engine(settings)).revoke(_app(settings, args.app), args.name, actor=operator())
+        cred = CredentialAdmin(_engine(settings)).revoke(_app(settings, app), name, actor=operator())
     except CredentialError as exc:
         sys.exit(f"scimbus: {exc}")
     print(f"revoked {cred.app}/{cred.name}; every service refuses it within {settings.token_refresh:g} s")
 
 
-def cmd_tokens_rotate_key(args: argparse.Namespace) -> None:
+@cmd_tokens.command("rotate-signing-key")
+@_friendly
+def cmd_tokens_rotate_key() -> None:
+    """Sign new OAuth access tokens with a new key."""
     from libs.security.jwt_tokens import SigningKeys
     from libs.security.key_encryption import KeyEncryptionError, Sealer
 
@@ -101,26 +148,45 @@ def operator() -> str:
     return f"{who}@{socket.gethostname()}"
 
 
-def _when(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+class _When(click.ParamType):
+    """An ISO date/time, UTC unless it says otherwise."""
+
+    name = "ISO-TIME"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"not an ISO date/time: {value!r}", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def cmd_audit(args: argparse.Namespace) -> None:
+@click.command("audit")
+@click.option("--app", help="only this SCIM app")
+@click.option("--user", help="resource id of the user (or group) written")
+@click.option("--token", help="credential name")
+@click.option("--since", type=_When(), help="ISO date/time (UTC unless given)")
+@click.option("--until", type=_When(), help="ISO date/time (UTC unless given)")
+@click.option("--outcome", help='"ok", "rejected" or a status such as 409')
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--purge", is_flag=True, help="delete rows older than SCIM_AUDIT_RETENTION_DAYS")
+@_friendly
+def cmd_audit(app, user, token, since, until, outcome, limit, as_json, purge) -> None:
+    """The audit log of writes (or --purge past the retention)."""
     from libs.security import audit
 
     settings = load_settings()
     engine = _engine(settings)
-    if args.purge:
+    if purge:
         gone = audit.purge(engine, settings.audit_retention_days)
         print(f"purged {gone} audit rows older than {settings.audit_retention_days} days")
         return
-    for entry in audit.query(engine, app=args.app, resource_id=args.user, token_name=args.token, since=args.since,
-                             until=args.until, outcome=args.outcome, limit=args.limit):
-        if args.json:
+    for entry in audit.query(engine, app=app, resource_id=user, token_name=token, since=since,
+                             until=until, outcome=outcome, limit=limit):
+        if as_json:
             print(json.dumps(entry.as_dict()))
         else:
             by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
@@ -130,48 +196,4 @@ def cmd_audit(args: argparse.Namespace) -> None:
                   f"request={entry.request_id}{theirs}{by}")
 
 
-def _friendly(func):
-    """A database that is down or not migrated is a one-line message, not a traceback."""
-    def run(args: argparse.Namespace) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            func(args)
-        except SQLAlchemyError as exc:
-            sys.exit(f"scimbus: the database cannot be used ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                     "is it running and migrated (scimbus migrate)?")
-    return run
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    tokens = sub.add_parser("tokens", help="create, list and revoke bearer tokens and OAuth clients")
-    tsub = tokens.add_subparsers(dest="tokens_command", required=True)
-    p = tsub.add_parser("create", help="a new token (or OAuth client); prints its secret once")
-    p.add_argument("name")
-    p.add_argument("--app", help="SCIM app (default: the default app)")
-    p.add_argument("--scopes", default="read,write", help="read, write or both (default)")
-    p.add_argument("--expires-days", type=float, default=0, help="days until it expires (default: never)")
-    p.add_argument("--client", action="store_true", help="an OAuth client (client id + secret) instead of a token")
-    p.add_argument("--public-key", help="PEM public key of an OAuth client signing RFC 7523 assertions")
-    p.set_defaults(func=_friendly(cmd_tokens_create))
-    p = tsub.add_parser("list", help="every credential, without secrets")
-    p.add_argument("--app")
-    p.set_defaults(func=_friendly(cmd_tokens_list))
-    p = tsub.add_parser("revoke", help="revoke a credential by name (effective within seconds)")
-    p.add_argument("name")
-    p.add_argument("--app")
-    p.set_defaults(func=_friendly(cmd_tokens_revoke))
-    tsub.add_parser("rotate-signing-key", help="sign new OAuth access tokens with a new key").set_defaults(
-        func=_friendly(cmd_tokens_rotate_key))
-
-    p = sub.add_parser("audit", help="the audit log of writes (or --purge past the retention)")
-    p.add_argument("--app")
-    p.add_argument("--user", help="resource id of the user (or group) written")
-    p.add_argument("--token", help="credential name")
-    p.add_argument("--since", type=_when, help="ISO date/time (UTC unless given)")
-    p.add_argument("--until", type=_when)
-    p.add_argument("--outcome", help='"ok", "rejected" or a status such as 409')
-    p.add_argument("--limit", type=int, default=1000)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--purge", action="store_true", help="delete rows older than SCIM_AUDIT_RETENTION_DAYS")
-    p.set_defaults(func=_friendly(cmd_audit))
+COMMANDS = (cmd_tokens, cmd_audit)

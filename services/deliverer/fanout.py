@@ -203,7 +203,7 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     now = ledger.utcnow()
     if not force and state.attempts and not ledger.due(state.next_attempt_at, now):
         return "skipped"  # backing off; the sweeper brings it back when due
-    doc = ctx.store.get(key.app, RESOURCE_TYPES[key.resource_type], key.resource_id)
+    seq, version, doc = _current(ctx, key, seq, version)
     outcome = "delivered"
     try:
         if doc is None or not connector.scope.includes(key.resource_type, doc):
@@ -245,6 +245,25 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     with ctx.store.transaction() as conn:
         ledger.save_state(conn, connector.name, key, state)
     return outcome
+
+
+def _current(ctx: DeliveryContext, key: ResourceKey, seq: int, version: int) -> tuple[int, int, Any]:
+    """The resource as it is now and the seq of the change that made it so.
+
+    The newest seq was read before the resource: a change committing in between (a
+    deletion) would be sent stamped with the seq of the change before it, the one an
+    earlier attempt may have carried too. A target keeps the highest seq, so with equal
+    seqs the later arrival wins: an earlier upsert whose answer was lost, applied by the
+    target after the deletion, brought the user back, and the deletion's own delivery then
+    found the ledger saying "not held" and sent nothing (the soak's lost deletion, issue
+    18). So the seq is read again after the resource until the two agree."""
+    while True:
+        doc = ctx.store.get(key.app, RESOURCE_TYPES[key.resource_type], key.resource_id)
+        with ctx.store.engine.connect() as conn:
+            latest = ledger.latest_change(conn, key)
+        if latest is None or latest[0] == seq:
+            return seq, version, doc
+        seq, version = latest
 
 
 def _may_hold(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: ledger.State,

@@ -253,8 +253,17 @@ def _job(op: dict[str, Any], method: str, bulk_id: str | None, ids: dict[str, st
                     meta={**audit, "answer": False, "password_hashed": True})
 
 
+class _BusFailed(Exception):
+    """A batch of the request got no result after an earlier one was applied."""
+
+
 def run(bus: Bus, planned: list[_Planned], fail_on_errors: int | None, timeout: float) -> None:
-    """Apply the planned jobs in ``order``, stopping at the ``failOnErrors``-th error."""
+    """Apply the planned jobs in ``order``, stopping at the ``failOnErrors``-th error.
+
+    A request may go out in several batches. When one fails (503: not applied; or an
+    unknown outcome) after an earlier batch was applied, the request is not answered 503
+    as a whole, which would say nothing of it was applied: the applied operations keep
+    their results, the failed batch's operations get its error, and nothing after it runs."""
     limit = fail_on_errors if fail_on_errors is not None else len(planned) + 1
     errors = 0
     pending: list[_Planned] = []
@@ -262,35 +271,50 @@ def run(bus: Bus, planned: list[_Planned], fail_on_errors: int | None, timeout: 
     def flush() -> None:
         nonlocal errors
         if pending:
-            for item, result in zip(pending, bus.apply_in_order([p.job for p in pending], timeout)):  # type: ignore[misc]
+            try:
+                results = bus.apply_in_order([p.job for p in pending], timeout)  # type: ignore[misc]
+            except ScimError as exc:
+                if not any(p.result is not None for p in planned):
+                    raise  # nothing of the request was applied: the whole answer
+                for item in pending:
+                    item.error = exc
+                raise _BusFailed() from exc
+            for item, result in zip(pending, results):
                 item.result = result
                 errors += result.status >= 400
             pending.clear()
 
-    for item in (planned[i] for i in order(planned)):
-        if item.error is None and item.needs:
-            needed = [planned[i] for i in item.needs.values()]
-            if any(p in pending for p in needed):  # identity: _Planned compares as objects
-                flush()  # learn whether what it names was created
+    def apply_all() -> None:
+        nonlocal errors
+        for item in (planned[i] for i in order(planned)):
+            if item.error is None and item.needs:
+                needed = [planned[i] for i in item.needs.values()]
+                if any(p in pending for p in needed):  # identity: _Planned compares as objects
+                    flush()  # learn whether what it names was created
+                    if errors >= limit:
+                        return
+                failed = sorted(ref for ref, i in item.needs.items() if planned[i].failed)
+                if failed:
+                    item.error = Conflict(f"bulkId:{failed[0][:100]} names an operation of this request that failed, "
+                                          "so there is no resource to refer to.")
+                    item.job = None
+            if item.error is not None:
+                flush()
                 if errors >= limit:
                     return
-            failed = sorted(ref for ref, i in item.needs.items() if planned[i].failed)
-            if failed:
-                item.error = Conflict(f"bulkId:{failed[0][:100]} names an operation of this request that failed, "
-                                      "so there is no resource to refer to.")
-                item.job = None
-        if item.error is not None:
-            flush()
+                errors += 1
+            else:
+                pending.append(item)
+                if len(pending) >= limit - errors:  # these alone could reach the limit: learn their outcome
+                    flush()
             if errors >= limit:
                 return
-            errors += 1
-        else:
-            pending.append(item)
-            if len(pending) >= limit - errors:  # these alone could reach the limit: learn their outcome
-                flush()
-        if errors >= limit:
-            return
-    flush()
+        flush()
+
+    try:
+        apply_all()
+    except _BusFailed:
+        pass  # the applied operations and the failed batch's answers make the response
 
 
 def response(planned: list[_Planned], base_url: str) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from rq.utils import import_attribute
 
 from libs.bus import defaults
 
+WRITTEN_FOR = {"rq": "3.0"}
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+
 
 MOVED: dict[str, str] = {"services.worker.fanout.deliver": defaults.DELIVER_FUNCTION}
 """Old dotted path → new, for job functions moved since a release (issue 20's layout): a

@@ -54,6 +54,9 @@ from gunicorn.sock import UnixSocket
 from gunicorn.workers import base
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+WRITTEN_FOR = {"gunicorn": "27.0"}
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+
 _ARMED = select.EPOLLIN | select.EPOLLONESHOT if hasattr(select, "epoll") else 0
 _POLL_SECONDS = 0.5  # how soon an idle thread notices the worker stopping
 

@@ -28,6 +28,9 @@ import time
 from honcho.manager import SYSTEM_PRINTER_NAME, Manager
 from honcho.printer import Message
 
+WRITTEN_FOR = {"honcho": "2.0"}
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+
 STAGES: tuple[tuple[str, ...], ...] = (
     ("gateway",), ("front", "reader"), ("worker", "deliverer", "sweeper"), ("redis",))
 STOP_SIGNALS = {"gateway": signal.SIGQUIT}

@@ -8,7 +8,6 @@ runs). Exit 0 when all answer 200, 1 otherwise (Docker's healthy / unhealthy).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import urllib.error
 import urllib.request
@@ -60,10 +59,3 @@ def check(role: str | None = None, timeout: float = 4.0) -> int:
             failed += 1
             print(f"{path.name}: {url} unreachable: {exc}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("health", help="exit 0 when the roles started here are ready (container HEALTHCHECK)")
-    p.add_argument("role", nargs="?", help="check only this role (front, reader, worker)")
-    p.add_argument("--timeout", type=float, default=4.0)
-    p.set_defaults(func=lambda args: sys.exit(check(args.role, args.timeout)))

@@ -22,11 +22,11 @@ class Role:
 
 
 ROLES: tuple[Role, ...] = (
-    Role("front", "http", "SCIM writes over HTTP, enqueued on the write queue"),
-    Role("reader", "http", "SCIM reads over HTTP, from the database"),
-    Role("worker", "pool", "apply the queued writes to the database"),
-    Role("deliverer", "pool", "deliver committed changes to the downstream connectors"),
-    Role("sweeper", "loop", "re-enqueue due and lost deliveries (one active at a time)"),
+    Role("front", "http", "Serve SCIM writes, queued for the workers (gunicorn)"),
+    Role("reader", "http", "Serve SCIM reads from the database (gunicorn)"),
+    Role("worker", "pool", "Apply the queued writes to the database (RQ pool)"),
+    Role("deliverer", "pool", "Deliver committed changes to the connectors (RQ pool)"),
+    Role("sweeper", "loop", "Re-queue due and lost deliveries (one active at a time)"),
 )
 
 NAMES: tuple[str, ...] = tuple(role.name for role in ROLES)

@@ -38,7 +38,7 @@ from rq.utils import as_text, parse_composite_key
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from libs.bus import defaults
+from libs.bus import defaults, failures
 from libs.bus.connection import connect
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
@@ -49,10 +49,18 @@ from services.runtime.rq_scheduler import PoolScheduler
 
 log = logging.getLogger("scimbus.worker")
 
+WRITTEN_FOR = {"rq": "3.0"}
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+
 
 def _count_failure(job, exc_type, exc_value, tb) -> bool:
     JOB_FAILURES.labels(getattr(exc_type, "__name__", "unknown")).inc()
     log.error("job %s raised %s: %s", getattr(job, "id", "?"), getattr(exc_type, "__name__", exc_type), exc_value)
+    if not job.should_retry:  # RQ saves it as failed next: with no password in it
+        try:
+            failures.redact_job(job)
+        except Exception:  # unreadable data: RQ keeps it as it is
+            log.warning("could not redact failed job %s", getattr(job, "id", "?"))
     return True  # let RQ's default handling (retry, then failed registry) continue
 
 
@@ -122,6 +130,14 @@ class ScimWorker(SimpleWorker):
             return
         self._suspension_checked_at = time.monotonic()
         super().check_for_suspension(burst)
+
+    def clean_registries(self) -> None:
+        super().clean_registries()
+        for queue in self.queues:  # failed jobs bounded in count too, not only by their TTL
+            try:
+                failures.trim_failed(self.connection, queue.name)
+            except RedisError as exc:
+                log.warning("could not trim failed jobs of %s: %s", queue.name, exc)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's default (timeout + 60 s) would leave a killed worker's job stranded

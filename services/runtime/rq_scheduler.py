@@ -27,6 +27,9 @@ from libs.bus.connection import connect
 
 log = logging.getLogger("scimbus.scheduler")
 
+WRITTEN_FOR = {"rq": "3.0"}
+"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+
 _TIMEOUT = 5
 """Seconds a Redis command of the scheduler may take."""
 

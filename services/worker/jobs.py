@@ -8,6 +8,11 @@ idempotency record each write leaves in the same transaction as its change guara
 a batch which committed before its worker died is not applied a second time. One commit
 per batch is also what makes the bus cheap: RQ's bookkeeping and the commit are paid once
 for up to ``MAX_BATCH`` writes.
+
+Before anything is applied the batch is claimed (``libs.bus.deadlines``): a batch past its
+deadline, or one its front gave up on, was or will be answered 503, so it is not applied:
+each of its writes answers 503, is counted (``scim_writes_expired_total``), logged at
+WARNING with its id and listed for the operator (``libs.bus.expired``).
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from rq import get_current_job
+
+from libs.bus import deadlines, expired
 from libs.bus.messages import WriteJob, WriteResult
 from libs.config import Settings
-from libs.metrics.metrics import observe_batch, observe_job
-from libs.scim.errors import InternalError, ScimError, Uniqueness
+from libs.metrics.metrics import WRITES_EXPIRED, observe_batch, observe_job
+from libs.scim.errors import InternalError, ScimError, Unavailable, Uniqueness
 from libs.security.audit import audit_fields, rejection_row
 from libs.store.directory import DirectoryStore
 from services.deliverer import fanout
@@ -36,14 +44,42 @@ _INTEGRITY_ATTEMPTS = 3
 
 def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
     jobs = [WriteJob.from_payload(p) for p in payload["writes"]]
+    refused = _claim_refused(jobs)
+    if refused is not None:
+        return refused
     started = time.perf_counter()
     results = apply_batch(jobs)
-    observe_batch(len(jobs), time.perf_counter() - started)
     positions.record_commit(jobs, results)  # issue 21: before the front can answer, for the replicas
-    # After the commit: a delivery job must never see a change that could still roll back.
-    fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
-    get_context().analyzer.created(sum(1 for r in results if r.status == 201))
+    try:
+        observe_batch(len(jobs), time.perf_counter() - started)
+        # After the commit: a delivery job must never see a change that could still roll back.
+        fanout.after_writes([job for job, result in zip(jobs, results) if result.status < 400])
+        get_context().analyzer.created(sum(1 for r in results if r.status == 201))
+    except Exception:
+        # The writes are committed: the job must not fail now (a failed job is answered 503,
+        # "never applied"); what was not enqueued here, the sweeper delivers.
+        log.exception("after-commit work of a batch of %d writes failed; the writes are applied", len(jobs))
     return {"results": [r.to_payload() for r in results]}
+
+
+def _claim_refused(jobs: list[WriteJob]) -> dict[str, Any] | None:
+    """None when this worker may apply the batch (it claimed it); else the batch's answer:
+    every write 503, none applied. Called outside RQ (no current job), the batch is applied."""
+    job = get_current_job()
+    if job is None:
+        return None
+    state = deadlines.claim(job.connection, job.key.decode() if isinstance(job.key, bytes) else job.key)
+    if not deadlines.never_applied(state):
+        return None
+    WRITES_EXPIRED.inc(len(jobs))
+    for write in jobs:
+        log.warning("write %s (%s %s %s, request %s) not applied: %s before a worker took it (its front "
+                    "answered 503)", write.job_id, write.op, write.resource_type, write.resource_id,
+                    write.request_id, "given up" if state == deadlines.ABANDONED else "past its deadline")
+    expired.record(job.connection, job.origin, job.id, state, jobs)
+    answer = Unavailable("No worker took the write in time; it was not applied and never will be; "
+                         "retry the request.")
+    return {"results": [WriteResult(503, answer.to_body()).to_payload() for _ in jobs], "expired": state}
 
 
 def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:

@@ -10,6 +10,8 @@ import pytest
 
 from bench.client import Client, HTTPError
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

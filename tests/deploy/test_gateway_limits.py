@@ -22,6 +22,8 @@ from services.runtime.local_run import render_template
 from tests.support.deploy_checks import ROOT, nginx_folder, running_nginx
 from tests.support.servers import free_port
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 STALLED = 40
 PER_CLIENT = 32  # limit_conn of the template
 BODY_TIMEOUT = 10  # client_body_timeout of the template, seconds

@@ -223,6 +223,7 @@ def test_every_role_reaches_redis_as_its_acl_user_with_the_password_of_the_secre
     assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": name, "key": "REDIS_KEDA_PASSWORD"}]
 
 
+@pytest.mark.servers
 def test_the_kubernetes_redis_admits_only_its_acl_users_each_to_what_it_needs(rendered, tmp_path):
     """The Redis container's own start script and probe, run here against the local
     redis-server (its paths moved under a temporary folder, its port a free one): no

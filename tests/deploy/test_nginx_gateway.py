@@ -22,6 +22,8 @@ from services.runtime.local_run import render_template
 from tests.support.deploy_checks import ROOT, nginx_folder, nginx_problems, render_kustomization, running_nginx
 from tests.support.servers import free_port
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 TEMPLATE = ROOT / "deploy/nginx/templates/scimbus.conf.template"
 TLS_SNIPPET = ROOT / "deploy/nginx/compose/tls.conf.template"
 

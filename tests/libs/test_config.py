@@ -191,3 +191,29 @@ def test_a_yes_or_no_setting_reads_the_usual_spellings_from_the_environment_and_
         load_settings({"SCIM_WORKERS_SCALE_TO_ZERO": "maybe", "SCIM_VAR_DIR": str(tmp_path)})
     (tmp_path / "scimbus.toml").write_text("[scimbus]\nworkers_scale_to_zero = true\n")  # a TOML boolean
     assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).workers_scale_to_zero is True
+
+
+# --- issue 20: every setting documented from libs/config.py --------------------------------
+
+def test_every_setting_has_its_meaning_written_under_it():
+    from libs.config import setting_docs
+
+    assert [d.variable for d in setting_docs() if not d.doc] == []
+
+
+def test_docs_settings_md_is_what_scimbus_settings_prints(capsys):
+    from services.cli import main
+
+    main(["settings", "--markdown"])
+    table = capsys.readouterr().out
+    assert table in (ROOT / "docs/settings.md").read_text(), "regenerate: scimbus settings --markdown"
+
+
+def test_the_bounds_a_setting_is_documented_with_are_the_ones_enforced():
+    from libs.config import setting_docs
+
+    docs = {d.variable: d.bounds for d in setting_docs()}
+    assert docs["SCIM_HTTP_WORKERS"] == "between 1 and 256"
+    assert docs["SCIM_JOB_TIMEOUT"] == "above 0"
+    with pytest.raises(SettingsError, match="SCIM_HTTP_WORKERS must be between 1 and 256"):
+        load_settings({"SCIM_HTTP_WORKERS": "257"})

@@ -22,6 +22,7 @@ from tests.support.replica import primary_and_replica, wait_caught_up
 from tests.support.stack import running_stack
 
 
+@pytest.mark.servers
 def test_a_replica_is_chosen_only_once_it_has_replayed_the_position_a_read_needs():
     from sqlalchemy import text
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-IMPORTED, RAN = "planted-module-imported", "planted-function-ran"  # tests/services/test_planted_jobs.py
+IMPORTED, RAN = "planted-module-imported", "planted-function-ran"  # tests/services/worker/test_planted_jobs.py
 
 
 def _mark(name: str) -> None:

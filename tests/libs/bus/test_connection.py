@@ -55,6 +55,7 @@ def _write_until_it_succeeds(client, key: str, within: float) -> float:
     raise AssertionError(f"no write succeeded within {within}s")
 
 
+@pytest.mark.servers
 def test_a_client_reaches_the_primary_through_the_sentinels_and_follows_a_demotion(cluster):
     """A planned failover (SENTINEL FAILOVER) demotes the primary the client is connected to:
     the sentinels drop its clients, and a connection that still reaches it gets READONLY,

@@ -18,7 +18,7 @@ import pytest
 
 from tests.services.conftest import unique
 from tests.services.test_entra_flows import entra_user
-from tests.services.test_fault_tolerance import _assert_no_loss_no_duplicate, _db
+from tests.services.worker.test_fault_tolerance import _assert_no_loss_no_duplicate, _db
 from tests.support.sentinel import sentinel_cluster
 from tests.support.stack import running_stack
 

@@ -17,6 +17,8 @@ from libs.connectors.registry import build_connector
 from tests.support.ldap import SIZE_LIMIT, SUFFIX, ldap_connector_toml, slapd_server
 from tests.support.servers import free_port
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 PEOPLE, GROUPS, DISABLED = f"ou=people,{SUFFIX}", f"ou=groups,{SUFFIX}", f"ou=disabled,{SUFFIX}"
 
 

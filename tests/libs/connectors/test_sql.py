@@ -18,6 +18,8 @@ from libs.connectors.registry import build_connector
 from tests.support.servers import free_port
 from tests.support.targets import APP_SCHEMA, app_engine, create_app_schema, sql_connector_toml
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MARIADB_DEFAULT = "mysql://root@127.0.0.1:3306/test"
 

@@ -10,6 +10,8 @@ from libs.connectors.registry import build_connector
 from tests.support.servers import free_port
 from tests.support.targets import HookReceiver
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 SECRET = "s3cret-" + "z" * 20
 DOC = {"id": "42", "userName": "ada", "meta": {"version": 'W/"3"'}}
 

@@ -13,6 +13,8 @@ from services.runtime.local_run import render_template
 from tests.support.deploy_checks import ROOT, nginx_binary
 from tests.support.servers import free_port, wait_for_port
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 TEMPLATE = ROOT / "deploy/nginx/compose/status.conf.template"
 
 

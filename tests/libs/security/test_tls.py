@@ -17,6 +17,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from libs.security.tls import write_self_signed
 
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
+
 
 def _load(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())

@@ -1,6 +1,6 @@
 """Backup and restore of the store (libs/store/backup.py), without the services: what a
 restore refuses, and that a backup from an older release restores and upgrades. The restore
-of a live directory, taken while writes run, is tests/services/test_backup_restore.py."""
+of a live directory, taken while writes run, is tests/services/cli/test_backup_restore.py."""
 
 from __future__ import annotations
 

@@ -74,6 +74,7 @@ def test_other_filters_take_the_compiler(text):
         assert type(exc).__name__ == "InvalidFilter"
 
 
+@pytest.mark.servers
 def test_the_first_read_after_a_postgresql_restart_answers():
     from libs.store.migrate import upgrade
     from tests.support.servers import PostgresServer
@@ -99,6 +100,7 @@ def test_the_first_read_after_a_postgresql_restart_answers():
         server.close()
 
 
+@pytest.mark.servers
 def test_a_reader_process_that_never_read_credentials_or_keys_answers_after_a_restart():
     """A reader process whose pool holds only connections from before the restart (its
     readiness probes made them) and whose caches are empty: its first request after the

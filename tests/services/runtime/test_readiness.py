@@ -59,6 +59,7 @@ def test_a_worker_of_another_queue_does_not_make_the_front_ready(redis_conn, red
         worker.register_death()
 
 
+@pytest.mark.servers
 def test_the_front_is_not_ready_when_redis_is_unreachable(tmp_path):
     answer = _front(DEAD_REDIS, tmp_path).get("/readyz")
     assert answer.status_code == 503
@@ -155,6 +156,7 @@ def test_every_role_of_the_running_stack_is_ready_and_its_container_health_check
     assert httpx.get(f"http://127.0.0.1:{stack.port}/readyz").status_code == 404
 
 
+@pytest.mark.servers
 def test_with_a_hung_redis_the_front_starts_and_reports_unready_within_the_probe_timeout(tmp_path):
     import socket
     import time

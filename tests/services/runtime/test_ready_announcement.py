@@ -9,7 +9,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from services.runtime.local_run import announce_when_ready, readiness_checks
+
+pytestmark = pytest.mark.servers  # starts servers of its own (tests/conftest.py)
 
 
 class _Probe(BaseHTTPRequestHandler):

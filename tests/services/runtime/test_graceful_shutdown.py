@@ -22,7 +22,7 @@ from tests.support.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "graceful-" + "x" * 32
 
 

@@ -22,9 +22,9 @@ import pytest
 from tests.support.servers import free_port, wait_for_port
 from tests.support.stack import descendants
 
-pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")
+pytestmark = [pytest.mark.servers, pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextlib.contextmanager

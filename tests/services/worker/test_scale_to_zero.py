@@ -96,8 +96,6 @@ def test_a_write_no_worker_takes_in_time_is_503_with_retry_after_at_the_write_ti
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason="issue 18 item 1: a worker that takes a write past its deadline drops it; "
-                                        "remove this mark when that lands")
 def test_a_write_answered_503_because_no_worker_started_in_time_is_never_applied(redis_conn, redis_url, tmp_path):
     database = _store(tmp_path)
     front = _front(redis_url, tmp_path, workers_scale_to_zero=True, write_timeout=1.0, database_url=database)

@@ -25,7 +25,7 @@ from tests.support.stack import descendants
 
 pytestmark = pytest.mark.redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _start_pool(tmp_path: Path, redis_url: str, queue: str, processes: int) -> subprocess.Popen:

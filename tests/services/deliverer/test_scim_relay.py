@@ -12,7 +12,7 @@ from libs.connectors.base import Previous
 from libs.connectors.registry import build_connector
 from tests.services.conftest import unique
 from tests.services.test_entra_flows import create_group, create_user, patch
-from tests.services.test_deliveries import _scimbus
+from tests.services.deliverer.test_deliveries import _scimbus
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.stack

@@ -245,6 +245,47 @@ def test_a_deletion_reaches_a_target_that_applied_an_attempt_whose_answer_was_lo
         connector.close()
 
 
+class _DeletedWhileDelivering(DirectoryStore):
+    """The store as a delivery sees it when the resource's deletion commits between the
+    delivery's read of the newest change and its read of the resource (once)."""
+
+    def __init__(self, engine, resource_id: str) -> None:
+        super().__init__(engine)
+        self.resource_id = resource_id
+
+    def get(self, app, schema, id, **kw):
+        if id == self.resource_id:
+            self.resource_id = None
+            _delete(self, id)
+        return super().get(app, schema, id, **kw)
+
+
+def test_a_deletion_committing_mid_delivery_still_beats_an_earlier_attempt_the_target_applies_late(engine):
+    """The soak's lost deletion (issue 18): an upsert whose answer was lost is applied by the
+    target late, after the deletion event; the deletion must carry the deletion's own seq,
+    or the late upsert (same seq) wins at the target and the user stays there for good."""
+    with HookReceiver("s" * 32) as hook:
+        hook.delay = 1.0  # the first attempt is applied, but after its sender stopped waiting
+        connector = _hook_connector(hook.url, 0.3)
+        id = str(uuid.uuid4())
+        key = ResourceKey("default", "User", id)
+        ctx = DeliveryContext(Settings(), DirectoryStore(engine), None, {"hook": connector})
+        _write(ctx.store, id, "ada", new=True)
+        assert deliver_now(ctx, connector, key) == "retry"  # upsert in flight, applied in ~1 s
+        hook.delay = 0.0
+        racing = DeliveryContext(Settings(), _DeletedWhileDelivering(engine, id), None, {"hook": connector})
+        assert deliver_now(racing, connector, key, force=True) == "removed"
+        deliver_now(ctx, connector, key, force=True)  # the deletion's own delivery
+        deadline = time.monotonic() + 5
+        while len(hook.events) < 2 or hook.events[-1]["type"] != "upserted":
+            assert time.monotonic() < deadline, hook.events  # the late upsert lands last
+            time.sleep(0.05)
+        with ctx.store.engine.connect() as conn:
+            assert ledger.latest_change(conn, key)[0] == max(e["seq"] for e in hook.events if e["type"] == "deleted")
+        assert hook.state() == {}, "the deleted user stayed at the target"
+        connector.close()
+
+
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory):
     with slapd_server(tmp_path_factory.mktemp("slapd")) as server:

@@ -1,0 +1,129 @@
+"""The library internals scimbus drives, held to the library versions installed.
+
+RQ's worker, pool, scheduler and job, gunicorn's gthread worker and honcho's manager are
+extended by subclasses in services/runtime/ that override methods and read private
+attributes. A new release may rename or re-sign any of them without a deprecation, and the
+first sign would be a worker that quietly stops respawning. So each adapter module names
+the minor versions it was written for (``WRITTEN_FOR``), pyproject.toml allows only those
+(tests/test_dependencies.py), and this test fails loudly, naming the method or attribute,
+when an upgrade changes what an adapter relies on:
+
+- every method an adapter overrides still exists in the library with the same parameters
+  (an adapter may add optional ones);
+- every private name (``self._x``, ``obj._x``) an adapter reads but does not define itself
+  still appears in the library class it extends;
+- the private module-level names imported from the library still exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from importlib.metadata import version
+
+import pytest
+
+from services.runtime import allowlist, gunicorn_worker, ordered_stop, rq_pool, rq_scheduler
+
+ADAPTER_MODULES = (rq_pool, rq_scheduler, allowlist, gunicorn_worker, ordered_stop)
+ADAPTERS = (rq_pool.ScimWorker, rq_pool._Pool, allowlist.AllowedJob, gunicorn_worker.EpollWorker,
+            gunicorn_worker._Connection, ordered_stop.OrderedManager)
+
+INTERNALS = {  # module-level names the adapters (and libs/bus/queues.py) import from a library
+    "rq.executions": ["WORKER_EXECUTIONS_KEY_TEMPLATE"],
+    "rq.worker_registration": ["REDIS_WORKER_KEYS", "WORKERS_BY_QUEUE_KEY"],
+    "rq.utils": ["as_text", "parse_composite_key", "import_attribute", "now"],
+    "rq.scripts": ["UNIQUE_ENQUEUE_SCRIPT"],
+    "rq.scheduler": ["RQScheduler"],
+    "gunicorn.workers.gthread": ["STOP_KEEPALIVE_LINGER", "TConn", "ThreadWorker"],
+    "honcho.manager": ["SYSTEM_PRINTER_NAME", "Manager"],
+}
+
+SCHEDULER_CALLS = ("acquired_locks", "acquire_locks", "release_locks", "register_birth", "register_death",
+                   "heartbeat", "enqueue_scheduled_jobs")
+"""What ``rq_scheduler.PoolScheduler`` calls on RQ's scheduler (by composition, not a subclass)."""
+
+
+def _library_bases(cls: type) -> list[type]:
+    return [base for base in cls.__mro__[1:] if not base.__module__.startswith(("services.", "libs.", "builtins"))]
+
+
+def _forwards_everything(function) -> bool:
+    """``def f(self, *args, **kwargs)``: whatever the library passes, it passes on."""
+    kinds = {p.kind for p in inspect.signature(function).parameters.values()}
+    return {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD} <= kinds
+
+
+def _parameters(function) -> list[str]:
+    return [p.name for p in inspect.signature(function).parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+@pytest.mark.parametrize("module", ADAPTER_MODULES, ids=lambda m: m.__name__)
+def test_each_adapter_runs_on_the_library_versions_it_was_written_for(module):
+    for library, minor in module.WRITTEN_FOR.items():
+        installed = ".".join(version(library).split(".")[:2])
+        assert installed == minor, (f"{module.__name__} was written for {library} {minor}, {installed} is installed: "
+                                    "check the internals it drives, then update WRITTEN_FOR and pyproject.toml")
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda c: c.__qualname__)
+def test_every_overridden_method_keeps_the_librarys_parameters(adapter):
+    bases = _library_bases(adapter)
+    for name, ours in vars(adapter).items():
+        if not inspect.isfunction(ours) or name.startswith("__") and name != "__init__":
+            continue
+        theirs = next((vars(b)[name] for b in bases if name in vars(b)), None)
+        if theirs is None or not callable(theirs) or _forwards_everything(ours):
+            continue
+        mine, library = _parameters(ours), _parameters(theirs)
+        extras = list(inspect.signature(ours).parameters.values())[len(library):]
+        # the library's parameters, then only optional ones of ours (the library never passes them)
+        assert mine[:len(library)] == library and all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                                                      for p in extras), \
+            f"{adapter.__qualname__}.{name}{inspect.signature(ours)} overrides {theirs.__qualname__}{inspect.signature(theirs)}"
+
+
+def _private_names_read(cls: type) -> set[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+            and not n.attr.startswith("__")}
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    own |= {t.attr for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Attribute)}
+    own |= {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return read - own
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda c: c.__qualname__)
+def test_every_private_name_an_adapter_reads_is_still_the_librarys(adapter):
+    sources = "\n".join(inspect.getsource(b) for b in _library_bases(adapter))
+    module_sources = "\n".join(inspect.getsource(importlib.import_module(b.__module__))
+                               for b in _library_bases(adapter))
+    gone = sorted(name for name in _private_names_read(adapter)
+                  if name not in sources and name not in module_sources)
+    assert gone == [], f"{adapter.__qualname__} reads {gone}, which its library no longer defines"
+
+
+@pytest.mark.parametrize("module", sorted(INTERNALS))
+def test_the_module_level_internals_imported_still_exist(module):
+    missing = [name for name in INTERNALS[module] if not hasattr(importlib.import_module(module), name)]
+    assert missing == [], f"{module} no longer has {missing}"
+
+
+def test_the_scheduler_the_pool_runs_still_offers_what_the_pool_calls():
+    from rq.scheduler import RQScheduler
+
+    missing = [name for name in SCHEDULER_CALLS if name not in inspect.getsource(RQScheduler)]
+    assert missing == [], f"rq.scheduler.RQScheduler no longer has {missing}"
+
+
+def test_a_renamed_private_name_would_be_caught():
+    class Adapter(ordered_stop.Manager):
+        def terminate(self) -> None:
+            return self._gone_in_a_future_release
+
+    assert "_gone_in_a_future_release" in _private_names_read(Adapter)
+    assert "_gone_in_a_future_release" not in inspect.getsource(ordered_stop.Manager)
