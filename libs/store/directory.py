@@ -356,12 +356,7 @@ class DirectoryStore:
         else:
             params.update(_row_values(schema, doc, _unique(schema, unique_name)))
             gone, added = value_changes(*changed_rows(current.doc, doc, schema))
-            if __import__("os").environ.get("H19_OLD"):
-                gone, added = None, flatten(doc, schema)
-                conn.execute(_UPDATE_RESOURCE, params)
-                conn.execute(_DELETE_VALUES, {"pk_": current.pk})
-                insert_rows(conn, resource_values, [{"resource_pk": current.pk, **r} for r in added])
-            elif conn.dialect.name == "postgresql" and (gone or added):
+            if conn.dialect.name == "postgresql" and (gone or added):
                 update_with_values(conn, params, gone, added)
             else:
                 conn.execute(_UPDATE_RESOURCE, params)

@@ -87,7 +87,7 @@ def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, sto
     if schema is GROUPS:
         members = store.members_of(conn, [stored.pk])[stored.pk]
         return WriteResult(status, stored.document(members=members), stored.version)
-    groups = store.groups_of(conn, [stored.pk])[stored.pk] if stored.in_groups is not False or __import__("os").environ.get("H19_OLD") else None
+    groups = store.groups_of(conn, [stored.pk])[stored.pk] if stored.in_groups is not False else None
     return WriteResult(status, stored.document(groups=groups or None), stored.version)
 
 
