@@ -189,7 +189,15 @@ class Settings:
     bulk_max_passwords: int = 20
     """Most password values in one POST /Bulk (each costs ~0.1 s of CPU to hash): 413 above it."""
     audit_retention_days: int = 365
-    """Days `scimbus audit --purge` keeps audit rows (changes, rejected writes)."""
+    """Days audit rows (changes, rejected writes) are kept: `scimbus audit --purge` and the
+    sweeper's retention never delete a younger one. 0: the audit asks for nothing beyond
+    SCIM_CHANGE_RETENTION."""
+    change_retention: str = "30d"
+    """How long a change every connector has handled, and its delivery ledger rows, are kept
+    (the sweeper and `scimbus maintain` purge older ones): a duration such as 30d, 12h, 90m,
+    3600s. The audit's window (SCIM_AUDIT_RETENTION_DAYS) still applies: the longer wins."""
+    retention_interval: float = 60.0
+    """Seconds between the sweeper's retention rounds (each purges for 5 s at most)."""
     tls: int = 0
     """1: the gateway serves HTTPS (self-signed pair under var_dir/tls unless tls_cert is set)."""
     tls_cert: str = ""
@@ -242,6 +250,10 @@ class Settings:
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'scimbus.db').resolve()}"
+
+    @property
+    def change_retention_seconds(self) -> float:
+        return parse_duration(self.change_retention)
 
     @property
     def token_endpoint(self) -> str | None:
@@ -365,9 +377,11 @@ POSITIVE = ("write_timeout", "job_timeout", "max_body_bytes", "max_value_length"
             "http_threads", "reader_threads", "write_batches_in_flight",
             # issue 5
             "token_refresh", "access_token_ttl", "signing_key_days", "jwt_leeway", "rate_window",
-            "max_json_depth", "max_array_items", "max_members", "max_filter_length", "audit_retention_days",
+            "max_json_depth", "max_array_items", "max_members", "max_filter_length",
             # issue 16
-            "query_timeout", "max_page_members", "password_hashes", "bulk_max_passwords")
+            "query_timeout", "max_page_members", "password_hashes", "bulk_max_passwords",
+            # issue 18
+            "retention_interval")
 """Numeric settings that must be above 0."""
 
 
@@ -380,6 +394,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "deliverer_processes": (0, 256),
     "worker_metrics_port": (0, 65535),
     "deliverer_metrics_port": (0, 65535),
+    # issue 18: 0 leaves the changes' window to SCIM_CHANGE_RETENTION alone
+    "audit_retention_days": (0, 36500),
 }
 """Inclusive bounds of the numeric settings that have both; ``_validate`` holds the rest."""
 
@@ -398,6 +414,10 @@ def _validate(s: Settings) -> None:
     for name, (low, high) in RANGES.items():
         if not low <= getattr(s, name) <= high:
             raise SettingsError(f"SCIM_{name.upper()} must be between {low:g} and {high:g}, not {getattr(s, name)!r}")
+    try:
+        parse_duration(s.change_retention)
+    except ValueError as exc:
+        raise SettingsError(f"SCIM_CHANGE_RETENTION={s.change_retention!r} {exc}") from None
     if s.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(f"SCIM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {s.log_level!r}")
     if not s.default_app.replace("-", "").replace("_", "").isalnum():
@@ -478,6 +498,23 @@ def _validate_entra(s: Settings) -> None:
     if unknown:
         raise SettingsError(f"SCIM_ENTRA_CALLERS names the SCIM app {unknown[0]!r}, which is not configured "
                             "(SCIM_APPS)")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration written ``30d``, ``12h``, ``90m``, ``45s`` or a bare number of seconds."""
+    raw = str(text).strip().lower()
+    unit = _UNITS.get(raw[-1:], None) if raw else None
+    number = raw[:-1] if unit else raw
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError("is not a duration such as 30d, 12h, 90m or 3600s") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError("must be a positive duration")
+    return seconds
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:

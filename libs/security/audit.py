@@ -5,7 +5,8 @@ transaction), which now also carries the credential's name, the client IP and th
 A write the worker refused (404, 409, 412 …) gets a ``rejected_writes`` row, written after
 its transaction rolled back, so it never reaches the outbox. A credential made or revoked
 (``scimbus tokens``) gets a ``credential_events`` row in the same transaction, naming the
-operator. ``scimbus audit`` reads all three.
+operator. ``scimbus audit`` reads all three, and tells for each committed write what became
+of it at each connector (``deliveries``: delivered when, failing with which error, dead).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, Select, String, delete, exists, false, func, literal, null, or_, select, union_all
+from sqlalchemy import BigInteger, Engine, Select, String, delete, false, literal, null, or_, select, union_all
 
 from libs.bus.messages import WriteJob
 from libs.security.credentials import utcnow
-from libs.store.tables import changes, credential_events, delivery_cursors, rejected_writes
+from libs.store.access import engine_of
+from libs.store.deliveries import ChangeOutcome, ResourceKey, change_outcome
+from libs.store.directory import DirectoryStore
+from libs.store.tables import changes, credential_events, rejected_writes
 
 log = logging.getLogger("scimbus.audit")
 
@@ -63,6 +67,8 @@ class AuditEntry:
     """The operator (user@host) who made or revoked a credential; None for writes."""
     detail: str | None = None
     client_request_id: str | None = None
+    change_seq: int | None = None
+    """The ``changes`` row of a committed write (what connectors receive); None otherwise."""
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "at": self.at.isoformat()}
@@ -74,8 +80,9 @@ _NONE = null().cast(String)
 
 
 def _writes(table) -> Select:
+    seq = table.c.seq if table is changes else null().cast(BigInteger)
     return select(*(table.c[c] for c in _COLUMNS), _NONE.label("actor"), _NONE.label("detail"),
-                  table.c.client_request_id)
+                  table.c.client_request_id, seq.label("change_seq"))
 
 
 def _credential_events() -> Select:
@@ -86,13 +93,14 @@ def _credential_events() -> Select:
                   e.c.credential_id.label("resource_id"), literal("ok", String).label("outcome"),
                   e.c.name.label("token_name"), _NONE.label("client_ip"), _NONE.label("request_id"),
                   _NONE.label("job_id"), e.c.actor, (e.c.kind + " scopes=" + e.c.scopes).label("detail"),
-                  _NONE.label("client_request_id"))
+                  _NONE.label("client_request_id"), null().cast(BigInteger).label("change_seq"))
 
 
-def query(engine: Engine, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
+def query(engine: Engine | DirectoryStore, *, app: str | None = None, resource_id: str | None = None, token_name: str | None = None,
           since: datetime | None = None, until: datetime | None = None, outcome: str | None = None,
-          limit: int = 1000) -> Iterator[AuditEntry]:
-    """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409"."""
+          request_id: str | None = None, limit: int = 1000) -> Iterator[AuditEntry]:
+    """Audit entries, oldest first; ``outcome`` is "ok", "rejected" or a status such as "409";
+    ``request_id`` is ours (X-Request-Id of the answer) or the client's own."""
     parts = []
     for table, stmt in ((changes, _writes(changes)), (rejected_writes, _writes(rejected_writes)),
                         (credential_events, _credential_events())):
@@ -103,6 +111,8 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
             stmt = stmt.where(columns.resource_id == resource_id)
         if token_name:
             stmt = stmt.where(columns.token_name == token_name)
+        if request_id:
+            stmt = stmt.where(or_(columns.request_id == request_id, columns.client_request_id == request_id))
         if since:
             stmt = stmt.where(columns.at >= since)
         if until:
@@ -113,24 +123,46 @@ def query(engine: Engine, *, app: str | None = None, resource_id: str | None = N
             stmt = stmt.where(columns.outcome.startswith(outcome))
         parts.append(stmt)
     union = union_all(*parts).subquery()
-    with engine.connect() as conn:
+    with engine_of(engine).connect() as conn:
         for row in conn.execute(select(union).order_by(union.c.at).limit(limit)):
             yield AuditEntry(**row._mapping)
 
 
-def purge(engine: Engine, retention_days: int) -> int:
+def deliveries(engine: Engine | DirectoryStore, entry: AuditEntry, interests: dict[str, tuple[str, frozenset[str]]]
+               ) -> list[ChangeOutcome]:
+    """Each interested connector's outcome of a committed write (none for a refused write or a
+    credential event); ``interests``: ``deliveries.connector_interests(settings)``."""
+    if entry.change_seq is None:
+        return []
+    key = ResourceKey(entry.app, entry.resource_type, entry.resource_id)
+    with engine_of(engine).connect() as conn:
+        return [change_outcome(conn, name, key, entry.change_seq) for name, (app, kinds) in interests.items()
+                if app == entry.app and entry.resource_type in kinds]
+
+
+def purge(engine: Engine | DirectoryStore, retention_days: int) -> int:
     """Delete audit rows older than the retention; returns how many went.
 
     ``changes`` is also the outbox: a change some connector has not handled yet (past the
-    slowest delivery cursor) stays, however old, so a purge never loses a delivery.
+    slowest delivery cursor) stays, however old, so a purge never loses a delivery. Batched
+    as the sweeper's retention is (libs/store/retention.py), which also keeps the newest change.
     """
+    from libs.store import retention
+
     horizon = utcnow() - timedelta(days=retention_days)
-    handled = select(func.min(delivery_cursors.c.seq)).scalar_subquery()
-    with engine.begin() as conn:
-        gone = conn.execute(delete(changes).where(
-            changes.c.at < horizon,
-            or_(~exists().select_from(delivery_cursors), changes.c.seq <= handled),
-        )).rowcount
-        gone += conn.execute(delete(rejected_writes).where(rejected_writes.c.at < horizon)).rowcount
-        gone += conn.execute(delete(credential_events).where(credential_events.c.at < horizon)).rowcount
+    gone = 0
+    for step in (lambda conn: retention.purge_changes(conn, horizon, None),
+                 lambda conn: retention.purge_rejected_writes(conn, horizon),
+                 lambda conn: _purge_credential_events(conn, horizon)):
+        gone += retention.run_batches(engine_of(engine), step)
     return gone
+
+
+def _purge_credential_events(conn, horizon: datetime) -> int:
+    from libs.store.retention import BATCH
+
+    e = credential_events.c
+    keys = list(conn.execute(select(e.seq).where(e.at < horizon).order_by(e.at).limit(BATCH)).scalars())
+    if keys:
+        conn.execute(delete(credential_events).where(e.seq.in_(keys)))
+    return len(keys)

@@ -30,6 +30,8 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from libs.scim.errors import Unavailable
+from libs.store.access import engine_of
+from libs.store.directory import DirectoryStore
 from libs.store.session import read_reconnecting
 from libs.store.tables import credential_events
 from libs.store.tables import credentials as C
@@ -101,8 +103,8 @@ def _from_row(row) -> Credential:
 class CredentialAdmin:
     """Create, list and revoke credentials (``scimbus tokens``, tests)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | DirectoryStore) -> None:
+        self.engine = engine_of(engine)
 
     def create(self, app: str, name: str, *, scopes: frozenset[str] = SCOPES, kind: str = "token",
                expires_in: timedelta | None = None, public_key: str | None = None,

@@ -18,6 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from libs.config import Settings
 from libs.scim.errors import Unavailable
+from libs.store.access import engine_of
+from libs.store.directory import DirectoryStore
 from libs.store.session import read_reconnecting
 from libs.store.tables import service_keys
 
@@ -26,11 +28,11 @@ log = logging.getLogger("scimbus.cursors")
 NAME = "cursor"
 
 
-def cursor_secret(settings: Settings, engine: Engine) -> str:
+def cursor_secret(settings: Settings, engine: Engine | DirectoryStore) -> str:
     if settings.cursor_secret:
         return settings.cursor_secret
     try:
-        value = read_reconnecting(engine, lambda conn: conn.execute(
+        value = read_reconnecting(engine_of(engine), lambda conn: conn.execute(
             select(service_keys.c.value).where(service_keys.c.name == NAME)).scalar())
     except SQLAlchemyError as exc:
         raise Unavailable("The cursor key cannot be read; retry later.") from exc

@@ -33,6 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from libs.config import EntraCaller, Settings
 from libs.security.credentials import MISS_REFRESH, SCOPES, utcnow
 from libs.security.key_encryption import KeyEncryptionError, Sealer
+from libs.store.access import engine_of
+from libs.store.directory import DirectoryStore
 from libs.store.session import read_reconnecting
 from libs.store.tables import credential_events
 from libs.store.tables import signing_keys as K
@@ -114,9 +116,9 @@ class SigningKeys:
     parsed only to sign, once per key and process; a process that only verifies (the
     reader) never needs the key encryption key."""
 
-    def __init__(self, engine: Engine, *, max_age: timedelta, token_ttl: int, refresh: float,
+    def __init__(self, engine: Engine | DirectoryStore, *, max_age: timedelta, token_ttl: int, refresh: float,
                  sealer: Callable[[], Sealer] | None = None) -> None:
-        self.engine, self.max_age, self.token_ttl, self.refresh = engine, max_age, token_ttl, refresh
+        self.engine, self.max_age, self.token_ttl, self.refresh = engine_of(engine), max_age, token_ttl, refresh
         self._sealer = sealer
         self._rows: list[Any] | None = None
         self._public: dict[str, _PublicKey] = {}

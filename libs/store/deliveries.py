@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
-from libs.store.tables import changes, dead_letters, delivery_cursors, delivery_state
+from libs.store.tables import changes, dead_letters, delivery_cursors, delivery_log, delivery_state
 
 S = delivery_state.c
 C = changes.c
@@ -232,3 +232,68 @@ def due(next_attempt_at: datetime | None, now: datetime) -> bool:
 
 def grace_cutoff(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
+
+
+# ------------------------------------------------------------------ issue 18: per change, per connector
+def log_delivery(conn: Connection, connector: str, key: ResourceKey, seq: int, outcome: str) -> None:
+    """Record that ``connector``'s target now holds ``key`` as of change ``seq`` (in the
+    transaction that saves the state)."""
+    conn.execute(insert(delivery_log).values(connector=connector, app=key.app, resource_type=key.resource_type,
+                                             resource_id=key.resource_id, seq=seq, outcome=outcome, at=utcnow()))
+
+
+def connector_interests(settings: Any) -> dict[str, tuple[str, frozenset[str]]]:
+    """connector → (app, resource types it receives), from the config file, without building clients."""
+    out = {}
+    for name, spec in (settings.file.get("connectors") or {}).items():
+        if spec.get("enabled", True):
+            kinds = frozenset(k for k, table in (("User", "users"), ("Group", "groups")) if table in spec)
+            out[name] = (spec.get("app", settings.default_app), kinds)
+    return out
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    """What became of one change at one connector."""
+
+    connector: str
+    status: str
+    """"delivered", "removed", "skipped" (out of the connector's scope), "failing",
+    "dead-lettered" or "pending"."""
+    at: datetime | None = None
+    """When it was delivered (or dead-lettered); None when not (or no longer) recorded."""
+    detail: str | None = None
+    """The last error of a failing delivery, the reason of a dead letter."""
+    attempts: int | None = None
+    next_attempt_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"connector": self.connector, "status": self.status,
+                "at": self.at.isoformat() if self.at else None, "detail": self.detail, "attempts": self.attempts,
+                "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None}
+
+
+def change_outcome(conn: Connection, connector: str, key: ResourceKey, seq: int) -> ChangeOutcome:
+    """The outcome of change ``seq`` of ``key`` at ``connector``.
+
+    A delivery sends a resource's newest state, so it covers every change up to the seq it
+    delivered: a change is delivered by the first logged delivery at or past it.
+    """
+    L = delivery_log.c
+    done = conn.execute(select(L.outcome, L.at).where(
+        L.app == key.app, L.resource_type == key.resource_type, L.resource_id == key.resource_id,
+        L.connector == connector, L.seq >= seq).order_by(L.seq, L.pk).limit(1)).first()
+    if done is not None:
+        return ChangeOutcome(connector, done.outcome, as_utc(done.at))
+    state = load_state(conn, connector, key)
+    if state.delivered_seq >= seq:  # delivered before the log existed, or its row was purged
+        return ChangeOutcome(connector, "delivered")
+    D = dead_letters.c
+    dead = conn.execute(select(D.reason, D.at, D.attempts).where(
+        D.connector == connector, D.app == key.app, D.resource_type == key.resource_type,
+        D.resource_id == key.resource_id, D.seq >= seq, D.retried_at.is_(None)).order_by(D.seq).limit(1)).first()
+    if dead is not None:
+        return ChangeOutcome(connector, "dead-lettered", as_utc(dead.at), dead.reason, dead.attempts)
+    if state.attempts:
+        return ChangeOutcome(connector, "failing", None, state.last_error, state.attempts, state.next_attempt_at)
+    return ChangeOutcome(connector, "pending")

@@ -64,9 +64,11 @@ class Replica:
 class ReplicaSet:
     """Picks the engine a read runs on: a replica that has replayed ``position``, else the primary."""
 
-    def __init__(self, primary: DirectoryStore, replicas: list[Engine], *, wait: float, skip: float) -> None:
+    def __init__(self, primary: DirectoryStore, replicas: list[DirectoryStore | Engine], *, wait: float,
+                 skip: float) -> None:
         self.primary = primary
-        self.replicas = [Replica(engine, DirectoryStore(engine)) for engine in replicas]
+        stores = [r if isinstance(r, DirectoryStore) else DirectoryStore(r) for r in replicas]
+        self.replicas = [Replica(store.engine, store) for store in stores]
         self.wait = wait
         self.skip = skip
         self._turn = itertools.count()

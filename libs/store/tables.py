@@ -207,6 +207,8 @@ delivery_state = Table(
     Column("last_error", Text),
     Column("next_attempt_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Issue 18 (migration 0006): the retention finds the rows of removed resources by it.
+    Index(None, "present", "updated_at"),
 )
 
 dead_letters = Table(
@@ -224,6 +226,23 @@ dead_letters = Table(
     # Set when an operator re-queued it (scimbus deliveries retry); kept as history.
     Column("retried_at", DateTime(timezone=True)),
     Index(None, "connector", "retried_at"),
+)
+
+delivery_log = Table(
+    "delivery_log", metadata,
+    # Issue 18 (migration 0006): each delivery that brought a target up to change ``seq`` of a
+    # resource, and when; a change is delivered at the first such row with seq >= its own
+    # (``scimbus audit``). Purged with the changes (libs/store/retention.py).
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("connector", String(64), nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),  # "delivered" | "removed" | "skipped" (out of scope)
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index(None, "app", "resource_type", "resource_id", "connector", "seq"),
+    Index(None, "at"),
 )
 
 delivery_cursors = Table(

@@ -9,14 +9,19 @@ here, never in a response.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from flask import Flask, Response, g, has_request_context, request
 
 from libs.config import Settings
-from libs.web.request import request_id
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+# Flask is imported only where a request is served: the worker pools log through this
+# module too, and importing Flask would cost each of their processes memory for nothing.
 
 access = logging.getLogger("scimbus.access")
 
@@ -29,7 +34,10 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname, "logger": record.name, "message": record.getMessage(),
         }
-        if has_request_context():
+        flask = sys.modules.get("flask")
+        if flask is not None and flask.has_request_context():
+            from libs.web.request import request_id
+
             line["request_id"] = request_id()
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
@@ -37,22 +45,48 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class Housekeeping(logging.Filter):
+    """RQ's INFO lines become DEBUG: a worker started, its registries cleaned (every 5 s, for
+    every queue, idle or not), each job taken and finished. None asks anything of an
+    operator; what does (a job that failed, a worker that died) RQ logs as WARNING or ERROR,
+    and those pass untouched. A handler's filter, so it sees the records of every ``rq.*``
+    logger, however RQ sets their levels."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__()
+        self.debug = logging.getLevelName(level) <= logging.DEBUG
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and (record.name == "rq" or record.name.startswith("rq.")):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.debug
+        return True
+
+
 def configure(settings: Settings) -> None:
-    if settings.log_format != "json":
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return
+    """One handler on the root logger, for every role (RQ then adds none of its own)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Housekeeping(settings.log_level))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
 
 
+_PROBES = ("/metrics", "/healthz", "/readyz")
+"""Paths polled by probes and scrapers every few seconds: logged only when they fail."""
+
+
 def init_app(app: Flask) -> None:
+    from flask import Response, g, request
+
     @app.after_request
     def _log_request(response: Response) -> Response:
-        if request.path.startswith(("/metrics", "/healthz")) or not access.isEnabledFor(logging.INFO):
+        if (request.path.startswith(_PROBES) and response.status_code < 400) or not access.isEnabledFor(logging.INFO):
             return response
         principal = g.get("scim_principal")
         started = g.get("scim_started")

@@ -144,4 +144,19 @@ def cmd_resync(connector: str, dry_run: bool, adopt: bool, prune_foreign: bool) 
     print(f"{connector}: {'drift: would have ' if dry_run else ''}{report.summary()}")
 
 
-COMMANDS = (cmd_deliverer, cmd_sweeper, cmd_deliveries, cmd_resync)
+@click.command("maintain")
+def cmd_maintain() -> None:
+    """Purge now what the retention no longer keeps (the sweeper does it every minute)."""
+    from libs.store.retention import purge_with_settings
+    from libs.store.session import create_engine_from_url
+
+    settings = load_settings()
+    engine = create_engine_from_url(settings.database)
+    try:
+        report = purge_with_settings(engine, settings)
+    finally:
+        engine.dispose()
+    print(", ".join(f"{table}: {count} purged" for table, count in report.purged.items()))
+
+
+COMMANDS = (cmd_deliverer, cmd_sweeper, cmd_deliveries, cmd_resync, cmd_maintain)

@@ -21,10 +21,10 @@ import click
 from libs.config import Settings, load_settings
 
 
-def _engine(settings: Settings):
-    from libs.store.session import create_engine_from_url
+def _store(settings: Settings):
+    from libs.store.access import open_store
 
-    return create_engine_from_url(settings.database)
+    return open_store(settings)
 
 
 def _app(settings: Settings, app: str | None) -> str:
@@ -73,7 +73,7 @@ def cmd_tokens_create(name: str, app: str | None, scopes: str, expires_days: flo
     settings = load_settings()
     public_key = Path(public_key).read_text() if public_key else None
     try:
-        cred, secret = CredentialAdmin(_engine(settings)).create(
+        cred, secret = CredentialAdmin(_store(settings)).create(
             _app(settings, app), name, scopes=parse_scopes(scopes),
             kind="client" if client or public_key else "token",
             expires_in=timedelta(days=expires_days) if expires_days else None, public_key=public_key,
@@ -98,7 +98,7 @@ def cmd_tokens_list(app: str | None) -> None:
     from libs.security.credentials import CredentialAdmin
 
     settings = load_settings()
-    rows = CredentialAdmin(_engine(settings)).list(app)
+    rows = CredentialAdmin(_store(settings)).list(app)
     print(f"{'APP':<16} {'NAME':<24} {'KIND':<7} {'SCOPES':<11} {'STATE':<8} {'CREATED':<20} EXPIRES")
     for c in rows:
         print(f"{c.app:<16} {c.name:<24} {c.kind:<7} {','.join(sorted(c.scopes)):<11} {c.state:<8} "
@@ -115,7 +115,7 @@ def cmd_tokens_revoke(name: str, app: str | None) -> None:
 
     settings = load_settings()
     try:
-        cred = CredentialAdmin(_engine(settings)).revoke(_app(settings, app), name, actor=operator())
+        cred = CredentialAdmin(_store(settings)).revoke(_app(settings, app), name, actor=operator())
     except CredentialError as exc:
         sys.exit(f"scimbus: {exc}")
     print(f"revoked {cred.app}/{cred.name}; every service refuses it within {settings.token_refresh:g} s")
@@ -129,7 +129,7 @@ def cmd_tokens_rotate_key() -> None:
     from libs.security.key_encryption import KeyEncryptionError, Sealer
 
     settings = load_settings()
-    keys = SigningKeys(_engine(settings), max_age=timedelta(days=settings.signing_key_days),
+    keys = SigningKeys(_store(settings), max_age=timedelta(days=settings.signing_key_days),
                        token_ttl=settings.access_token_ttl, refresh=0, sealer=lambda: Sealer.from_settings(settings))
     try:
         kid = keys.rotate(actor=operator())
@@ -165,7 +165,10 @@ class _When(click.ParamType):
 
 @click.command("audit")
 @click.option("--app", help="only this SCIM app")
-@click.option("--user", help="resource id of the user (or group) written")
+@click.option("--resource", "--user", "user",
+              help="resource id of the user (or group) written; shows each connector's outcome per change")
+@click.option("--request", help="request id (ours, the X-Request-Id of the answer, or the client's own); "
+                                "shows each connector's outcome per change")
 @click.option("--token", help="credential name")
 @click.option("--since", type=_When(), help="ISO date/time (UTC unless given)")
 @click.option("--until", type=_When(), help="ISO date/time (UTC unless given)")
@@ -174,26 +177,46 @@ class _When(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.option("--purge", is_flag=True, help="delete rows older than SCIM_AUDIT_RETENTION_DAYS")
 @_friendly
-def cmd_audit(app, user, token, since, until, outcome, limit, as_json, purge) -> None:
+def cmd_audit(app, user, request, token, since, until, outcome, limit, as_json, purge) -> None:
     """The audit log of writes (or --purge past the retention)."""
     from libs.security import audit
 
     settings = load_settings()
-    engine = _engine(settings)
+    store = _store(settings)
     if purge:
-        gone = audit.purge(engine, settings.audit_retention_days)
+        gone = audit.purge(store, settings.audit_retention_days)
         print(f"purged {gone} audit rows older than {settings.audit_retention_days} days")
         return
-    for entry in audit.query(engine, app=app, resource_id=user, token_name=token, since=since,
-                             until=until, outcome=outcome, limit=limit):
+    from libs.store.deliveries import connector_interests
+
+    # Per change, each connector's outcome: asked for one resource or request, not for the whole log.
+    interests = connector_interests(settings) if user or request else {}
+    for entry in audit.query(store, app=app, resource_id=user, token_name=token, since=since,
+                             until=until, outcome=outcome, request_id=request, limit=limit):
+        outcomes = audit.deliveries(store, entry, interests) if interests else []
         if as_json:
-            print(json.dumps(entry.as_dict()))
-        else:
-            by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
-            theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
-            print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
-                  f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
-                  f"request={entry.request_id}{theirs}{by}")
+            print(json.dumps({**entry.as_dict(), **({"deliveries": [o.as_dict() for o in outcomes]}
+                                                    if interests else {})}))
+            continue
+        by = f" by={entry.actor} ({entry.detail})" if entry.actor or entry.detail else ""
+        theirs = f" client-request={entry.client_request_id}" if entry.client_request_id else ""
+        print(f"{entry.at:%Y-%m-%dT%H:%M:%S} {entry.app} {entry.op:<7} {entry.resource_type:<6} "
+              f"{entry.resource_id} {entry.outcome} token={entry.token_name} ip={entry.client_ip} "
+              f"request={entry.request_id}{theirs}{by}")
+        for o in outcomes:
+            print(f"    -> {o.connector}: {_outcome_text(o)}")
+
+
+def _outcome_text(o) -> str:
+    when = f" at {o.at:%Y-%m-%dT%H:%M:%S}" if o.at else ""
+    if o.status == "failing":
+        retry = f", next attempt at {o.next_attempt_at:%Y-%m-%dT%H:%M:%S}" if o.next_attempt_at else ""
+        return f"failing after {o.attempts} attempt(s){retry}: {o.detail}"
+    if o.status == "dead-lettered":
+        return f"dead-lettered{when}: {o.detail} (scimbus deliveries retry {o.connector})"
+    if o.status == "skipped":
+        return f"not sent{when}: outside the connector's scope"
+    return f"{o.status}{when}"
 
 
 COMMANDS = (cmd_tokens, cmd_audit)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -44,7 +45,8 @@ from libs.scim.schemas import RESOURCE_TYPES
 from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
 from libs.store.directory import DirectoryStore
-from libs.store.session import create_engine_from_url
+from libs.store.access import open_store
+from libs.store.delivery_ledger import DeliveryLedger
 
 log = logging.getLogger("scimbus.deliveries")
 
@@ -62,6 +64,10 @@ class DeliveryContext:
     redis: Redis
     connectors: dict[str, Connector] = field(default_factory=dict)
 
+    @functools.cached_property
+    def ledger(self) -> DeliveryLedger:
+        return DeliveryLedger(self.store)
+
     @property
     def queue(self) -> Queue:
         return Queue(self.settings.delivery_queue, connection=self.redis, serializer=JSONSerializer)
@@ -76,7 +82,7 @@ def get_context() -> DeliveryContext:
     global _context, _pid
     if _context is None or _pid != os.getpid():
         settings = load_settings()
-        _context = DeliveryContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2)),
+        _context = DeliveryContext(settings, open_store(settings, pool_size=2),
                                    connect(settings.redis_url), build_connectors(settings))
         _pid = os.getpid()
     return _context
@@ -192,9 +198,7 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
     ``rescope``: the resource did not change but its scope may have (it joined or left a
     scope group), so it is delivered again even when its newest change is handled.
     """
-    with ctx.store.engine.connect() as conn:
-        latest = ledger.latest_change(conn, key)
-        state = ledger.load_state(conn, connector.name, key)
+    latest, state = ctx.ledger.newest_change_and_state(connector.name, key)
     if latest is None:
         return "skipped"
     seq, version = latest
@@ -242,8 +246,8 @@ def deliver_now(ctx: DeliveryContext, connector: Connector, key: ResourceKey, *,
             outcome = "retry"
             log.info("delivery of %s to %s failed (attempt %d), retry in %.1fs: %s", key, connector.name,
                      state.attempts, delay, reason)
-    with ctx.store.transaction() as conn:
-        ledger.save_state(conn, connector.name, key, state)
+    handled = outcome in ("delivered", "removed", "skipped")  # skipped here: out of scope, handled
+    ctx.ledger.save(connector.name, key, state, delivered=(seq, outcome) if handled else None)
     return outcome
 
 
@@ -259,8 +263,7 @@ def _current(ctx: DeliveryContext, key: ResourceKey, seq: int, version: int) -> 
     18). So the seq is read again after the resource until the two agree."""
     while True:
         doc = ctx.store.get(key.app, RESOURCE_TYPES[key.resource_type], key.resource_id)
-        with ctx.store.engine.connect() as conn:
-            latest = ledger.latest_change(conn, key)
+        latest = ctx.ledger.newest_change(key)
         if latest is None or latest[0] == seq:
             return seq, version, doc
         seq, version = latest
@@ -276,8 +279,7 @@ def _may_hold(ctx: DeliveryContext, connector: Connector, key: ResourceKey, stat
     first, the deletion is sent (removing what is not there succeeds).
     """
     state.present, state.remote_id = True, remote_id
-    with ctx.store.transaction() as conn:
-        ledger.save_state(conn, connector.name, key, state)
+    ctx.ledger.save(connector.name, key, state)
 
 
 def _follow_ups(ctx: DeliveryContext, connector: Connector, key: ResourceKey, doc: dict[str, Any],
@@ -300,8 +302,7 @@ def _rescope_members(ctx: DeliveryContext, connector: Connector, key: ResourceKe
     left the scope, which no change of theirs records."""
     if ctx.redis is None or str(doc.get("displayName", "")).lower() not in connector.scope.groups:
         return
-    with ctx.store.engine.connect() as conn:
-        held = [i for i, s in ledger.states(conn, connector.name, key.app, "User").items() if s.present]
+    held = [i for i, s in ctx.ledger.states(connector.name, key.app, "User").items() if s.present]
     ids = dict.fromkeys([m["value"] for m in doc.get("members") or [] if m.get("type", "User") == "User"] + held)
     stamp = os.urandom(4).hex()
     for user_id in ids:
@@ -332,21 +333,15 @@ def _rescope_reports(ctx: DeliveryContext, connector: Connector, key: ResourceKe
 def _dead(ctx: DeliveryContext, connector: Connector, key: ResourceKey, state: ledger.State, seq: int,
           version: int, reason: str) -> str:
     log.warning("dead letter for %s on %s: %s", key, connector.name, reason)
-    with ctx.store.transaction() as conn:
-        ledger.add_dead_letter(conn, connector.name, key, seq, version, reason, state.attempts or 1)
+    ctx.ledger.add_dead_letter(connector.name, key, seq, version, reason, state.attempts or 1)
     state.dead_seq, state.attempts, state.last_error, state.next_attempt_at = seq, 0, reason, None
     return "dead"
 
 
 def status(ctx: DeliveryContext) -> dict[str, tuple[float, int]]:
     """{connector: (delivery lag seconds, dead letters)} for the metrics collector."""
-    out = {}
-    now = ledger.utcnow()
-    with ctx.store.engine.connect() as conn:
-        for name, connector in ctx.connectors.items():
-            oldest = ledger.oldest_pending_at(conn, name, connector.options["app"], tuple(connector.mappings))
-            out[name] = ((now - oldest).total_seconds() if oldest else 0.0, ledger.dead_count(conn, name))
-    return out
+    return ctx.ledger.lag_and_dead({name: (connector.options["app"], tuple(connector.mappings))
+                                    for name, connector in ctx.connectors.items()}, ledger.utcnow())
 
 
 def after_writes(jobs: list) -> None:

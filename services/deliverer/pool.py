@@ -21,20 +21,18 @@ log = logging.getLogger("scimbus.deliverer")
 
 
 class _LazyStatus:
-    """Builds its own engine on the first scrape (never before the pool forks)."""
+    """Opens its own store on the first scrape (never before the pool forks)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings, self.ctx = settings, None
 
     def __call__(self):
         from libs.connectors.registry import build_connectors
-        from libs.store.directory import DirectoryStore
-        from libs.store.session import create_engine_from_url
+        from libs.store.access import open_store
         from services.deliverer.fanout import DeliveryContext, status
 
         if self.ctx is None:
-            self.ctx = DeliveryContext(self.settings, DirectoryStore(create_engine_from_url(self.settings.database,
-                                                                                            pool_size=1)),
+            self.ctx = DeliveryContext(self.settings, open_store(self.settings, pool_size=1),
                                        connect(self.settings.redis_url), {})
             # Only names and apps are needed for the figures: connectors without clients.
             self.ctx.connectors = build_connectors(self.settings)

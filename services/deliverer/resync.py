@@ -29,7 +29,6 @@ from libs.connectors.base import Connector, Previous
 from libs.connectors.errors import Conflict
 from libs.connectors.sql import normalise
 from libs.scim.schemas import RESOURCE_TYPES
-from libs.store import deliveries as ledger
 from libs.store.deliveries import ResourceKey
 from services.deliverer.fanout import DeliveryContext, _Lookup
 
@@ -83,8 +82,7 @@ def _known(ctx: DeliveryContext, connector: Connector, kind: str) -> set[str]:
     """Every resource id this connector may have written: the directory's (any scope) and
     its ledger's (deleted since, or delivered by an older config)."""
     ids = {doc["id"].lower() for doc in _directory(ctx, connector, kind, with_members=False, with_groups=False)}
-    with ctx.store.engine.connect() as conn:
-        ids.update(i.lower() for i in ledger.states(conn, connector.name, connector.options["app"], kind))
+    ids.update(i.lower() for i in ctx.ledger.states(connector.name, connector.options["app"], kind))
     return ids
 
 
@@ -145,9 +143,7 @@ def _repair(ctx: DeliveryContext, connector: Connector, kind: str, drift: Drift,
         return connector.remove_key(kind, drift.key)
     doc, fields = payload
     key = ResourceKey(connector.options["app"], kind, doc["id"])
-    with ctx.store.engine.connect() as conn:
-        state = ledger.load_state(conn, connector.name, key)
+    state = ctx.ledger.state(connector.name, key)
     remote = connector.apply(kind, doc, fields, Previous(state.remote_id, state.present, adopt=adopt), lookup)
     state.present, state.remote_id = True, remote or drift.key
-    with ctx.store.transaction() as conn:
-        ledger.save_state(conn, connector.name, key, state)
+    ctx.ledger.save(connector.name, key, state)

@@ -7,10 +7,8 @@ from typing import Any, Mapping
 from flask import Flask
 
 from libs.config import Settings, load_settings
-from libs.health import database_problem
 from libs.security.cursor_key import cursor_secret
-from libs.store.directory import DirectoryStore
-from libs.store.session import create_engine_from_url
+from libs.store.access import database_problem, open_reader_store
 from libs.web.app import build_app
 from services.reader import reads, routes
 from services.reader.cursors import CursorCodec
@@ -21,17 +19,15 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     def attach(app: Flask) -> tuple:
         # The engine's pool connects on first use, in the gunicorn worker that serves it.
-        store = DirectoryStore(
-            create_engine_from_url(settings.database, read_only=True, pool_size=settings.reader_threads,
-                                   statement_timeout=settings.query_timeout))
+        store = open_reader_store(settings)
         app.extensions["scim.store"] = store
         if settings.read_database_urls:  # issue 21: replicas, read-your-writes by WAL position
             app.extensions["scim.replicas"] = reads.replica_set(settings, store)
-        app.extensions["scim.cursors"] = CursorCodec(settings, lambda: cursor_secret(settings, store.engine))
+        app.extensions["scim.cursors"] = CursorCodec(settings, lambda: cursor_secret(settings, store))
         return ()
 
     def readiness(app: Flask) -> tuple:
-        engine = app.extensions["scim.store"].engine
-        return (lambda: database_problem(engine),)
+        store = app.extensions["scim.store"]
+        return (lambda: database_problem(store),)
 
     return build_app(__name__, settings, service="reader", blueprint=routes.bp, attach=attach, readiness=readiness)

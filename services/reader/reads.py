@@ -14,19 +14,17 @@ from redis.exceptions import RedisError
 from libs.bus import commits
 from libs.bus.connection import connect
 from libs.config import Settings
+from libs.store.access import open_reader_store
 from libs.store.directory import DirectoryStore
 from libs.store.replicas import ReplicaSet, RoutedStore
-from libs.store.session import create_engine_from_url
 
 log = logging.getLogger("scimbus.reader")
 
 
 class Replicas(ReplicaSet):
     def __init__(self, settings: Settings, primary: DirectoryStore) -> None:
-        engines = [create_engine_from_url(url, read_only=True, pool_size=settings.reader_threads,
-                                          statement_timeout=settings.query_timeout)
-                   for url in settings.read_database_urls]
-        super().__init__(primary, engines, wait=settings.replica_wait_ms / 1000, skip=settings.replica_skip_seconds)
+        stores = [open_reader_store(settings, url) for url in settings.read_database_urls]
+        super().__init__(primary, stores, wait=settings.replica_wait_ms / 1000, skip=settings.replica_skip_seconds)
         # Short timeouts: a hung Redis must cost a read a fraction of a second, then the primary.
         self.redis = connect(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 

@@ -42,7 +42,7 @@ from libs.bus import defaults, failures
 from libs.bus.connection import connect
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
-from libs.health import database_problem, redis_problem
+from libs.health import redis_problem
 from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
 from services.runtime.allowlist import AllowedJob, refusal
 from services.runtime.rq_scheduler import PoolScheduler
@@ -147,15 +147,15 @@ class ScimWorker(SimpleWorker):
 
 def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> None:
     """/metrics, /healthz and /readyz of a pool, from its parent process."""
-    from libs.store.session import create_engine_from_url
+    from libs.store.access import database_problem, open_store
     from services.runtime.pool_probes import serve_probes
 
     # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
     # answers 503, never a probe that times out.
     probe_redis = connect(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    engine = create_engine_from_url(settings.database, pool_size=1)
+    store = open_store(settings, pool_size=1)
     serve_probes(port, registry_for_scrape(collectors),
-                 (lambda: redis_problem(probe_redis), lambda: database_problem(engine)))
+                 (lambda: redis_problem(probe_redis), lambda: database_problem(store)))
 
 
 class _Pool(WorkerPool):
@@ -253,6 +253,9 @@ def _run_worker(redis_url: str, worker_name: str, queue_names, *, worker_class=S
 
 def start_pool(settings: Settings, queue: str, serializer, processes: int) -> None:
     """``processes`` workers on ``queue`` and the queue's scheduler, until SIGTERM."""
+    from libs.web import logs
+
+    logs.configure(settings)  # before RQ adds handlers of its own: its housekeeping goes to DEBUG
     # Everything is imported: freeze it now, so that the collection before each fork walks
     # only what came after. The imports leave no garbage (a full collection here frees
     # nothing), but walking their ~70,000 objects took 26-65 ms of a cold start.

@@ -3,7 +3,8 @@
 A delivery that failed retryably waits in the delivery ledger for its backoff; a change
 committed just before its writer died was never enqueued at all. ``sweep`` finds both in
 the ledger and puts them on the delivery queue (``services.deliverer.fanout.enqueue``);
-``run_sweeper`` does it every few seconds, one sweeper active at a time across all hosts.
+``run_sweeper`` does it every few seconds, one sweeper active at a time across all hosts,
+and runs the retention (``retain``) every ``SCIM_RETENTION_INTERVAL``.
 """
 
 from __future__ import annotations
@@ -44,9 +45,27 @@ def sweep(ctx: DeliveryContext, *, grace: float = SWEEP_GRACE) -> int:
     return enqueued
 
 
+RETENTION_BUDGET = 5.0
+"""Seconds of purging per round at most; a backlog (a first run on a grown database) goes
+over the next rounds, and the sweeper's own work is never held up for long."""
+
+
+def retain(ctx: DeliveryContext) -> None:
+    """One retention round: purge, in batches, what no re-run, delivery or audit needs."""
+    from libs.store import retention
+
+    report = retention.purge(ctx.store.engine, retention.Windows.from_settings(ctx.settings), list(ctx.connectors),
+                             budget=RETENTION_BUDGET)
+    if report.total:  # DEBUG: routine, every minute under load; the figures are in `scimbus maintain`
+        log.debug("retention purged %s%s", report.purged, "" if report.complete else " (more next round)")
+
+
 def run_sweeper(interval: float) -> None:
-    """``scimbus sweeper``: sweep forever; a Redis lock keeps one sweeper active at a time."""
+    """``scimbus sweeper``: sweep forever, and purge past the retention every
+    ``SCIM_RETENTION_INTERVAL`` (libs/store/retention.py); a Redis lock keeps one sweeper
+    active at a time."""
     ctx = get_context()
+    retained_at = float("-inf")
     while True:
         started = time.monotonic()
         try:
@@ -56,6 +75,9 @@ def run_sweeper(interval: float) -> None:
                     count = sweep(ctx)
                     if count:
                         log.info("sweeper enqueued %d deliveries", count)
+                    if time.monotonic() - retained_at >= ctx.settings.retention_interval:
+                        retained_at = time.monotonic()
+                        retain(ctx)
                 finally:
                     try:
                         lock.release()

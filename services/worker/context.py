@@ -1,6 +1,6 @@
-"""Per-process state of a worker: settings, engine and store, built on first use.
+"""Per-process state of a worker: settings and store, built on first use.
 
-Worker processes are forked by the pool; building the engine lazily in each child keeps
+Worker processes are forked by the pool; opening the store lazily in each child keeps
 database connections out of the parent and out of import time.
 """
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from libs.config import Settings, load_settings
 from libs.scim import extensions
+from libs.store.access import growth_analyzer, open_store
 from libs.store.directory import DirectoryStore
 from libs.store.planner import GrowthAnalyzer
-from libs.store.session import create_engine_from_url
 
 
 @dataclass
@@ -24,7 +24,7 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         if self.analyzer is None:
-            self.analyzer = GrowthAnalyzer(self.store.engine)
+            self.analyzer = growth_analyzer(self.store)
 
 
 _context: WorkerContext | None = None
@@ -36,6 +36,6 @@ def get_context() -> WorkerContext:
     if _context is None or _pid != os.getpid():
         settings = load_settings()
         extensions.install(settings.file)
-        _context = WorkerContext(settings, DirectoryStore(create_engine_from_url(settings.database, pool_size=2, ping=False)))
+        _context = WorkerContext(settings, open_store(settings, pool_size=2, ping=False))
         _pid = os.getpid()
     return _context

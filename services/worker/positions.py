@@ -13,7 +13,7 @@ from __future__ import annotations
 from rq import get_current_job
 
 from libs.bus import commits
-from libs.store.replicas import wal_position
+from libs.store.access import commit_position
 from services.worker.context import get_context
 
 
@@ -22,6 +22,6 @@ def record_commit(jobs: list, results: list) -> None:
     current = get_current_job()
     if not apps or current is None:
         return
-    position = wal_position(get_context().store.engine)
+    position = commit_position(get_context().store)
     if position is not None:
         commits.record(current.connection, {app: position for app in apps})

@@ -193,6 +193,25 @@ def test_a_yes_or_no_setting_reads_the_usual_spellings_from_the_environment_and_
     assert load_settings({"SCIM_VAR_DIR": str(tmp_path)}).workers_scale_to_zero is True
 
 
+@pytest.mark.parametrize("text, seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45s", 45),
+                                           ("3600", 3600), (" 1.5H ", 5400)])
+def test_the_change_retention_is_a_duration(tmp_path, text, seconds):
+    settings = load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_CHANGE_RETENTION": text})
+    assert settings.change_retention_seconds == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "30 days", "-1h", "0s", "nan", "inf"])
+def test_a_change_retention_that_is_no_duration_stops_the_start(tmp_path, text):
+    with pytest.raises(SettingsError, match="SCIM_CHANGE_RETENTION"):
+        load_settings({"SCIM_VAR_DIR": str(tmp_path)}, change_retention=text)
+
+
+def test_the_audit_retention_may_be_zero_but_not_negative(tmp_path):
+    assert load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_AUDIT_RETENTION_DAYS": "0"}).audit_retention_days == 0
+    with pytest.raises(SettingsError, match="SCIM_AUDIT_RETENTION_DAYS"):
+        load_settings({"SCIM_VAR_DIR": str(tmp_path), "SCIM_AUDIT_RETENTION_DAYS": "-1"})
+
+
 # --- issue 20: every setting documented from libs/config.py --------------------------------
 
 def test_every_setting_has_its_meaning_written_under_it():

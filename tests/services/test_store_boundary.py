@@ -12,16 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 NOT_YET = {
-    "services/cli/security.py": "CredentialAdmin, SigningKeys and audit (libs/security) take an Engine",
-    "services/deliverer/fanout.py": "deliver, status: ledger reads and writes on store.engine/transaction",
-    "services/deliverer/pool.py": "builds the status collector's engine",
-    "services/deliverer/resync.py": "ledger reads and the adopt write",
-    "services/reader/reads.py": "builds the replicas' engines (issue 21)",
-    "services/worker/positions.py": "reads the commit's WAL position on store.engine (issue 21)",
-    "services/reader/app.py": "builds the reader's engine; cursor key and readiness read it",
-    "services/runtime/rq_pool.py": "the pool's readiness probe builds an engine",
     "services/sweeper/sweep.py": "pending changes and cursors of the ledger",
-    "services/worker/context.py": "builds the worker's engine; the growth analyser reads it",
     "services/worker/jobs.py": "the write transaction and its SQL errors",
     "services/worker/writes.py": "receives the write transaction's Connection",
 }

@@ -34,6 +34,7 @@ FIXTURES = {
     "0003": fx.at(3),
     "0004": fx.at(4),
     "0005": fx.at(5),
+    "0006": fx.at(6),  # the delivery log (and an index)
     # A revision that changes no table the fixtures write may reuse the one before it, e.g.
     # "0006": fx.at(5),  # an index only
 }

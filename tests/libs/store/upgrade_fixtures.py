@@ -164,6 +164,9 @@ def fill(conn: Connection, revision_number: int) -> Expected:
                                  "resource_id": BOB, "seq": bob_seq, "version": 1,
                                  "reason": "503 Service Unavailable", "attempts": 5, "at": T0, "retried_at": None}])
         insert("delivery_cursors", [{"connector": CONNECTOR, "seq": 0}])
+        if revision_number >= 6:  # 0006 logs each delivery
+            insert("delivery_log", [{"connector": CONNECTOR, "app": "default", "resource_type": "User",
+                                     "resource_id": ADELE, "seq": adele_seq, "outcome": "delivered", "at": T0}])
         del pending[("User", ADELE)], pending[("User", BOB)]
 
     token = kid = None
