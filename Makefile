@@ -10,6 +10,7 @@ help:
 	@echo "make test   - every test, against real Redis, SQLite, PostgreSQL, nginx"
 	@echo "make test-fast - the unit tier: the tests that need no server (a minute or two)"
 	@echo "make bench  - start a stack, drive it with Entra-shaped load, print rates, worker scaling and cold starts (BENCH_ARGS=\"--url …\" for a running one)"
+	@echo "             scimgateway (loki, Bun) is a second peer when a checkout of it is found (SCIMGATEWAY=PATH)"
 	@echo "make bench-full - the same at issue 7's sizes (100,000 users, a 100,000-member group)"
 	@echo "make bench-paging - page through 1,000,000 seeded users, print the reader's memory (PAGING_ARGS=\"--users N\")"
 	@echo "make soak   - the long fault runs kept out of make test"
@@ -33,11 +34,14 @@ soak:
 	@deploy/setup.sh test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-BENCH_ARGS ?= --postgres --json bench/results/latest.json
+# issue 19: scimgateway (loki, Bun) as a second peer when a checkout of jelhub/scimgateway is at a
+# known place (it is not on the npm registry); SCIMGATEWAY=PATH names another, SCIMGATEWAY= skips it.
+SCIMGATEWAY ?= $(firstword $(wildcard var/scimgateway ../scimgateway-src ../wt/scimgateway-src))
+BENCH_ARGS ?= --postgres --json bench/results/latest.json $(if $(SCIMGATEWAY),--scimgateway $(SCIMGATEWAY))
 DRAIN_ARGS ?= --postgres --writes 20000
 COLDSTART_ARGS ?= --postgres
 # issue 7's sizes: 100,000 users in the directory and a 100,000-member group (~25 min here)
-FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --peer-big-group 10000 --json bench/results/full.json
+FULL_BENCH_ARGS ?= --postgres --directory-size 100000 --big-group 100000 --peer-big-group 10000 --json bench/results/full.json $(if $(SCIMGATEWAY),--scimgateway $(SCIMGATEWAY))
 
 bench:
 	@deploy/setup.sh test

@@ -1,4 +1,8 @@
-"""An Entra-shaped load on scimbus and on the peer scim2-server, in the same run, with targets.
+"""An Entra-shaped load on scimbus and on the peers, in the same run, with targets.
+
+The peers: scim2-server (``bench.peer``) and, given ``--scimgateway PATH``, scimgateway's
+loki plugin under Bun (``bench.scimgateway``). Each phase's CPU per process is read at its
+start and end; ``bench.targets19`` prints it per write and issue 19's targets.
 
 The same count-based phases run against each server in turn (never both at once: 2 cores),
 each phase by a number of client threads, every thread with its own persistent
@@ -525,8 +529,13 @@ class Plan:
 
 
 def run_load(args: argparse.Namespace, label: str, url: str, token: str,
-             dialect: Dialect | None = None) -> tuple[dict, dict] | None:
-    """The whole workload against one server: (summary, timing) or None when it cannot be reached."""
+             dialect: Dialect | None = None, cpu_roots: list[int] | None = None) -> tuple[dict, dict] | None:
+    """The whole workload against one server: (summary, timing) or None when it cannot be reached.
+
+    ``cpu_roots``: the server's process trees; each phase's CPU per role goes to
+    ``timing["phase_cpu"]`` (a /proc snapshot at each phase's start and end)."""
+    from bench.procs import cpu_by_role
+
     d = _dialect(dialect)
     plan = Plan.from_args(args)
     pool = make_clients(url, token, max(args.concurrency, args.read_concurrency, args.fill_concurrency),
@@ -538,12 +547,20 @@ def run_load(args: argparse.Namespace, label: str, url: str, token: str,
         rng = random.Random(args.seed)
         run_id = uuid.uuid4().hex[:6]
         phases: list[Phase] = []
+        phase_cpu: dict[str, dict] = {}
         cpu0, t0 = time.process_time(), time.perf_counter()
 
         def phase(key: str, tasks: list, fn, concurrency: int) -> Phase:
             name = PHASES[key]
+            before = cpu_by_role(cpu_roots) if cpu_roots else None
             with Progress(f"{label}: phase {name} (x{concurrency})", len(tasks)) as progress:
                 p = run_phase(name, pool[:max(1, concurrency)], tasks, fn, progress)
+            if before is not None:
+                after = cpu_by_role(cpu_roots)
+                phase_cpu[key] = {
+                    "requests": sum(len(r.samples) for r in p.recorders), "concurrency": concurrency,
+                    "wall_s": round(p.wall, 3),
+                    "cpu_s": {role: round(after[role] - before.get(role, 0.0), 3) for role in after}}
             phases.append(p)
             return p
 
@@ -597,7 +614,8 @@ def run_load(args: argparse.Namespace, label: str, url: str, token: str,
                             setup_groups, 1).results
             phase("bigpatch", [(gid, fill_ids[:plan.big_patch], d) for _key, gid in empties], patch_many, 1)
         timing = {"client_cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - t0,
-                  "directory_size": len(directory), "plan": plan.__dict__, "dialect": d.as_dict()}
+                  "directory_size": len(directory), "plan": plan.__dict__, "dialect": d.as_dict(),
+                  "phase_cpu": phase_cpu}
         return summarise(phases), timing
     finally:
         for c in pool:
@@ -620,7 +638,6 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
     """The workload (or ``load(url, token)``) against scimbus: a stack the bench starts, or ``--url``."""
     from bench.procs import StackSampler
 
-    load = load or (lambda url, token: run_load(args, label, url, token))
     workers = workers or args.workers
     store = "PostgreSQL" if args.database_url else "SQLite"
     if not args.start:
@@ -629,8 +646,10 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
             _log("bench: no token: pass --token, set SCIM_TOKEN, or run where var/token exists")
             return None
         sampler = StackSampler(args.stack_pid).start() if args.stack_pid else None
+        roots = [args.stack_pid] if args.stack_pid else None
         try:
-            outcome = load(args.url.rstrip("/"), token)
+            outcome = (load or (lambda url, token: run_load(args, label, url, token, cpu_roots=roots)))(
+                args.url.rstrip("/"), token)
         finally:
             usage = _usage(sampler)
         if outcome is None:
@@ -646,8 +665,10 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
         env = dict(item.split("=", 1) for item in args.stack_env)
         with running_stack(tmp, database_url=args.database_url, workers=workers, extra_env=env) as stack:
             sampler = StackSampler(stack.proc.pid).start()
+            roots = [stack.proc.pid, *([args.postgres_pid] if getattr(args, "postgres_pid", None) else [])]
             try:
-                outcome = load(stack.url, stack.token)
+                outcome = (load or (lambda url, token: run_load(args, label, url, token, cpu_roots=roots)))(
+                    stack.url, stack.token)
             finally:
                 usage = _usage(sampler)
             if outcome is None or outcome[0]["errors"]:
@@ -693,7 +714,8 @@ def run_peer(args: argparse.Namespace) -> dict:
                 _log(f"bench: peer refused an Entra shape: {note}")
             sampler = StackSampler(peer.proc.pid).start()
             try:
-                outcome = run_load(_peer_args(args), "peer", peer.url, peer.token, dialect)
+                outcome = run_load(_peer_args(args), "peer", peer.url, peer.token, dialect,
+                                   cpu_roots=[peer.proc.pid])
             finally:
                 usage = _usage(sampler)
             log_tail = peer.log()[-2000:] if outcome is None or outcome[0]["errors"] else ""
@@ -707,6 +729,48 @@ def run_peer(args: argparse.Namespace) -> dict:
                else "its CLI as shipped, listen backlog 5")
     return {"url": peer.url, "mode": f"{PEER_PACKAGE}, in memory, one process; {backlog}",
             "outcome": outcome, "services": usage, "peer_log_tail": log_tail}
+
+
+def run_scimgateway(args: argparse.Namespace) -> dict:
+    """The same workload against scimgateway (loki, Bun) on loopback; never fails the run."""
+    from bench.peer import probe_dialect
+    from bench.procs import StackSampler
+    from bench.scimgateway import check_source, ensure_bun, ensure_dependencies, mode, running_scimgateway
+
+    if not args.scimgateway:
+        _log("bench: scimgateway not measured: no --scimgateway PATH (a checkout of jelhub/scimgateway)")
+        return {"skipped": "no --scimgateway PATH given (a checkout of jelhub/scimgateway)"}
+    try:
+        source = check_source(Path(args.scimgateway))
+        bun = ensure_bun(log=_log)
+        ensure_dependencies(source, log=_log)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        _log(f"bench: scimgateway cannot be set up, compared with nothing: {exc}")
+        return {"skipped": f"cannot set up scimgateway: {exc}"}
+    tmp = Path(tempfile.mkdtemp(prefix="scimbus-bench-scimgateway-"))
+    _log(f"bench: starting scimgateway ({source}, loki plugin, {bun}) on loopback ...")
+    try:
+        with running_scimgateway(source, bun, tmp) as peer:
+            with make_clients(peer.url, peer.token, 1, args.timeout)[0] as client:
+                dialect = probe_dialect(client)
+            dialect.name = "scimgateway"
+            for note in dialect.notes:
+                _log(f"bench: scimgateway refused an Entra shape: {note}")
+            sampler = StackSampler(peer.proc.pid).start()
+            try:
+                outcome = run_load(_peer_args(args), "scimgateway", peer.url, peer.token, dialect,
+                                   cpu_roots=[peer.proc.pid])
+            finally:
+                usage = _usage(sampler)
+            log_tail = peer.log()[-2000:] if outcome is None or outcome[0]["errors"] else ""
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        return {"skipped": f"scimgateway did not start: {exc}"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if outcome is None:
+        return {"skipped": f"scimgateway could not be reached:\n{log_tail}"}
+    return {"url": peer.url, "mode": mode(source), "outcome": outcome, "services": usage,
+            "peer_log_tail": log_tail}
 
 
 def _creates_only(args: argparse.Namespace, label: str, n: int) -> Callable:
@@ -778,6 +842,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "half an hour to build (default: --big-group)")
     g.add_argument("--peer-venv",
                    help="virtualenv of the peer (default: var/bench-peer/venv, created on first use)")
+    g = p.add_argument_group("peer (scimgateway)")
+    g.add_argument("--scimgateway", metavar="PATH",
+                   help="a checkout of jelhub/scimgateway: run the workload against its loki plugin under "
+                        "Bun too (Bun and its dependencies are installed from the npm registry on first "
+                        "use); without it this peer is skipped")
     g = p.add_argument_group("workload")
     g.add_argument("--users", type=int, default=500,
                    help="users queried then created (Entra's initial cycle) (default %(default)s)")
@@ -843,6 +912,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.report import evaluate_targets, render_all
+    from bench.targets19 import evaluate_targets_19
 
     args = parse_args(argv)
     plan = Plan.from_args(args)
@@ -860,11 +930,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     with contextlib.ExitStack() as resources:
         if args.postgres:
-            from tests.support.servers import postgres_server
+            from tests.support.servers import PostgresServer
 
             _log("bench: starting a private PostgreSQL for the run ...")
             try:
-                args.database_url = resources.enter_context(postgres_server())
+                pg = PostgresServer()
+                resources.callback(pg.close)
+                pg.start()
+                args.database_url, args.postgres_pid = pg.url, pg.proc.pid
             except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
                 _log(f"bench: PostgreSQL did not start: {exc}")
                 return 2
@@ -874,10 +947,12 @@ def main(argv: list[str] | None = None) -> int:
         results["servers"]["scimbus"] = ours
         if not args.no_peer:
             results["servers"]["peer"] = run_peer(args)
+        results["servers"]["scimgateway"] = run_scimgateway(args)
         if args.scaling:
             results["scaling"] = run_scaling(args)
     results["meta"]["store"] = ours["store"]
     results["targets"] = evaluate_targets(results)
+    results["targets_19"] = evaluate_targets_19(results)
     print(render_all(results), flush=True)
     summary = ours["outcome"][0]
     failed = summary["error_ratio"] > args.max_error_ratio

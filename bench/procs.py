@@ -14,9 +14,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROLES = ("front", "reader", "worker", "deliverer", "sweeper", "gateway", "redis", "run", "peer")
+ROLES = ("front", "reader", "worker", "deliverer", "sweeper", "gateway", "redis", "postgres", "run", "peer")
 """``run`` is ``scimbus run`` itself and the processes honcho forks to watch each service;
-``peer`` is the scim2-server the bench compares with."""
+``postgres`` the bench's private PostgreSQL (its postmaster and backends); ``peer`` a server
+the bench compares with (scim2-server, or scimgateway under Bun)."""
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -65,6 +66,10 @@ def role_of(argv: list[str]) -> str | None:
         return "gateway"
     if head.startswith("redis-server"):
         return "redis"
+    if head in ("postgres", "postmaster") or joined.startswith("postgres:"):
+        return "postgres"
+    if head == "bun":
+        return "peer"
     if any(os.path.basename(a) == "scim2-server" for a in argv[:2]) or "scim2_server" in joined:
         return "peer"
     if head in ("sh", "dash", "bash"):  # honcho's `sh -c <command>`: counted with the command it runs
@@ -75,6 +80,31 @@ def role_of(argv: list[str]) -> str | None:
     if "scimbus run" in joined or "services.cli run" in joined:
         return "run"
     return None
+
+
+def _cpu_with_children(pid: int) -> float | None:
+    """CPU seconds of a process plus those of the children it has reaped (an RQ work-horse,
+    a PostgreSQL backend that ended): what the process tree spent, counted once."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    f = raw[raw.rindex(")") + 2:].split()
+    return sum(int(x) for x in f[11:15]) / _TICK
+
+
+def cpu_by_role(roots: list[int]) -> dict[str, float]:
+    """CPU seconds used so far per role by the trees under ``roots`` (a snapshot: the bench
+    takes one at each phase's start and end, outside the timed requests)."""
+    roles: dict[int, str] = {}
+    out: dict[str, float] = {}
+    for root in roots:
+        for pid, ppid in [(root, 0), *descendants(root)]:
+            roles[pid] = role_of(_cmdline(pid)) or roles.get(ppid) or "other"
+            cpu = _cpu_with_children(pid)
+            if cpu is not None:
+                out[roles[pid]] = out.get(roles[pid], 0.0) + cpu
+    return out
 
 
 def descendants(root: int) -> list[tuple[int, int]]:

@@ -70,9 +70,12 @@ def render_server(name: str, server: dict) -> str:
 # --------------------------------------------------------------------------- side by side
 
 
-def render_comparison(results: dict) -> list[str]:
+PEER_NAMES = {"peer": "scim2-server", "scimgateway": "scimgateway"}
+
+
+def render_comparison(results: dict, key: str = "peer") -> list[str]:
     ours = results["servers"]["scimbus"]["outcome"][0]["operations"]
-    peer_server = results["servers"].get("peer") or {}
+    peer_server = results["servers"].get(key) or {}
     peer = peer_server["outcome"][0]["operations"] if "outcome" in peer_server else {}
     rows = []
     for op in OPERATIONS:
@@ -87,9 +90,11 @@ def render_comparison(results: dict) -> list[str]:
         both = o.get("count") and p.get("count") and p["ops_per_s"]
         ratio = f"{o['ops_per_s'] / p['ops_per_s']:.2f}x" if both else "-"
         rows.append([op, *cells(o), *cells(p), ratio])
-    lines = ["== side by side (same workload, same machine, one server at a time)"]
+    title = "" if key == "peer" else f" with {PEER_NAMES.get(key, key)}"
+    lines = [f"== side by side{title} (same workload, same machine, one server at a time)"]
+    column = "peer" if key == "peer" else PEER_NAMES.get(key, key)
     table = _table(["operation", "scimbus ops/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-                    "peer ops/s", "p50 ms", "p95 ms", "p99 ms", "errors", "ops/s ratio"], rows)
+                    f"{column} ops/s", "p50 ms", "p95 ms", "p99 ms", "errors", "ops/s ratio"], rows)
     lines += table
     if peer:
         lines.append(f"(peer: {peer_server['mode']})")
@@ -244,7 +249,13 @@ def render_targets(results: dict) -> list[str]:
 
 
 def render_all(results: dict) -> str:
+    from bench.targets19 import render_cpu, render_targets_19
+
     blocks = [render_server(name, server) for name, server in results["servers"].items()]
     blocks.append("\n".join(render_comparison(results)))
+    if "scimgateway" in results["servers"]:
+        blocks.append("\n".join(render_comparison(results, "scimgateway")))
+    blocks.append("\n".join(render_cpu(results)))
     blocks.append("\n".join(render_targets(results)))
+    blocks.append("\n".join(render_targets_19(results)))
     return "\n\n".join(blocks)

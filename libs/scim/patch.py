@@ -174,6 +174,7 @@ def apply_patch(
     load_members: Callable[[], list[dict[str, Any]]] | None = None,
     max_value_length: int = MAX_VALUE_LENGTH,
     undeclared: Undeclared = silent,
+    validated: bool = False,
 ) -> PatchResult:
     """Apply ``operations`` to a copy of ``resource`` (never modified) and re-validate it.
 
@@ -182,13 +183,13 @@ def apply_patch(
     ``load_members`` returns the group's current members (``{"value", "type"?, "display"?}``)
     and is called at most once, only for a member filter other than ``value eq``.
     ``undeclared`` gets every attribute name no schema declares (see the module docstring).
+    ``validated``: ``resource`` is ``validate_resource``'s output as stored (the worker's
+    case), so it is not validated again: that was half of the validation a PATCH cost.
     """
     kept = {k: copy.deepcopy(v) for k, v in resource.items() if k in _PASSTHROUGH}
-    base = validate_resource(
-        {k: v for k, v in resource.items() if k not in _PASSTHROUGH},
-        schema,
-        max_value_length=max_value_length,
-    )
+    base = {k: v for k, v in resource.items() if k not in _PASSTHROUGH}
+    if not validated:
+        base = validate_resource(base, schema, max_value_length=max_value_length)
     engine = _Engine(copy.deepcopy(base), schema, load_members, max_value_length, undeclared)
     for op in entra.normalise_patch_operations(operations, schema):
         engine.apply(op)

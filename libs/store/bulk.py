@@ -26,13 +26,14 @@ from sqlalchemy.sql import bindparam
 _statements: dict[tuple, str] = {}
 
 
-def _unnest_insert(conn: Connection, table: Table, names: tuple[str, ...], returning: tuple[str, ...]) -> str:
-    key = (table.name, names, returning)
+def _unnest_insert(conn: Connection, table: Table, names: tuple[str, ...], returning: tuple[str, ...],
+                   prefix: str = "") -> str:
+    key = (table.name, names, returning, prefix)
     text = _statements.get(key)
     if text is None:
         # psycopg's dialect renders each array parameter with its cast (``%(x)s::TEXT[]``),
         # so a column of NULLs still has a type.
-        arrays = [bindparam(f"{name}_list", type_=ARRAY(table.c[name].type)) for name in names]
+        arrays = [bindparam(f"{prefix}{name}_list", type_=ARRAY(table.c[name].type)) for name in names]
         rows = func.unnest(*arrays).table_valued(*names).render_derived()
         stmt = insert(table).from_select(list(names), select(*[rows.c[name] for name in names]))
         if returning:
@@ -42,6 +43,27 @@ def _unnest_insert(conn: Connection, table: Table, names: tuple[str, ...], retur
     return text
 
 
+def _uniform(rows: list[dict[str, Any]]) -> bool:
+    return all(row.keys() == rows[0].keys() for row in rows)
+
+
+def insert_rows_of_tables(conn: Connection, parts: list[tuple[Table, list[dict[str, Any]]]]) -> None:
+    """``insert_rows`` of several tables; on PostgreSQL in one statement (each insert but the
+    last a data-modifying CTE): the bookkeeping rows a batch of writes leaves cost one round trip."""
+    parts = [(table, rows) for table, rows in parts if rows]
+    if len(parts) < 2 or conn.dialect.name != "postgresql" or not all(_uniform(rows) for _t, rows in parts):
+        for table, rows in parts:
+            insert_rows(conn, table, rows)
+        return
+    texts, params = [], {}
+    for k, (table, rows) in enumerate(parts):
+        names = tuple(rows[0])
+        texts.append(_unnest_insert(conn, table, names, (), prefix=f"t{k}_"))
+        params.update({f"t{k}_{name}_list": [row[name] for row in rows] for name in names})
+    ctes = ", ".join(f"t{k} AS ({text})" for k, text in enumerate(texts[:-1]))
+    conn.exec_driver_sql(f"WITH {ctes} {texts[-1]}", params)
+
+
 def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
                 returning: tuple[str, ...] = ()) -> list[Any]:
     """Insert ``rows`` (each with the same keys) in one statement; the ``returning`` columns
@@ -49,7 +71,7 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]],
     if not rows:
         return []
     names = tuple(rows[0])
-    if conn.dialect.name == "postgresql" and all(row.keys() == rows[0].keys() for row in rows):
+    if conn.dialect.name == "postgresql" and _uniform(rows):
         params = {f"{name}_list": [row[name] for row in rows] for name in names}
         # Driver SQL: no SQLAlchemy bind processing, so the values must be what psycopg
         # dumps to the column types (str, int, float, bool, aware datetime, None).

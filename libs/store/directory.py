@@ -36,7 +36,8 @@ from libs.scim.errors import InvalidValue, ScimError, TooMany, Unavailable, Uniq
 from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
-from libs.store.bulk import insert_rows
+from libs.store.bulk import insert_rows, insert_rows_of_tables
+from libs.store.diff import changed_rows, update_with_values, value_changes
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import StatementTimeout, read_reconnecting, writer_lock
@@ -87,6 +88,9 @@ class StoredResource:
     created: datetime
     last_modified: datetime
     doc: dict[str, Any]
+    # Whether the resource is a member of any group, when the row was read with that
+    # (``load``): False spares a write's answer its query for the user's groups.
+    in_groups: bool | None = None
 
     def document(self, *, members: list[dict] | None = None, groups: list[dict] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"schemas": self.doc.get("schemas", []), "id": self.id}
@@ -140,7 +144,7 @@ def _row_values(schema: ResourceSchema, doc: dict[str, Any], unique_name: bool) 
 
 def _stored(row: Any) -> StoredResource:
     return StoredResource(row.pk, row.id, row.resource_type, row.version, _as_utc(row.created),
-                          _as_utc(row.last_modified), orjson.loads(row.doc))
+                          _as_utc(row.last_modified), orjson.loads(row.doc), getattr(row, "in_groups", None))
 
 
 # Statements on the write path are built once: constructing a SQLAlchemy statement per call
@@ -148,8 +152,11 @@ def _stored(row: Any) -> StoredResource:
 _ROW = ("name", "name_key", "unique_name_key", "external_id", "display_name", "active", "doc")
 _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
-_SELECT_ONE = select(resources).where(R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
-                                      R.id == bindparam("id"))
+# With the row, whether it belongs to any group: most users belong to none, and then a
+# write's answer needs no second query for their groups (the row lock taken by FOR UPDATE
+# keeps a concurrent member add, whose foreign key check locks the row too, from slipping in).
+_SELECT_ONE = select(resources, exists().where(members.c.member_pk == R.pk).label("in_groups")).where(
+    R.app == bindparam("app"), R.resource_type == bindparam("resource_type"), R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
 # Names are compared on name_key, not unique_name_key: a group named while its app allowed
 # repeated names still holds that name once the app's setting becomes "server".
@@ -169,6 +176,9 @@ _UPDATE_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
 _TOUCH_RESOURCE = update(resources).where(R.pk == bindparam("pk_")).values(
     version=bindparam("version"), last_modified=bindparam("last_modified"))
 _DELETE_VALUES = delete(resource_values).where(resource_values.c.resource_pk == bindparam("pk_"))
+_DELETE_SOME_VALUES = delete(resource_values).where(resource_values.c.resource_pk == bindparam("pk_"),
+                                                   resource_values.c.path == bindparam("path_"),
+                                                   resource_values.c.ordinal == bindparam("ordinal_"))
 _DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam("pk_"),
                                                 members.c.member_pk == bindparam("pk_")))
 _DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
@@ -190,6 +200,15 @@ _SELECT_GROUPS = (
     .order_by(members.c.member_pk, _g.c.pk)
 )
 _RELATED_COLUMN = {None: None, "members": members.c.group_pk, "groups": members.c.member_pk}
+# PostgreSQL: resolve member ids and insert the rows not there yet, in one round trip; each
+# id found comes back with whether it was added (ON CONFLICT skips the members already in).
+_ADD_MEMBERS = (
+    "WITH found AS (SELECT id, pk FROM resources WHERE app = %(app)s "
+    f"AND resource_type IN ('{USERS.name}', '{GROUPS.name}') AND id = ANY(%(ids)b::varchar[])), "
+    "added AS (INSERT INTO group_members (group_pk, member_pk) SELECT %(group_pk)s::int8, pk FROM found "
+    "WHERE pk <> %(group_pk)s::int8 ON CONFLICT DO NOTHING RETURNING member_pk) "
+    "SELECT found.id, EXISTS (SELECT 1 FROM added WHERE added.member_pk = found.pk) AS added FROM found"
+)
 
 
 # What a document is made of (``_stored``): fewer columns, less for the driver to describe.
@@ -271,19 +290,17 @@ class DirectoryStore:
         """Idempotency records and change rows of several writes, and the audit rows of the
         writes refused, in at most three statements.
 
-        Each entry: app, job_id, request_id, result (payload), change (dict or None).
+        Each entry: app, job_id, request_id, result (payload), change (dict or None). On
+        PostgreSQL the three inserts are one statement.
         """
-        insert_rows(conn, rejected_writes, list(rejections))
-        if not entries:
-            return
         now = utcnow()
-        insert_rows(conn, applied_writes, [
-            {"job_id": e["job_id"], "app": e["app"], "result": orjson.dumps(e["result"]).decode(), "applied_at": now}
-            for e in entries
+        insert_rows_of_tables(conn, [
+            (rejected_writes, list(rejections)),
+            (applied_writes, [{"job_id": e["job_id"], "app": e["app"], "result": orjson.dumps(e["result"]).decode(),
+                               "applied_at": now} for e in entries]),
+            (changes, [{"app": e["app"], "job_id": e["job_id"], "request_id": e["request_id"], "at": now,
+                        **e["change"]} for e in entries if e["change"] is not None]),
         ])
-        rows = [{"app": e["app"], "job_id": e["job_id"], "request_id": e["request_id"], "at": now, **e["change"]}
-                for e in entries if e["change"] is not None]
-        insert_rows(conn, changes, rows)
 
     # ------------------------------------------------------------------ reads inside a write
     def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
@@ -338,17 +355,23 @@ class DirectoryStore:
         ``insert_resources``."""
         now = utcnow()
         params: dict[str, Any] = {"pk_": current.pk, "version": current.version + 1, "last_modified": now}
-        if doc_changed:
-            params.update(_row_values(schema, doc, _unique(schema, unique_name)))
-            conn.execute(_UPDATE_RESOURCE, params)
-            conn.execute(_DELETE_VALUES, {"pk_": current.pk})
-        else:
+        if not doc_changed:
             conn.execute(_TOUCH_RESOURCE, params)
-        stored = StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
-                                current.created, now, doc)
-        if doc_changed:
-            self._insert_values(conn, schema, [stored])
-        return stored
+        else:
+            params.update(_row_values(schema, doc, _unique(schema, unique_name)))
+            gone, added = value_changes(*changed_rows(current.doc, doc, schema))
+            if conn.dialect.name == "postgresql" and (gone or added):
+                update_with_values(conn, params, gone, added)
+            else:
+                conn.execute(_UPDATE_RESOURCE, params)
+                if gone is None:
+                    conn.execute(_DELETE_VALUES, {"pk_": current.pk})
+                elif gone:
+                    conn.execute(_DELETE_SOME_VALUES, [{"pk_": current.pk, "path_": p, "ordinal_": o}
+                                                       for p, o in gone])
+                insert_rows(conn, resource_values, [{"resource_pk": current.pk, **r} for r in added])
+        return StoredResource(current.pk, current.id, current.resource_type, current.version + 1,
+                              current.created, now, doc, current.in_groups)
 
     def delete_resource(self, conn: Connection, current: StoredResource) -> None:
         # Values and memberships (as group or as member) go with it: ON DELETE CASCADE,
@@ -378,6 +401,8 @@ class DirectoryStore:
         ``ignore_unknown`` (``SCIM_UNKNOWN_MEMBERS=ignore``)."""
         if not ids:
             return 0
+        if conn.dialect.name == "postgresql" and len(ids) <= _CHUNK:
+            return self._add_members_in_one(conn, app, group, ids, ignore_unknown)
         found = self.resolve_members(conn, app, ids)
         missing = [i for i in ids if i not in found]
         if missing and not ignore_unknown:
@@ -392,6 +417,23 @@ class DirectoryStore:
             stmt = self._insert(conn, members).on_conflict_do_nothing().returning(members.c.member_pk)
             added += len(conn.execute(stmt, rows[start:start + _CHUNK]).all())  # the rows not there before
         return added
+
+    def _add_members_in_one(self, conn: Connection, app: str, group: StoredResource, ids: list[str],
+                            ignore_unknown: bool) -> int:
+        """``add_members`` for up to 500 ids on PostgreSQL: the lookup of the ids and the insert
+        of the rows in one statement (Entra adds one member per PATCH). The checks come after:
+        their error rolls the write back, as every error of a write does (its savepoint)."""
+        rows = conn.exec_driver_sql(_ADD_MEMBERS, {"app": app, "ids": list(dict.fromkeys(ids)),
+                                                   "group_pk": group.pk}).all()
+        found = {r.id for r in rows}
+        missing = [i for i in ids if i not in found]
+        if missing and not ignore_unknown:
+            raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
+        if missing:
+            log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
+        if group.id in found:
+            raise InvalidValue("members: a group cannot be a member of itself.")
+        return sum(1 for r in rows if r.added)
 
     def remove_members(self, conn: Connection, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:
         """Remove the given member ids, or every member when ``ids`` is None."""

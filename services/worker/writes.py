@@ -87,7 +87,7 @@ def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, sto
     if schema is GROUPS:
         members = store.members_of(conn, [stored.pk])[stored.pk]
         return WriteResult(status, stored.document(members=members), stored.version)
-    groups = store.groups_of(conn, [stored.pk])[stored.pk]
+    groups = store.groups_of(conn, [stored.pk])[stored.pk] if stored.in_groups is not False else None
     return WriteResult(status, stored.document(groups=groups or None), stored.version)
 
 
@@ -175,7 +175,8 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
     # does for the bodies of POST and PUT.
     policy = Policy(settings.unknown_attributes)
     result = apply_patch(current.doc, operations, schema,
-                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk], undeclared=policy)
+                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk], undeclared=policy,
+                         validated=True)
     policy.report()
     if result.changed:
         passwords.seal(result.resource, current.doc, keep_if_absent=False, hashed=_hashed(job))

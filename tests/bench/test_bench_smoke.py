@@ -77,6 +77,26 @@ def test_bench_runs_scimbus_and_the_peer_and_prints_the_targets(tmp_path):
         assert re.search(r"\b(PASS|FAIL)$", line), line
     assert re.search(r"^\d+ of \d+ targets hold$", targets, re.M), targets
 
+    # issue 19: the CPU per write of every process of scimbus over each write phase, and the
+    # targets against both peers; scimgateway is skipped, saying so, without --scimgateway
+    cpu = _block(out, "CPU per write by process")
+    for writes in ("creates (fill)", "PATCH name+manager", "PATCH active", "member PATCH", "all writes"):
+        line = next((ln for ln in cpu.splitlines() if ln.startswith("scimbus") and writes in ln), None)
+        assert line is not None, f"no {writes!r} row:\n{cpu}"
+    for role in ("front", "worker", "redis", "gateway", "reader"):
+        assert role in cpu.splitlines()[1].split(), cpu
+    assert data["servers"]["scimgateway"] == {"skipped": "no --scimgateway PATH given (a checkout of "
+                                                         "jelhub/scimgateway)"}
+    assert "== scimgateway: not measured (no --scimgateway PATH" in out
+    targets19 = _block(out, "targets of issue 19")
+    for name in ("creates/s", "PATCH/s", "member PATCH/s", "userName eq GETs/s", "CPU per write",
+                 "PATCH/s (x4) >= creates/s"):
+        line = next((ln for ln in targets19.splitlines() if ln.startswith(name)), None)
+        assert line is not None and re.search(r"\b(PASS|FAIL|n/a)$", line), f"{name!r}:\n{targets19}"
+    assert "scimgateway not measured: no --scimgateway PATH" in targets19
+    all_writes = data["servers"]["scimbus"]["timing"]["phase_cpu"]
+    assert all_writes["patch"]["requests"] == 24 and all_writes["patch"]["cpu_s"]["worker"] > 0, all_writes
+
     assert data["servers"]["scimbus"]["summary"]["errors"] == 0 and not data["failed"]
     ops = data["servers"]["scimbus"]["summary"]["operations"]
     assert ops["create-user"]["count"] == 12 and ops["patch-group-add"]["count"] == 6

@@ -223,3 +223,103 @@ def test_groups_created_together_with_an_empty_member_list_store_no_members_attr
         docs = [r[0] for r in conn.execute(__import__("sqlalchemy").text(
             "SELECT doc FROM resources WHERE id IN (:a, :b)"), {"a": ids[0], "b": ids[1]})]
     assert len(docs) == 2 and all('"members"' not in d for d in docs)
+
+
+def _index_rows(engine, resource_id: str) -> list[tuple]:
+    from sqlalchemy import select
+
+    from libs.store.tables import resource_values as v, resources as r
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(v.c.path, v.c.ordinal, v.c.str_value, v.c.ci_value, v.c.ci_key, v.c.num_value)
+                            .join(r, r.c.pk == v.c.resource_pk).where(r.c.id == resource_id)).all()
+    return sorted(tuple(row) for row in rows)
+
+
+def _expected_rows(engine, resource_id: str) -> list[tuple]:
+    """The index rows ``flatten`` makes of the stored document: what a full rewrite would leave."""
+    from libs.scim.schemas import USERS
+    from libs.store.values import flatten
+
+    doc = DirectoryStore(engine).get("default", USERS, resource_id, with_groups=False)
+    return sorted((r["path"], r["ordinal"], r["str_value"], r["ci_value"], r["ci_key"], r["num_value"])
+                  for r in flatten(doc, USERS))
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def test_a_patch_rewrites_only_the_index_rows_it_changes_and_leaves_the_index_a_full_rewrite_would(
+        worker_store):
+    from libs.scim.filter import parse_filter
+    from libs.scim.schemas import USERS
+
+    uid, manager = str(uuid.uuid4()), str(uuid.uuid4())
+    assert {r.status for r in apply_batch([
+        write("create", "User", manager, user(f"{manager}@contoso.com")),
+        write("create", "User", uid, {
+            **user(f"{uid}@contoso.com"), "name": {"givenName": "Ryan", "familyName": "Old"},
+            "emails": [{"value": "a@contoso.com", "type": "work", "primary": True},
+                       {"value": "b@contoso.com", "type": "home"}],
+            ENTERPRISE: {"department": "Sales"}})])} == {201}
+
+    def patch(*ops: dict) -> int:
+        job = write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                           "Operations": list(ops)})
+        (result,), count = statements_of_batch(worker_store, [job])
+        assert result.status == 200, result.body
+        assert _index_rows(worker_store, uid) == _expected_rows(worker_store, uid)
+        return count
+
+    before = _index_rows(worker_store, uid)
+    patch({"op": "Replace", "path": "name.familyName", "value": "New"})
+    after = _index_rows(worker_store, uid)
+    assert [r for r in after if r not in before] == [("name.familyname", 0, "New", "new", "new", None)]
+    patch({"op": "Add", "path": f"{ENTERPRISE}:manager", "value": manager})
+    patch({"op": "Replace", "path": "active", "value": "False"})  # a column: the index stays as it was
+    patch({"op": "Remove", "path": 'emails[type eq "work"]'})  # the other email moves to ordinal 0
+    patch({"op": "Replace", "path": f"{ENTERPRISE}:department", "value": "Marketing"},
+          {"op": "Remove", "path": "name.givenName"})
+    store = DirectoryStore(worker_store)
+    assert store.search("default", USERS, parse_filter('name.familyName eq "New"'))[0] == 1
+    assert store.search("default", USERS, parse_filter(f'name.familyName eq "Old" and userName eq "{uid}@contoso.com"'))[0] == 0
+    assert store.search("default", USERS, parse_filter(f'{ENTERPRISE}:department eq "Sales" and userName eq "{uid}@contoso.com"'))[0] == 0
+    assert store.search("default", USERS, parse_filter(f'emails[type eq "home" and value eq "b@contoso.com"] and userName eq "{uid}@contoso.com"'))[0] == 1
+
+
+def test_a_patch_of_a_user_in_no_group_answers_without_asking_for_its_groups_and_one_in_a_group_lists_it(
+        worker_store):
+    lone, member, group = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    assert {r.status for r in apply_batch([
+        write("create", "User", lone, user(f"{lone}@contoso.com")),
+        write("create", "User", member, user(f"{member}@contoso.com")),
+        write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}",
+                                         "members": [{"value": member}]})])} == {201}
+
+    def patch(uid: str) -> tuple:
+        job = write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                           "Operations": [{"op": "Replace", "path": "active", "value": False}]})
+        (result,), count = statements_of_batch(worker_store, [job])
+        assert result.status == 200 and result.body["active"] is False, result.body
+        return result.body, count
+
+    (lone_body, lone_cost), (member_body, member_cost) = patch(lone), patch(member)
+    assert "groups" not in lone_body
+    assert [g["value"] for g in member_body["groups"]] == [group]
+    assert member_cost == lone_cost + 1  # the groups query, only where there are groups
+
+
+def test_the_index_diff_is_the_rows_that_changed_or_everything_when_keys_repeat():
+    from libs.store.diff import value_changes
+
+    def row(path, ordinal, value):
+        return {"path": path, "ordinal": ordinal, "str_value": value, "ci_value": value.lower(),
+                "ci_key": value.lower(), "num_value": None}
+
+    old = [row("name.familyname", 0, "Old"), row("emails.value", 0, "a"), row("emails.value", 1, "b")]
+    new = [row("name.familyname", 0, "New"), row("emails.value", 0, "b")]
+    gone, added = value_changes(old, new)
+    assert sorted(gone) == [("emails.value", 0), ("emails.value", 1), ("name.familyname", 0)]
+    assert added == [row("name.familyname", 0, "New"), row("emails.value", 0, "b")]
+    assert value_changes(old, old) == ([], [])
+    assert value_changes(old + [row("emails.value", 1, "c")], new) == (None, new)

@@ -1,0 +1,231 @@
+"""``python -m bench.profile_writes``: where a write's CPU goes in the worker and in the front.
+
+py-spy cannot read this machine's Python, so each role is profiled in-process with cProfile
+on a private PostgreSQL (or ``--database-url``):
+
+- worker: ``services.worker.jobs.apply_batch`` on batches of Entra's writes (creates, then
+  PATCHes of ``name.familyName``, of the enterprise ``manager`` and of ``active``, then
+  member adds), ``--batch`` writes per job as the front's coalescing makes them;
+- front: the PATCH request path up to the bus (body parse, checks, ``WriteJob``), with the
+  bus replaced by an answer made of the request (the round trip to Redis is measured by
+  the bench's CPU per process, not here).
+
+It prints CPU microseconds per write by phase and, with ``--top N``, cProfile's functions by
+cumulative and own time. Numbers are CPU of this process only (``time.process_time``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import contextlib
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def _patch(*ops: dict) -> dict:
+    return {"schemas": [PATCH_OP], "Operations": list(ops)}
+
+
+def _job(op: str, rtype: str, rid: str, body=None):
+    from libs.bus.messages import WriteJob
+
+    return WriteJob(job_id=uuid.uuid4().hex, op=op, app="default", resource_type=rtype, resource_id=rid,
+                    body=body, meta={"answer": False, "members": False, "password_hashed": True})
+
+
+def worker_phases(users: int) -> dict[str, list]:
+    from bench.load import user_body
+
+    ids = [str(uuid.uuid4()) for _ in range(users)]
+    groups = [str(uuid.uuid4()) for _ in range(max(1, users // 10))]
+    return {
+        "create": [_job("create", "User", i, user_body(f"{i}@contoso.com")) for i in ids],
+        "patch-name": [_job("patch", "User", i, _patch({"op": "Replace", "path": "name.familyName",
+                                                         "value": "F" + i[:6]})) for i in ids],
+        "patch-manager": [_job("patch", "User", i, _patch({"op": "Add", "path": f"{ENTERPRISE}:manager",
+                                                            "value": ids[(k + 1) % len(ids)]}))
+                          for k, i in enumerate(ids)],
+        "patch-active": [_job("patch", "User", i, _patch({"op": "Replace", "path": "active", "value": "False"}))
+                         for i in ids],
+        "create-group": [_job("create", "Group", g, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                                     "displayName": f"g-{g}"}) for g in groups],
+        "member-add": [_job("patch", "Group", groups[k % len(groups)],
+                            _patch({"op": "Add", "path": "members", "value": [{"value": i}]}))
+                       for k, i in enumerate(ids)],
+    }
+
+
+def profile_worker(database_url: str, users: int, batch: int, top: int, only: str | None) -> None:
+    from libs.config import load_settings
+    from libs.store.directory import DirectoryStore
+    from libs.store.migrate import upgrade
+    from libs.store.session import create_engine_from_url
+    from services.worker import context
+    from services.worker.jobs import apply_batch
+
+    upgrade(database_url)
+    engine = create_engine_from_url(database_url, pool_size=2, ping=False)
+    context._context = context.WorkerContext(load_settings(), DirectoryStore(engine))
+    context._pid = os.getpid()
+    for name, jobs in worker_phases(users).items():
+        profiler = cProfile.Profile(time.process_time) if top and (only is None or only == name) else None
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for start in range(0, len(jobs), batch):
+            results = apply_batch(jobs[start:start + batch])
+            bad = [r for r in results if r.status >= 400]
+            if bad:
+                raise SystemExit(f"{name}: {bad[0].status} {bad[0].body}")
+        if profiler:
+            profiler.disable()
+        cpu = time.process_time() - cpu0
+        print(f"worker {name:14} {len(jobs):6} writes  {cpu / len(jobs) * 1e6:7.0f} us CPU/write  "
+              f"{(time.perf_counter() - wall0) / len(jobs) * 1e6:7.0f} us wall/write")
+        if profiler:
+            _print_stats(profiler, top)
+    engine.dispose()
+
+
+def profile_rq(database_url: str, users: int, batch: int, top: int, only: str | None) -> None:
+    """The worker as it runs in the stack: batches enqueued on a private Redis by the front's
+    ``Bus``, then drained by one ``ScimWorker`` (RQ's bookkeeping, the result stream) in burst
+    mode, in this process."""
+    from redis import Redis
+    from rq import Queue
+
+    from libs.bus.queues import Bus
+    from libs.bus.serializer import OrjsonSerializer
+    from libs.config import load_settings
+    from libs.store.directory import DirectoryStore
+    from libs.store.migrate import upgrade
+    from libs.store.session import create_engine_from_url
+    from services.runtime.rq_pool import ScimWorker
+    from services.worker import context
+    from tests.support.servers import RedisServer
+
+    upgrade(database_url)
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        redis = Redis.from_url(redis_server.url)
+        engine = create_engine_from_url(database_url, pool_size=2, ping=False)
+        context._context = context.WorkerContext(load_settings(), DirectoryStore(engine))
+        context._pid = os.getpid()
+        bus = Bus(redis, "profile-writes", job_timeout=60)
+        queue = Queue("profile-writes", connection=redis, serializer=OrjsonSerializer)
+        for name, jobs in worker_phases(users).items():
+            for start in range(0, len(jobs), batch):
+                bus.submit_batch(uuid.uuid4().hex, jobs[start:start + batch])
+            worker = ScimWorker([queue], connection=redis)
+            profiler = cProfile.Profile(time.process_time) if top and (only is None or only == name) else None
+            cpu0 = time.process_time()
+            if profiler:
+                profiler.enable()
+            worker.work(burst=True, logging_level="WARNING")
+            if profiler:
+                profiler.disable()
+            cpu = time.process_time() - cpu0
+            print(f"rq worker {name:14} {len(jobs):6} writes  {cpu / len(jobs) * 1e6:7.0f} us CPU/write "
+                  f"(batches of {batch})")
+            if profiler:
+                _print_stats(profiler, top)
+        engine.dispose()
+    finally:
+        redis_server.close()
+
+
+def profile_front(requests: int, top: int) -> None:
+    """The front's PATCH path through Flask's WSGI app with a bus that answers at once."""
+    from libs.bus.messages import WriteResult
+    from services.front.app import create_app
+
+    app = create_app()
+
+    class EchoBus:
+        def apply(self, job, timeout):
+            return WriteResult(204, None, 2)
+
+    app.extensions["scim.bus"] = EchoBus()
+    token = os.environ["SCIM_TOKEN"]
+    client = app.test_client()
+    body = _patch({"op": "Replace", "path": "name.familyName", "value": "Leenay-x"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    uid = str(uuid.uuid4())
+    for _ in range(50):
+        client.patch(f"/scim/Users/{uid}", json=body, headers=headers)
+    profiler = cProfile.Profile(time.process_time) if top else None
+    cpu0 = time.process_time()
+    if profiler:
+        profiler.enable()
+    for _ in range(requests):
+        r = client.patch(f"/scim/Users/{uid}", json=body, headers=headers)
+    if profiler:
+        profiler.disable()
+    cpu = time.process_time() - cpu0
+    print(f"front PATCH {requests} requests (Flask test client included): {cpu / requests * 1e6:.0f} us CPU/request "
+          f"(last status {r.status_code})")
+    if profiler:
+        _print_stats(profiler, top)
+
+
+def _print_stats(profiler: cProfile.Profile, top: int) -> None:
+    for key in ("cumulative", "tottime"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(top)
+        text = out.getvalue()
+        print(text[text.find("   ncalls"):].rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.profile_writes", description=__doc__.splitlines()[0])
+    p.add_argument("--role", choices=("worker", "rq", "front", "both"), default="both",
+                   help="worker: apply_batch alone; rq: the worker with RQ and Redis; front; both: worker and front")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=5, help="writes per bus job (default %(default)s)")
+    p.add_argument("--requests", type=int, default=3000, help="front PATCHes (default %(default)s)")
+    p.add_argument("--top", type=int, default=0, help="print cProfile's top N functions (0: none)")
+    p.add_argument("--only", help="with --top: profile only this worker phase")
+    p.add_argument("--database-url", help="default: a private PostgreSQL for the run")
+    args = p.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        var = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scimbus-profile-")))
+        os.environ.setdefault("SCIM_VAR_DIR", str(var))
+        os.environ.setdefault("SCIM_TOKEN", "profile-token")
+        os.environ.setdefault("SCIM_LOG_LEVEL", "WARNING")
+        url = args.database_url
+        if url is None and args.role != "front":
+            from tests.support.servers import postgres_server
+
+            url = stack.enter_context(postgres_server())
+        if url is None:  # the front reads its credentials from the store
+            from libs.store.migrate import upgrade
+
+            url = f"sqlite:///{var / 'front.db'}"
+            upgrade(url)
+        os.environ["SCIM_DATABASE_URL"] = url
+        if args.role == "rq":
+            profile_rq(url, args.users, args.batch, args.top, args.only)
+        if args.role in ("worker", "both"):
+            profile_worker(url, args.users, args.batch, args.top, args.only)
+        if args.role in ("front", "both"):
+            profile_front(args.requests, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
