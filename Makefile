@@ -24,7 +24,7 @@ run:
 
 test:
 	@deploy/setup.sh test
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" --durations=20 $(PYTEST_ARGS)
 
 test-fast:
 	@deploy/setup.sh test
