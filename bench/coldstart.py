@@ -90,7 +90,7 @@ main(sys.argv[1:])
 
 ROLES = {
     "worker": (["worker", "--processes", "1", "--metrics-port", "0"], "scim-writes",
-               "services.cli, services.worker.pool, services.runtime.rq_pool, services.worker.jobs"),
+               "services.cli, services.worker.pool, libs.bus.rq_adapter, services.worker.jobs"),
     "deliverer": (["deliverer", "--processes", "1", "--metrics-port", "0"], "scim-deliveries",
                   "services.cli, services.cli.deliveries, services.deliverer.pool, services.deliverer.fanout"),
 }

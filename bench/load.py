@@ -226,46 +226,34 @@ class Phase:
 
 
 class Progress:
-    """A progress line per phase on stderr: redrawn in place on a terminal, every few seconds otherwise."""
+    """A phase's progress on stderr (``services.cli.progress``, as ``scimbus resync`` shows
+    it): click's progress bar on a terminal, a plain line every few seconds otherwise. The
+    phase's threads count ``done``; a thread of its own reports it."""
 
     def __init__(self, label: str, total: int, stream=None) -> None:
-        self.label, self.total = label, total
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        from services.cli.progress import Progress as Report
+
+        self.total = total
         self.done = 0
         self.t0 = time.perf_counter()
+        self._report = Report(f"bench: {label}", stream=stream)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-progress", daemon=True)
 
-    def line(self) -> str:
-        elapsed = time.perf_counter() - self.t0
-        pct = 100 * self.done / self.total if self.total else 100
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        width = 24
-        bar = "#" * int(width * pct / 100)
-        return (f"bench: {self.label} [{bar:<{width}}] {self.done}/{self.total} {pct:3.0f}% "
-                f"{rate:7.1f} tasks/s {elapsed:6.1f} s")
-
     def _loop(self) -> None:
-        every = 0.5 if self.tty else 5.0
-        while not self._stop.wait(every):
-            self._emit()
-
-    def _emit(self, final: bool = False) -> None:
-        if self.tty:
-            self.stream.write("\r" + self.line() + ("\n" if final else ""))
-        else:
-            self.stream.write(self.line() + "\n")
-        self.stream.flush()
+        while not self._stop.wait(0.5):
+            self._report(self.done, self.total)
 
     def __enter__(self) -> Progress:
+        self._report.__enter__()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._emit(final=True)
+        self._report(self.done, self.total)
+        self._report.__exit__(*exc)
 
 
 def run_phase(name: str, clients: list[Client], tasks: list, fn,

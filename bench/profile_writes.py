@@ -114,7 +114,7 @@ def profile_rq(database_url: str, users: int, batch: int, top: int, only: str | 
     from libs.store.directory import DirectoryStore
     from libs.store.migrate import upgrade
     from libs.store.session import create_engine_from_url
-    from services.runtime.rq_pool import ScimWorker
+    from libs.bus.rq_adapter import ScimWorker
     from services.worker import context
     from tests.support.servers import RedisServer
 

@@ -8,7 +8,7 @@ DELIVER_FUNCTION = "services.deliverer.fanout.deliver"
 
 JOB_FUNCTIONS = frozenset({JOB_FUNCTION, DELIVER_FUNCTION})
 """Every function a scimbus worker runs; a job naming any other is refused unread
-(``services.runtime.allowlist``): RQ would import and call whatever a job in Redis names."""
+(``libs.bus.rq_adapter``): RQ would import and call whatever a job in Redis names."""
 
 MAX_BATCH = 64
 """Most writes one front process coalesces into one bus job."""

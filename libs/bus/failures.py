@@ -6,7 +6,7 @@ carried) and its result alongside, for an operator to inspect:
 - in time: ``defaults.FAILURE_TTL`` (RQ expires the hash and the registry entry);
 - in count: ``trim_failed`` keeps the newest ``defaults.FAILED_KEEP`` of a queue (a broken
   deployment failing every write would otherwise fill Redis within the TTL); the workers
-  call it with their registry maintenance (``services.runtime.rq_pool``), and any periodic
+  call it with their registry maintenance (``libs.bus.rq_adapter``), and any periodic
   task (the sweeper) may too;
 - no secret: ``redact_job`` replaces every password a write carries (a resource's
   ``password``, a PATCH operation's value for it) before RQ saves the failed job. The

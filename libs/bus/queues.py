@@ -24,22 +24,18 @@ import copy
 import threading
 import time
 import uuid
-from base64 import b64decode
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rq import Queue, Retry
-from rq.results import Result
-from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
-from rq.utils import now
 
-from libs.bus import deadlines, defaults, resend
+from libs.bus import deadlines, defaults, resend, rq_adapter
 from libs.bus.messages import WriteJob, WriteResult
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import OutcomeUnknown, ScimError, Unavailable
 
-_ENQUEUE = deadlines.STAMP + 'redis.call("SADD", KEYS[3], KEYS[2])\n' + UNIQUE_ENQUEUE_SCRIPT
+_ENQUEUE = deadlines.STAMP + 'redis.call("SADD", KEYS[3], KEYS[2])\n' + rq_adapter.ENQUEUE_SCRIPT
 """RQ's own atomic unique enqueue (check the id is new, save the job hash, set its TTL, push
 its id), plus the queue's entry in RQ's set of queues that ``Queue.enqueue`` adds in a MULTI
 of its own, and the job's deadline on Redis's clock (``deadlines.STAMP``). Sent with EVAL,
@@ -91,11 +87,7 @@ class Bus:
             retry=self._retry,
             description=f"{len(jobs)} writes",
         )
-        job.enqueued_at = now()
-        fields: list = []
-        for key, value in job.to_dict().items():
-            if value is not None:
-                fields += (key, value if isinstance(value, (bytes, str)) else str(value))
+        fields = rq_adapter.job_hash(job)
         fields += deadlines.stamp_fields(wait)  # last: the script turns it into the deadline
         # The script answers 0 for an id already queued (a resent command): the wait then
         # reads that job's result.
@@ -122,7 +114,7 @@ class Bus:
         pipe.connection = connection  # the pipeline's own slot: its reset() hands it back to the pool
         try:
             pipe.eval(*self._enqueue_args(batch_id, jobs, timeout))
-            pipe.xread({Result.get_key(batch_id): "0-0"}, block=_block_ms(timeout))
+            pipe.xread({rq_adapter.result_key(batch_id): "0-0"}, block=_block_ms(timeout))
             _, first = pipe.execute()
         except RedisError as exc:
             # Sent, and maybe queued (the first wait blocks up to 2 s after the enqueue's
@@ -164,7 +156,7 @@ class Bus:
         second of the append-only file) while a worker committed the writes: without a
         result, the outcome is unknown (500), not "never applied", though the job is still
         given up so that no worker applies it later."""
-        key = Result.get_key(batch_id)
+        key = rq_adapter.result_key(batch_id)
         last_id = "0-0"
         until = deadline
         claimed = False
@@ -212,13 +204,10 @@ class Bus:
 
     @staticmethod
     def _outcome(payload: dict[bytes, bytes]) -> list[WriteResult] | None:
-        # The fields of RQ's result entry (``Result.restore`` reads the same), without the
-        # Result object: its serializer check and timestamps cost ~40 µs a batch.
-        kind = Result.Type(int(payload[b"type"]))
-        if kind == Result.Type.SUCCESSFUL:
-            value = OrjsonSerializer.loads(b64decode(payload[b"return_value"]))
+        kind, value = rq_adapter.result_outcome(payload)
+        if kind == rq_adapter.SUCCESSFUL:
             return [WriteResult.from_payload(r) for r in value["results"]]
-        if kind == Result.Type.RETRIED:
+        if kind == rq_adapter.RETRIED:
             return None
         raise Unavailable("The write failed in the worker; it has been logged. Retry the request.")
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from libs.store import deliveries as ledger
-from libs.store.deliveries import ResourceKey, State
+from libs.store.deliveries import Pending, ResourceKey, State
 from libs.store.directory import DirectoryStore
 
 
@@ -38,6 +38,17 @@ class DeliveryLedger:
         """{resource id: state} of every ``resource_type`` of ``app`` the connector's ledger knows."""
         with self.store.engine.connect() as conn:
             return ledger.states(conn, connector, app, resource_type)
+
+    def pending(self, connector: str, app: str, types: tuple[str, ...]) -> list[Pending]:
+        """Resources of ``app`` (``types``) with changes ``connector`` has not handled, oldest
+        first (the sweeper's round)."""
+        with self.store.engine.connect() as conn:
+            return ledger.pending(conn, connector, app, types)
+
+    def advance_cursor(self, connector: str, app: str, types: tuple[str, ...]) -> None:
+        """Move ``connector``'s cursor past what it has handled (``deliveries.advance_cursor``)."""
+        with self.store.transaction() as conn:
+            ledger.advance_cursor(conn, connector, app, types)
 
     def save(self, connector: str, key: ResourceKey, state: State, delivered: tuple[int, str] | None = None) -> None:
         """Save ``connector``'s state of ``key``; ``delivered`` (seq, outcome): the target now

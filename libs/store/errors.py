@@ -1,7 +1,19 @@
 """What a caller outside libs/store catches when the database cannot be used (down, not
-migrated, refusing): the store's errors are SQLAlchemy's, named here so that services/
-need not import SQLAlchemy to catch them."""
+migrated, refusing) or refused one write: the store's errors are SQLAlchemy's, named here
+so that services/ need not import SQLAlchemy to catch them."""
 
 from sqlalchemy.exc import SQLAlchemyError as DatabaseError
 
-__all__ = ["DatabaseError"]
+
+class LostRace(DatabaseError):
+    """A write broke a uniqueness constraint: a concurrent writer committed the same name
+    between this write's check and its insert. Its savepoint is rolled back; the write may
+    run again, and its check then answers the conflict."""
+
+
+class TransactionLost(DatabaseError):
+    """The database failed under a write (connection lost, deadlock, serialization): the
+    whole transaction is gone, and its batch must be retried from the start."""
+
+
+__all__ = ["DatabaseError", "LostRace", "TransactionLost"]

@@ -226,9 +226,11 @@ def purge_dead_letters(conn: Connection, horizon: datetime) -> int:
     return _delete_keys(conn, dead_letters, D.pk, keys)
 
 
-def purge(engine: Engine, windows: Windows, connectors: Iterable[str] | None, *,
+def purge(store: DirectoryStore | Engine, windows: Windows, connectors: Iterable[str] | None, *,
           budget: float | None = None, now: datetime | None = None) -> Report:
-    """Every purge in turn, in batches, within ``budget`` seconds (None: to the end)."""
+    """Every purge in turn, in batches, within ``budget`` seconds (None: to the end).
+    ``store``: the directory store (a service) or its engine (libs/store's own callers)."""
+    engine = engine_of(store)
     now = now or utcnow()
     names = None if connectors is None else list(connectors)
     clock = _Budget(budget)
@@ -251,4 +253,4 @@ def purge(engine: Engine, windows: Windows, connectors: Iterable[str] | None, *,
 
 
 def purge_with_settings(engine: Engine | DirectoryStore, settings: Any, *, budget: float | None = None) -> Report:
-    return purge(engine_of(engine), Windows.from_settings(settings), connector_names(settings), budget=budget)
+    return purge(engine, Windows.from_settings(settings), connector_names(settings), budget=budget)

@@ -41,7 +41,7 @@ def cmd_sweeper(metrics_port: int, interval: float) -> None:
     logs.configure(settings)  # the same JSON (or plain) lines as every other role
     if metrics_port:
         from services.runtime import probe
-        from services.runtime.rq_pool import serve_pool_probes
+        from services.runtime.pool_probes import serve_pool_probes
 
         collectors = ()
         if settings.gateway_status_url:  # issue 17: the gateway's counts, exported by this singleton

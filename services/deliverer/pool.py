@@ -15,7 +15,8 @@ from rq.serializers import JSONSerializer
 from libs.bus.connection import connect
 from libs.config import Settings
 from libs.metrics.deliveries import DeliveryCollector
-from services.runtime.rq_pool import serve_pool_probes, start_pool
+from libs.bus.rq_adapter import start_pool
+from services.runtime.pool_probes import serve_pool_probes
 
 log = logging.getLogger("scimbus.deliverer")
 

@@ -27,12 +27,10 @@ import time
 import urllib.error
 from pathlib import Path
 
-from honcho.environ import parse_procfile
-from honcho.printer import Printer
 
 from libs.config import (REDIS_PASSWORD_FILE, load_settings, local_redis_url, read_or_create_secret,
                          read_secret)
-from services.runtime.ordered_stop import OrderedManager
+from services.runtime.ordered_stop import OrderedManager, Printer, parse_procfile
 from services.runtime.probe import LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[2]

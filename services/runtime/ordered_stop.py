@@ -25,8 +25,12 @@ import signal
 import threading
 import time
 
+from honcho.environ import parse_procfile
 from honcho.manager import SYSTEM_PRINTER_NAME, Manager
-from honcho.printer import Message
+from honcho.printer import Message, Printer
+
+__all__ = ["OrderedManager", "Printer", "parse_procfile"]
+"""honcho's Procfile parser and printer, for the local run: every use of honcho is here."""
 
 WRITTEN_FOR = {"honcho": "2.0"}
 """The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""

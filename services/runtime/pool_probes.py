@@ -16,6 +16,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from libs.bus.connection import connect
+from libs.config import Settings
+from libs.health import redis_problem
+from libs.metrics.metrics import registry_for_scrape
+
 Check = Callable[[], "str | None"]
 
 
@@ -55,3 +60,15 @@ def serve_probes(port: int, registry: CollectorRegistry, readiness: Sequence[Che
                          handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="scimbus-probes", daemon=True).start()
     return server
+
+
+def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> None:
+    """/metrics, /healthz and /readyz of a pool, from its parent process."""
+    from libs.store.access import database_problem, open_store
+
+    # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
+    # answers 503, never a probe that times out.
+    probe_redis = connect(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    store = open_store(settings, pool_size=1)
+    serve_probes(port, registry_for_scrape(collectors),
+                 (lambda: redis_problem(probe_redis), lambda: database_problem(store)))

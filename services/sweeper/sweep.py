@@ -29,19 +29,17 @@ def sweep(ctx: DeliveryContext, *, grace: float = SWEEP_GRACE) -> int:
     now = ledger.utcnow()
     cutoff = ledger.grace_cutoff(grace)
     queue = ctx.queue
+    book = ctx.ledger
     for name, connector in ctx.connectors.items():
         app, types = connector.options["app"], tuple(connector.mappings)
-        with ctx.store.engine.connect() as conn:
-            work = ledger.pending(conn, name, app, types)
-        for item in work:
+        for item in book.pending(name, app, types):
             if item.since > cutoff or not ledger.due(item.next_attempt_at, now):
                 continue
             stamp = int(item.next_attempt_at.timestamp()) if item.next_attempt_at else 0
             enqueue(queue, name, item.key, f"dlv-{name}-sweep-{item.key.resource_type}-{item.key.resource_id}"
                                            f"-{item.seq}-{stamp}", timeout=ctx.settings.delivery_timeout)
             enqueued += 1
-        with ctx.store.transaction() as conn:
-            ledger.advance_cursor(conn, name, app, types)
+        book.advance_cursor(name, app, types)
     return enqueued
 
 
@@ -54,7 +52,7 @@ def retain(ctx: DeliveryContext) -> None:
     """One retention round: purge, in batches, what no re-run, delivery or audit needs."""
     from libs.store import retention
 
-    report = retention.purge(ctx.store.engine, retention.Windows.from_settings(ctx.settings), list(ctx.connectors),
+    report = retention.purge(ctx.store, retention.Windows.from_settings(ctx.settings), list(ctx.connectors),
                              budget=RETENTION_BUDGET)
     if report.total:  # DEBUG: routine, every minute under load; the figures are in `scimbus maintain`
         log.debug("retention purged %s%s", report.purged, "" if report.complete else " (more next round)")

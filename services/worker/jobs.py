@@ -2,8 +2,8 @@
 
 Each write runs in a savepoint of the batch's transaction: a SCIM error (409, 404, 400 …)
 rolls back that write alone and becomes its answer; a lost uniqueness race
-(``IntegrityError``) re-runs that write, whose pre-check then reports the 409. A database
-failure (connection lost, deadlock) raises: RQ retries the whole batch, and the
+(``libs.store.errors.LostRace``) re-runs that write, whose pre-check then reports the
+409. A database failure (``TransactionLost``) raises: RQ retries the whole batch, and the
 idempotency record each write leaves in the same transaction as its change guarantees that
 a batch which committed before its worker died is not applied a second time. One commit
 per batch is also what makes the bus cheap: RQ's bookkeeping and the commit are paid once
@@ -21,9 +21,6 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
-
 from rq import get_current_job
 
 from libs.bus import deadlines, expired
@@ -32,7 +29,8 @@ from libs.config import Settings
 from libs.metrics.metrics import WRITES_EXPIRED, observe_batch, observe_job
 from libs.scim.errors import InternalError, ScimError, Unavailable, Uniqueness
 from libs.security.audit import audit_fields, rejection_row
-from libs.store.directory import DirectoryStore
+from libs.store.errors import LostRace, TransactionLost
+from libs.store.unit_of_work import UnitOfWork, unit_of_work
 from services.deliverer import fanout
 from services.worker import positions, writes
 from services.worker.context import get_context
@@ -84,20 +82,19 @@ def _claim_refused(jobs: list[WriteJob]) -> dict[str, Any] | None:
 
 def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     ctx = get_context()
-    store = ctx.store
     results: list[WriteResult] = []
     records: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
-    with store.transaction() as conn:
-        done = store.applied_results(conn, [job.job_id for job in jobs])
+    with unit_of_work(ctx.store) as unit:
+        done = unit.applied_results([job.job_id for job in jobs])
         for run in _runs(jobs, done):
             if run[0].job_id in done:
                 log.info("write %s already applied; answering its recorded result", run[0].job_id)
                 results.append(WriteResult.from_payload(done[run[0].job_id]))
                 continue
             started = time.perf_counter()
-            outcomes = (_apply_creates(store, conn, run, ctx.settings) if len(run) > 1
-                        else [_apply_one(store, conn, run[0], ctx.settings)])
+            outcomes = (_apply_creates(unit, run, ctx.settings) if len(run) > 1
+                        else [_apply_one(unit, run[0], ctx.settings)])
             each = (time.perf_counter() - started) / len(run)
             for job, result in zip(run, outcomes):
                 observe_job(job.op, job.resource_type, "ok" if result.status < 400 else str(result.status), each)
@@ -109,7 +106,7 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
         # Written with the changes, in the same transaction: a batch that committed is
         # answered from these records if it ever runs again. Refusals are audited but not
         # recorded as answers: they changed nothing, and a re-run answers them afresh.
-        store.record(conn, records, rejections)
+        unit.record(records, rejections)
     return results
 
 
@@ -128,22 +125,17 @@ def _runs(jobs: list[WriteJob], done: dict[str, Any]) -> list[list[WriteJob]]:
     return runs
 
 
-def _apply_creates(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
-                   settings: Settings) -> list[WriteResult]:
-    savepoint = conn.begin_nested()
+def _apply_creates(unit: UnitOfWork, jobs: list[WriteJob], settings: Settings) -> list[WriteResult]:
     try:
-        results = writes.create_many(store, conn, jobs, settings)
-        savepoint.commit()
-        return results
-    except IntegrityError:
-        savepoint.rollback()  # a concurrent writer took a name first: one by one, each its own answer
+        with unit.attempt():
+            return writes.create_many(unit, jobs, settings)
+    except LostRace:  # a concurrent writer took a name first: one by one, each its own answer
         log.info("a run of %d creates lost a uniqueness race; applying them one by one", len(jobs))
-    except DBAPIError:
+    except TransactionLost:
         raise
     except Exception:
-        savepoint.rollback()
         log.exception("a run of %d creates failed; applying them one by one", len(jobs))
-    return [_apply_one(store, conn, job, settings) for job in jobs]
+    return [_apply_one(unit, job, settings) for job in jobs]
 
 
 def _record(job: WriteJob, result: WriteResult) -> dict[str, Any]:
@@ -154,24 +146,19 @@ def _record(job: WriteJob, result: WriteResult) -> dict[str, Any]:
     }
 
 
-def _apply_one(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
+def _apply_one(unit: UnitOfWork, job: WriteJob, settings: Settings) -> WriteResult:
     operation = writes.OPERATIONS[job.op]
     for attempt in range(1, _INTEGRITY_ATTEMPTS + 1):
-        savepoint = conn.begin_nested()
         try:
-            result = operation(store, conn, job, settings)
-            savepoint.commit()
-            return result
+            with unit.attempt():
+                return operation(unit, job, settings)
         except ScimError as exc:
-            savepoint.rollback()
             return WriteResult(exc.status, exc.to_body())
-        except IntegrityError:
-            savepoint.rollback()
+        except LostRace:
             log.info("write %s lost a uniqueness race (attempt %d); re-checking", job.job_id, attempt)
-        except DBAPIError:
+        except TransactionLost:
             raise  # the transaction is gone: RQ retries the batch
         except Exception:
-            savepoint.rollback()
             log.exception("write %s failed; its neighbours in the batch go on", job.job_id)
             return WriteResult(500, InternalError().to_body())
     return WriteResult(409, Uniqueness("The write conflicts with a concurrent one; retry it.").to_body())

@@ -1,6 +1,6 @@
 """``scimbus worker``: a pool of RQ workers applying SCIM writes from the write queue.
 
-The pool itself (respawns, the scheduler, the probes) is ``services.runtime.rq_pool``,
+The pool itself (respawns, the scheduler, the probes) is ``libs.bus.rq_adapter``,
 shared with the deliverer; this module picks the write queue and warms the job code.
 """
 
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
-from services.runtime.rq_pool import serve_pool_probes, start_pool
+from libs.bus.rq_adapter import start_pool
+from services.runtime.pool_probes import serve_pool_probes
 
 
 def run_pool(settings: Settings, *, processes: int, metrics_port: int | None) -> None:

@@ -1,15 +1,13 @@
 """Apply one validated write to the directory store, in one transaction.
 
-Each function runs inside ``DirectoryStore.transaction()`` and returns the ``WriteResult``
-the front answers; a ``ScimError`` raised here rolls the transaction back and becomes the
+Each function runs inside the batch's ``UnitOfWork`` (libs/store/unit_of_work.py) and
+returns the ``WriteResult`` the front answers; a ``ScimError`` raised here rolls the transaction back and becomes the
 answer. The job id is recorded with the change, so a job that runs twice applies once.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from sqlalchemy import Connection
 
 from libs.bus.messages import WriteJob, WriteResult
 from libs.config import Settings
@@ -20,7 +18,8 @@ from libs.scim.render import etag
 from libs.scim.schemas import GROUPS, RESOURCE_TYPES, USERS, ResourceSchema
 from libs.scim.undeclared import Policy
 from libs.scim.validate import validate_resource
-from libs.store.directory import DirectoryStore, StoredResource, clash, name_key
+from libs.store.directory import StoredResource, clash, name_key
+from libs.store.unit_of_work import UnitOfWork
 
 
 def _member_ids(doc: dict[str, Any]) -> list[str]:
@@ -34,8 +33,8 @@ def _check_precondition(job: WriteJob, current: StoredResource) -> None:
             raise PreconditionFailed(f"The resource is at version {etag(current.version)}.")
 
 
-def _load(store: DirectoryStore, conn: Connection, job: WriteJob, schema: ResourceSchema) -> StoredResource:
-    current = store.load(conn, job.app, schema, job.resource_id, lock=True)
+def _load(unit: UnitOfWork, job: WriteJob, schema: ResourceSchema) -> StoredResource:
+    current = unit.load(job.app, schema, job.resource_id, lock=True)
     if current is None:
         raise NotFound(f"{schema.name} {job.resource_id!r} not found.")
     _check_precondition(job, current)
@@ -61,12 +60,12 @@ def _unique_name(settings: Settings, app: str, schema: ResourceSchema) -> bool:
     return schema is USERS or settings.group_names_unique(app)
 
 
-def _check_unique_if_renamed(store: DirectoryStore, conn: Connection, app: str, schema: ResourceSchema,
+def _check_unique_if_renamed(unit: UnitOfWork, app: str, schema: ResourceSchema,
                              current: StoredResource, doc: dict[str, Any], unique: bool) -> None:
     """A write that keeps the name cannot break its uniqueness: most of Entra's PATCHes
     (manager, active, department …) skip the query."""
     if unique and name_key(schema, doc) != name_key(schema, current.doc):
-        store.check_unique(conn, app, schema, doc, exclude_pk=current.pk)
+        unit.check_unique(app, schema, doc, exclude_pk=current.pk)
 
 
 def _hashed(job: WriteJob) -> bool:
@@ -78,16 +77,16 @@ def _ignore_unknown(settings: Settings) -> bool:
     return settings.unknown_members == "ignore"
 
 
-def _answer(store: DirectoryStore, conn: Connection, schema: ResourceSchema, stored: StoredResource,
+def _answer(unit: UnitOfWork, schema: ResourceSchema, stored: StoredResource,
             status: int, *, new: bool = False, members: bool = True) -> WriteResult:
     if new and schema is USERS:  # a user created a moment ago belongs to no group yet
         return WriteResult(status, stored.document(), stored.version)
     if schema is GROUPS and not members:
         return WriteResult(status, stored.document(), stored.version)
     if schema is GROUPS:
-        members = store.members_of(conn, [stored.pk])[stored.pk]
+        members = unit.members_of([stored.pk])[stored.pk]
         return WriteResult(status, stored.document(members=members), stored.version)
-    groups = store.groups_of(conn, [stored.pk])[stored.pk] if stored.in_groups is not False else None
+    groups = unit.groups_of([stored.pk])[stored.pk] if stored.in_groups is not False else None
     return WriteResult(status, stored.document(groups=groups or None), stored.version)
 
 
@@ -97,16 +96,16 @@ def _new_document(job: WriteJob, schema: ResourceSchema, settings: Settings) -> 
     return doc
 
 
-def create(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
+def create(unit: UnitOfWork, job: WriteJob, settings: Settings) -> WriteResult:
     schema = RESOURCE_TYPES[job.resource_type]
     doc = _new_document(job, schema, settings)
     member_ids = _member_ids(doc)
     unique = _unique_name(settings, job.app, schema)
     if unique:
-        store.check_unique(conn, job.app, schema, doc)
-    stored = store.insert_resource(conn, job.app, schema, job.resource_id, doc, unique_name=unique)
-    store.add_members(conn, job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
-    return _answer(store, conn, schema, stored, 201, new=True)
+        unit.check_unique(job.app, schema, doc)
+    stored = unit.insert_resource(job.app, schema, job.resource_id, doc, unique_name=unique)
+    unit.add_members(job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
+    return _answer(unit, schema, stored, 201, new=True)
 
 
 def can_create_together(job: WriteJob) -> bool:
@@ -117,7 +116,7 @@ def can_create_together(job: WriteJob) -> bool:
         isinstance(k, str) and k.lower() == "members" and v for k, v in job.body.items())
 
 
-def create_many(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
+def create_many(unit: UnitOfWork, jobs: list[WriteJob],
                 settings: Settings) -> list[WriteResult]:
     """Creates of one app and resource type (each ``can_create_together``) in three statements.
 
@@ -135,7 +134,7 @@ def create_many(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
         except ScimError as exc:
             results[k] = WriteResult(exc.status, exc.to_body())
     unique = _unique_name(settings, jobs[0].app, schema)
-    names = store.taken(conn, jobs[0].app, schema, list(docs.values())) if docs and unique else set()
+    names = unit.taken(jobs[0].app, schema, list(docs.values())) if docs and unique else set()
     accepted: list[int] = []
     for k, doc in docs.items():
         if unique:
@@ -144,38 +143,38 @@ def create_many(store: DirectoryStore, conn: Connection, jobs: list[WriteJob],
                 continue
             names.add(name_key(schema, doc))
         accepted.append(k)
-    stored = store.insert_resources(conn, jobs[0].app, schema, [(jobs[k].resource_id, docs[k]) for k in accepted],
+    stored = unit.insert_resources(jobs[0].app, schema, [(jobs[k].resource_id, docs[k]) for k in accepted],
                                     unique_name=unique)
     for k, resource in zip(accepted, stored):
         results[k] = WriteResult(201, resource.document(members=[] if schema is GROUPS else None), resource.version)
     return results  # type: ignore[return-value]
 
 
-def replace(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
+def replace(unit: UnitOfWork, job: WriteJob, settings: Settings) -> WriteResult:
     schema = RESOURCE_TYPES[job.resource_type]
-    current = _load(store, conn, job, schema)
+    current = _load(unit, job, schema)
     doc = validate_resource(job.body, schema, max_value_length=settings.max_value_length)
     passwords.seal(doc, current.doc, keep_if_absent=True, hashed=_hashed(job))
     _check_immutable(schema, current.doc, doc)
     member_ids = _member_ids(doc)
     unique = _unique_name(settings, job.app, schema)
-    _check_unique_if_renamed(store, conn, job.app, schema, current, doc, unique)
-    stored = store.update_resource(conn, schema, current, doc, unique_name=unique)
+    _check_unique_if_renamed(unit, job.app, schema, current, doc, unique)
+    stored = unit.update_resource(schema, current, doc, unique_name=unique)
     if schema is GROUPS:
-        store.remove_members(conn, job.app, stored, None)
-        store.add_members(conn, job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
-    return _answer(store, conn, schema, stored, 200)
+        unit.remove_members(job.app, stored, None)
+        unit.add_members(job.app, stored, member_ids, ignore_unknown=_ignore_unknown(settings))
+    return _answer(unit, schema, stored, 200)
 
 
-def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
+def patch(unit: UnitOfWork, job: WriteJob, settings: Settings) -> WriteResult:
     schema = RESOURCE_TYPES[job.resource_type]
-    current = _load(store, conn, job, schema)
+    current = _load(unit, job, schema)
     operations = parse_patch_request(job.body)
     # Undeclared attributes: ignored (and reported by this worker) or rejected, as the front
     # does for the bodies of POST and PUT.
     policy = Policy(settings.unknown_attributes)
     result = apply_patch(current.doc, operations, schema,
-                         load_members=lambda: store.members_of(conn, [current.pk])[current.pk], undeclared=policy,
+                         load_members=lambda: unit.members_of([current.pk])[current.pk], undeclared=policy,
                          validated=True)
     policy.report()
     if result.changed:
@@ -185,29 +184,29 @@ def patch(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Sett
     if result.members is not None:
         changes = result.members
         if changes.remove_all:
-            members_changed |= store.remove_members(conn, job.app, current, None) > 0
+            members_changed |= unit.remove_members(job.app, current, None) > 0
         if changes.remove:
-            members_changed |= store.remove_members(conn, job.app, current, changes.remove) > 0
+            members_changed |= unit.remove_members(job.app, current, changes.remove) > 0
         if changes.add:
-            members_changed |= store.add_members(conn, job.app, current, [m["value"] for m in changes.add],
+            members_changed |= unit.add_members(job.app, current, [m["value"] for m in changes.add],
                                                  ignore_unknown=_ignore_unknown(settings)) > 0
     stored = current
     unique = _unique_name(settings, job.app, schema)
     if result.changed:
-        _check_unique_if_renamed(store, conn, job.app, schema, current, result.resource, unique)
+        _check_unique_if_renamed(unit, job.app, schema, current, result.resource, unique)
     if result.changed or members_changed:
-        stored = store.update_resource(conn, schema, current, result.resource, doc_changed=result.changed,
+        stored = unit.update_resource(schema, current, result.resource, doc_changed=result.changed,
                                        unique_name=unique)
     if schema is GROUPS and not job.meta.get("answer"):
         # Entra: "groups: 204 recommended, do not return the member list".
         return WriteResult(204, None, stored.version)
-    return _answer(store, conn, schema, stored, 200, members=job.meta.get("members", True))
+    return _answer(unit, schema, stored, 200, members=job.meta.get("members", True))
 
 
-def delete(store: DirectoryStore, conn: Connection, job: WriteJob, settings: Settings) -> WriteResult:
+def delete(unit: UnitOfWork, job: WriteJob, settings: Settings) -> WriteResult:
     schema = RESOURCE_TYPES[job.resource_type]
-    current = _load(store, conn, job, schema)
-    store.delete_resource(conn, current)
+    current = _load(unit, job, schema)
+    unit.delete_resource(current)
     return WriteResult(204, None, current.version + 1)
 
 

@@ -242,9 +242,8 @@ def test_the_kubernetes_redis_admits_only_its_acl_users_each_to_what_it_needs(re
     from libs.bus.messages import WriteJob
     from libs.bus.queues import Bus
     from libs.bus.serializer import OrjsonSerializer
+    from libs.bus.rq_adapter import PoolScheduler, ScimWorker
     from libs.health import redis_problem
-    from services.runtime.rq_pool import ScimWorker
-    from services.runtime.rq_scheduler import PoolScheduler
     from tests.support.job_functions import WithTestJobs
     from tests.support.servers import free_port, wait_for_port
 

@@ -7,7 +7,7 @@ In process: ``ScimWorker(..., job_class=WithTestJobs)``. A pool in a process of 
 
 from __future__ import annotations
 
-from services.runtime.allowlist import AllowedJob
+from libs.bus.rq_adapter import AllowedJob
 
 TEST_FUNCTIONS = frozenset({
     "tests.libs.bus.jobs.echo", "tests.libs.bus.jobs.flaky", "tests.libs.bus.jobs.broken",

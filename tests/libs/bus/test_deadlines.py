@@ -192,7 +192,7 @@ def test_a_bulk_request_whose_second_batch_gets_no_worker_keeps_the_first_batchs
                         Settings(), "default", "request")
 
     # A worker that takes the first batch only, then goes away.
-    code = ("from redis import Redis; from services.runtime.rq_pool import ScimWorker; "
+    code = ("from redis import Redis; from libs.bus.rq_adapter import ScimWorker; "
             "from tests.support.job_functions import WithTestJobs; "
             f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r}), job_class=WithTestJobs"
             ").work(max_jobs=1, with_scheduler=False)")

@@ -11,7 +11,7 @@ from rq.registry import FailedJobRegistry
 
 from libs.bus import failures
 from libs.bus.serializer import OrjsonSerializer
-from services.runtime.rq_pool import ScimWorker
+from libs.bus.rq_adapter import ScimWorker
 from tests.support.job_functions import WithTestJobs
 
 pytestmark = pytest.mark.redis

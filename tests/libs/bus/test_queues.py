@@ -17,7 +17,7 @@ from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
 from libs.bus.serializer import OrjsonSerializer
 from libs.scim.errors import Unavailable
-from services.runtime.rq_pool import ScimWorker
+from libs.bus.rq_adapter import ScimWorker
 from tests.support.job_functions import WithTestJobs
 
 pytestmark = pytest.mark.redis
@@ -37,7 +37,7 @@ def run_worker_once(redis_conn, queue="test-writes") -> None:
 
 
 def start_worker_soon(redis_url: str, delay: float = 0.5) -> subprocess.Popen:
-    code = (f"import time; time.sleep({delay}); from redis import Redis; from services.runtime.rq_pool import ScimWorker; "
+    code = (f"import time; time.sleep({delay}); from redis import Redis; from libs.bus.rq_adapter import ScimWorker; "
             "from tests.support.job_functions import WithTestJobs; "
             f"ScimWorker(['test-writes'], connection=Redis.from_url({redis_url!r}), job_class=WithTestJobs"
             ").work(max_idle_time=3)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis import Redis
 
 from libs.bus import defaults
-from services.runtime.allowlist import MOVED, AllowedJob, refusal
+from libs.bus.rq_adapter import MOVED, AllowedJob, refusal
 
 NEVER_CONNECTED = Redis(port=1)  # building a job object sends nothing to Redis
 

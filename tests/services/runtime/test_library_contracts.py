@@ -1,8 +1,9 @@
 """The library internals scimbus drives, held to the library versions installed.
 
 RQ's worker, pool, scheduler and job, gunicorn's gthread worker and honcho's manager are
-extended by subclasses in services/runtime/ that override methods and read private
-attributes. A new release may rename or re-sign any of them without a deprecation, and the
+extended by subclasses that override methods and read private attributes, one adapter
+module per library: ``libs/bus/rq_adapter.py`` (RQ), ``services/runtime/gunicorn_worker.py``
+(gunicorn), ``services/runtime/ordered_stop.py`` (honcho). A new release may rename or re-sign any of them without a deprecation, and the
 first sign would be a worker that quietly stops respawning. So each adapter module names
 the minor versions it was written for (``WRITTEN_FOR``), pyproject.toml allows only those
 (tests/test_dependencies.py), and this test fails loudly, naming the method or attribute,
@@ -25,13 +26,15 @@ from importlib.metadata import version
 
 import pytest
 
-from services.runtime import allowlist, gunicorn_worker, ordered_stop, rq_pool, rq_scheduler
+from libs.bus import rq_adapter
+from services.runtime import gunicorn_worker, ordered_stop
 
-ADAPTER_MODULES = (rq_pool, rq_scheduler, allowlist, gunicorn_worker, ordered_stop)
-ADAPTERS = (rq_pool.ScimWorker, rq_pool._Pool, allowlist.AllowedJob, gunicorn_worker.EpollWorker,
+ADAPTER_MODULES = {"rq": rq_adapter, "gunicorn": gunicorn_worker, "honcho": ordered_stop}
+"""The one module per library that drives its internals."""
+ADAPTERS = (rq_adapter.ScimWorker, rq_adapter._Pool, rq_adapter.AllowedJob, gunicorn_worker.EpollWorker,
             gunicorn_worker._Connection, ordered_stop.OrderedManager)
 
-INTERNALS = {  # module-level names the adapters (and libs/bus/queues.py) import from a library
+INTERNALS = {  # module-level names the adapters import from a library
     "rq.executions": ["WORKER_EXECUTIONS_KEY_TEMPLATE"],
     "rq.worker_registration": ["REDIS_WORKER_KEYS", "WORKERS_BY_QUEUE_KEY"],
     "rq.utils": ["as_text", "parse_composite_key", "import_attribute", "now"],
@@ -43,7 +46,7 @@ INTERNALS = {  # module-level names the adapters (and libs/bus/queues.py) import
 
 SCHEDULER_CALLS = ("acquired_locks", "acquire_locks", "release_locks", "register_birth", "register_death",
                    "heartbeat", "enqueue_scheduled_jobs")
-"""What ``rq_scheduler.PoolScheduler`` calls on RQ's scheduler (by composition, not a subclass)."""
+"""What ``rq_adapter.PoolScheduler`` calls on RQ's scheduler (by composition, not a subclass)."""
 
 
 def _library_bases(cls: type) -> list[type]:
@@ -61,7 +64,7 @@ def _parameters(function) -> list[str]:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-@pytest.mark.parametrize("module", ADAPTER_MODULES, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", ADAPTER_MODULES.values(), ids=lambda m: m.__name__)
 def test_each_adapter_runs_on_the_library_versions_it_was_written_for(module):
     for library, minor in module.WRITTEN_FOR.items():
         installed = ".".join(version(library).split(".")[:2])
@@ -127,3 +130,28 @@ def test_a_renamed_private_name_would_be_caught():
 
     assert "_gone_in_a_future_release" in _private_names_read(Adapter)
     assert "_gone_in_a_future_release" not in inspect.getsource(ordered_stop.Manager)
+
+
+@pytest.mark.parametrize("library", sorted(ADAPTER_MODULES))
+def test_only_the_adapter_of_a_library_imports_from_its_internal_modules(library):
+    """A library's public names (``rq.Queue``, ``gunicorn.app``) may be used anywhere; what
+    lies below them (``rq.scripts``, ``gunicorn.workers.gthread``, ``honcho.manager``) only
+    in its adapter, so an upgrade is checked in one module."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[3]
+    adapter = pathlib.Path(inspect.getfile(ADAPTER_MODULES[library])).resolve()
+    public = {"rq": {"rq", "rq.job", "rq.queue", "rq.results", "rq.exceptions", "rq.registry", "rq.serializers",
+                     "rq.command"},
+              "gunicorn": {"gunicorn", "gunicorn.app.base", "gunicorn.app.wsgiapp", "gunicorn.arbiter"},
+              "honcho": {"honcho"}}[library]
+    found = []
+    for path in sorted([*(root / "libs").rglob("*.py"), *(root / "services").rglob("*.py")]):
+        if path.resolve() == adapter:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} {name}" for name in names
+                      if name.split(".")[0] == library and name not in public]
+    assert found == [], f"{library} internals outside {adapter.name}: {found}"

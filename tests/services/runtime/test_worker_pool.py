@@ -19,7 +19,7 @@ from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
 from libs.bus.serializer import OrjsonSerializer
 from libs.health import live_workers
-from services.runtime.rq_scheduler import PoolScheduler
+from libs.bus.rq_adapter import PoolScheduler
 from tests.support.servers import free_port, redis_server
 from tests.support.stack import descendants
 
@@ -130,7 +130,7 @@ def test_clearing_up_after_a_dead_worker_never_stalls_or_breaks_the_pool(redis_s
 
     from redis import Redis
 
-    from services.runtime.rq_pool import ScimWorker, _Pool
+    from libs.bus.rq_adapter import ScimWorker, _Pool
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

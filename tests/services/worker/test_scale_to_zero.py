@@ -102,7 +102,7 @@ def test_a_write_answered_503_because_no_worker_started_in_time_is_never_applied
     body = entra_user()
     assert front.post("/scim/Users", json=body, headers=HEADERS).status_code == 503
     # The worker starts late (a cold start longer than the write timeout) and finds the write queued.
-    worker = ("from redis import Redis; from services.runtime.rq_pool import ScimWorker; "
+    worker = ("from redis import Redis; from libs.bus.rq_adapter import ScimWorker; "
               f"ScimWorker(['scim-writes'], connection=Redis.from_url({redis_url!r})).work(burst=True)")
     env = {"SCIM_REDIS_URL": redis_url, "SCIM_DATABASE_URL": database, "SCIM_VAR_DIR": str(tmp_path),
            "SCIM_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}

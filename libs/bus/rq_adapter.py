@@ -1,25 +1,17 @@
-"""The worker process: a pool of non-forking RQ workers, respawned when one dies.
+"""RQ's internals, all in one place: the RQ version scimbus is written for is the one this
+module was written against (``WRITTEN_FOR``; tests/services/runtime/test_library_contracts.py
+fails loudly when an upgrade changes what it relies on).
 
-- ``ScimWorker`` is RQ's ``SimpleWorker`` (no fork per job: ~4× the throughput of the
-  forking worker) with short heartbeats and frequent maintenance, so a job whose worker
-  died with its whole host is found abandoned within seconds of its timeout.
-- ``run_pool`` runs N of them under RQ's ``WorkerPool``, which forks each worker once and
-  starts a new one when a worker dies; a dead worker never takes the stack down, and the
-  job it held runs again about a second after (``_Pool.bury``). The pool's
-  parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
-  probes (``services.runtime.pool_probes``), and runs RQ's scheduler (``services.runtime.rq_scheduler``).
-- Memory: the parent imports the job code once and freezes its objects before each fork
-  (``gc.freeze``), so a worker's garbage collections never write to the pages it shares
-  with the parent: a write to a shared page gives the worker a private copy of it.
-- RQ (pinned in requirements.txt) spends ~17 Redis round trips of bookkeeping on each job.
-  Three of its habits are trimmed here, with what they guard kept: the worker heartbeat
-  (HSET + 2 EXPIRE, sent twice per job) goes out at most once a second outside pipelines,
-  far inside its 20 s TTL; a state already recorded is not written again; and the
-  ``rq suspend`` flag is read at most once a second.
-- Only scimbus's own job functions run (``services.runtime.allowlist``): a job planted in
-  Redis naming any other code is refused, logged and deleted before anything of it runs.
-- On SIGTERM the pool asks each worker for a warm shutdown: the job in hand is finished,
-  its result published, and only then does the worker exit.
+scimbus drives RQ past its public API in four places, each a section below:
+
+- **the enqueue** (``UNIQUE_ENQUEUE_SCRIPT``, ``job_hash``, ``result_outcome``): the front
+  puts a write batch on the queue with RQ's own Lua script and reads RQ's result stream
+  without building ``Result`` objects (``libs.bus.queues``);
+- **the allow-list** (``AllowedJob``, ``refusal``): workers run scimbus's own job functions
+  and nothing else;
+- **the scheduler** (``PoolScheduler``): RQ's scheduler, run by a pool's parent;
+- **the worker pool** (``ScimWorker``, ``_Pool``, ``start_pool``): non-forking workers,
+  respawned when one dies, with RQ's bookkeeping trimmed.
 """
 
 from __future__ import annotations
@@ -27,14 +19,20 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from base64 import b64decode
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.exceptions import DeserializationError
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
 from rq.registry import StartedJobRegistry
-from rq.utils import as_text, parse_composite_key
+from rq.results import Result
+from rq.scheduler import RQScheduler
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
+from rq.utils import as_text, import_attribute, now, parse_composite_key
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
@@ -42,15 +40,215 @@ from libs.bus import defaults, failures
 from libs.bus.connection import connect
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
-from libs.health import redis_problem
-from libs.metrics.metrics import JOB_FAILURES, registry_for_scrape
-from services.runtime.allowlist import AllowedJob, refusal
-from services.runtime.rq_scheduler import PoolScheduler
-
-log = logging.getLogger("scimbus.worker")
+from libs.metrics.metrics import JOB_FAILURES
 
 WRITTEN_FOR = {"rq": "3.0"}
-"""The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
+"""The library minor versions whose internals this module drives."""
+
+
+# ============================================================ the enqueue
+ENQUEUE_SCRIPT = UNIQUE_ENQUEUE_SCRIPT
+"""RQ's own atomic unique enqueue (check the id is new, save the job hash, set its TTL,
+push its id); ``libs.bus.queues`` prefixes lines of its own."""
+
+
+def job_hash(job: Job) -> list:
+    """The fields of ``job``'s Redis hash, as ``Queue.enqueue`` would save them, flat
+    (key, value, key, value …) for the enqueue script; stamped enqueued now."""
+    job.enqueued_at = now()
+    fields: list = []
+    for key, value in job.to_dict().items():
+        if value is not None:
+            fields += (key, value if isinstance(value, (bytes, str)) else str(value))
+    return fields
+
+
+def result_key(job_id: str) -> str:
+    """The Redis stream RQ appends a job's results to."""
+    return Result.get_key(job_id)
+
+
+SUCCESSFUL, RETRIED, FAILED = "successful", "retried", "failed"
+
+
+def result_outcome(payload: dict[bytes, bytes]) -> tuple[str, Any]:
+    """(kind, return value) of an entry of RQ's result stream: the fields ``Result.restore``
+    reads, without the Result object (its serializer check and timestamps cost ~40 µs a
+    batch). The return value is decoded for a successful job only."""
+    kind = Result.Type(int(payload[b"type"]))
+    if kind == Result.Type.SUCCESSFUL:
+        return SUCCESSFUL, OrjsonSerializer.loads(b64decode(payload[b"return_value"]))
+    if kind == Result.Type.RETRIED:
+        return RETRIED, None
+    return FAILED, None
+
+
+# ============================================================ the allow-list
+# Workers run scimbus's own job functions and nothing else.
+#
+# RQ stores a job's function as a dotted path in the job's Redis hash and imports it when a
+# worker takes the job: anyone who can write to Redis could plant a job naming
+# ``os.system`` and an argument and have a worker run it. RQ's job hash names other code to
+# import too (success, failure and stopped callbacks) and, since RQ 3, web hooks the worker
+# calls with the job's data. A scimbus job names one of ``defaults.JOB_FUNCTIONS`` and none
+# of the rest, so:
+#
+# - ``refusal`` says what is wrong with a job, reading only its hash (no import);
+# - ``AllowedJob`` is the job class of every worker, pool and registry clean-up: its function
+#   is imported only when allowed, it has no callbacks whatever its hash says (a clean-up of
+#   an abandoned job calls the failure callback), and it sends no web hook;
+# - the worker refuses a job ``refusal`` objects to before anything of it runs
+#   (``ScimWorker``, below), logs an error naming it, and deletes it.
+
+MOVED: dict[str, str] = {"services.worker.fanout.deliver": defaults.DELIVER_FUNCTION}
+"""Old dotted path → new, for job functions moved since a release (issue 20's layout): a
+delivery enqueued by a writer of the previous release, still in Redis during an upgrade,
+runs the moved function instead of being refused."""
+
+
+def current_name(name: object) -> object:
+    """The dotted path a job's function has now (``MOVED``), else ``name`` unchanged."""
+    return MOVED.get(name, name) if isinstance(name, str) else name
+
+
+class RefusedJob(Exception):
+    """A job names code that is not one of scimbus's job functions."""
+
+
+def refusal(job: Job, functions: frozenset[str]) -> str | None:
+    """Why ``job`` must not run (None: it may), from its hash alone."""
+    try:
+        name, instance = current_name(job.func_name), job.instance
+    except DeserializationError:
+        return "its data cannot be read"
+    if not isinstance(name, str) or name not in functions:
+        return f"it names {str(name)[:200]!r}, which is not a scimbus job function"
+    if instance is not None:
+        return "it names a method of an object"
+    callbacks = [kind for kind in ("success", "failure", "stopped") if getattr(job, f"_{kind}_callback_name", None)]
+    if callbacks:
+        return f"it names {'/'.join(callbacks)} callbacks"
+    if job.webhooks:
+        return "it names web hooks"
+    return None
+
+
+class AllowedJob(Job):
+    functions: frozenset[str] = defaults.JOB_FUNCTIONS
+    """The dotted paths this process runs (the tests' pools add their own job functions)."""
+
+    @property
+    def func(self):
+        reason = refusal(self, self.functions)
+        if reason is not None:
+            raise RefusedJob(f"job {self.id} refused: {reason}")
+        return import_attribute(current_name(self.func_name))
+
+    # Scimbus sets no callback: one a hash names is never imported.
+    success_callback = failure_callback = stopped_callback = property(lambda self: None)
+
+    def send_webhooks(self, status, *, exc_string: str | None = None) -> None:
+        """Scimbus sets no web hook: one a hash names is never called."""
+
+
+# ============================================================ the scheduler
+# RQ's scheduler, run by a pool's parent between its checks on its workers.
+#
+# A job that failed (its worker was killed, the database blinked) is retried after an
+# interval: RQ parks it in the queue's scheduled registry, and a scheduler moves it back to
+# the queue when it is due. RQ's workers fork that scheduler from one of them: a third
+# Python process per pool, ~20 MB of PSS for a loop that wakes once a second. The pool's
+# parent already wakes once a second to check on its workers; ``tick`` is called there, in
+# its main thread, so no thread of the parent can hold a lock (its Redis connection's,
+# stderr's while it logs) at the moment a worker is forked.
+#
+# One scheduler per queue runs at a time, across every pool of every host: the one holding
+# RQ's lock (renewed on each tick, lapsing 61 s after its holder died). A pool without the
+# lock tries to take it every ``MAINTENANCE_INTERVAL`` seconds, as an RQ worker does for its
+# forked scheduler; a pool that stops releases it, so another pool takes over at once.
+
+scheduler_log = logging.getLogger("scimbus.scheduler")
+
+
+_TIMEOUT = 5
+"""Seconds a Redis command of the scheduler may take."""
+
+
+class PoolScheduler:
+    def __init__(self, queue: str, redis_url: str, serializer) -> None:
+        self.queue = queue
+        # Timeouts: a hung Redis may slow the pool's loop, never stall it for good.
+        redis = connect(redis_url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT)
+        self.rq = RQScheduler([queue], connection=redis, serializer=serializer)
+        self._tried_at = float("-inf")
+        self._failing = False
+
+    @property
+    def holds_lock(self) -> bool:
+        return self.queue in self.rq.acquired_locks
+
+    def tick(self) -> None:
+        """Renew the lock (or try to take it) and re-queue the retries now due; never raises."""
+        try:
+            self._tick()
+        except RedisError as exc:  # Redis restarting: the next tick tries again
+            if not self._failing:
+                scheduler_log.warning("scheduler of %s: %s (retrying every tick)", self.queue, exc)
+            self._failing = True
+            return
+        except Exception:  # a bug must not stop the pool from respawning its workers
+            scheduler_log.exception("scheduler of %s: unexpected failure", self.queue)
+            return
+        if self._failing:
+            scheduler_log.info("scheduler of %s: Redis answers again", self.queue)
+            self._failing = False
+
+    def stop(self) -> None:
+        try:
+            self.rq.release_locks()
+            self.rq.register_death()
+        except RedisError as exc:
+            scheduler_log.warning("scheduler of %s: could not release its lock (it lapses within a minute): %s",
+                                  self.queue, exc)
+
+    def _tick(self) -> None:
+        if not self.holds_lock:
+            if time.monotonic() - self._tried_at < defaults.MAINTENANCE_INTERVAL:
+                return
+            self._tried_at = time.monotonic()
+            if not self.rq.acquire_locks():
+                return
+            self.rq.register_birth()
+        self.rq.heartbeat()  # renews the lock; drops it from acquired_locks if another took it
+        if self.holds_lock:
+            self.rq.enqueue_scheduled_jobs()
+
+
+# ============================================================ the worker pool
+# The worker process: a pool of non-forking RQ workers, respawned when one dies.
+#
+# - ``ScimWorker`` is RQ's ``SimpleWorker`` (no fork per job: ~4× the throughput of the
+#   forking worker) with short heartbeats and frequent maintenance, so a job whose worker
+#   died with its whole host is found abandoned within seconds of its timeout.
+# - ``start_pool`` runs N of them under RQ's ``WorkerPool``, which forks each worker once and
+#   starts a new one when a worker dies; a dead worker never takes the stack down, and the
+#   job it held runs again about a second after (``_Pool.bury``). The pool's
+#   parent serves ``/metrics`` for all of its workers, and ``/healthz`` and ``/readyz`` for
+#   probes (``services.runtime.pool_probes``), and runs RQ's scheduler (``PoolScheduler``, above).
+# - Memory: the parent imports the job code once and freezes its objects before each fork
+#   (``gc.freeze``), so a worker's garbage collections never write to the pages it shares
+#   with the parent: a write to a shared page gives the worker a private copy of it.
+# - RQ (pinned in requirements.txt) spends ~17 Redis round trips of bookkeeping on each job.
+#   Three of its habits are trimmed here, with what they guard kept: the worker heartbeat
+#   (HSET + 2 EXPIRE, sent twice per job) goes out at most once a second outside pipelines,
+#   far inside its 20 s TTL; a state already recorded is not written again; and the
+#   ``rq suspend`` flag is read at most once a second.
+# - Only scimbus's own job functions run (the allow-list, above): a job planted in
+#   Redis naming any other code is refused, logged and deleted before anything of it runs.
+# - On SIGTERM the pool asks each worker for a warm shutdown: the job in hand is finished,
+#   its result published, and only then does the worker exit.
+
+log = logging.getLogger("scimbus.worker")
 
 
 def _count_failure(job, exc_type, exc_value, tb) -> bool:
@@ -143,19 +341,6 @@ class ScimWorker(SimpleWorker):
         # SimpleWorker's default (timeout + 60 s) would leave a killed worker's job stranded
         # for over a minute; the job can never legitimately run past its timeout.
         return int(job.timeout or defaults.WORKER_TTL) + defaults.ABANDONED_GRACE
-
-
-def serve_pool_probes(settings: Settings, port: int, collectors: tuple = ()) -> None:
-    """/metrics, /healthz and /readyz of a pool, from its parent process."""
-    from libs.store.access import database_problem, open_store
-    from services.runtime.pool_probes import serve_probes
-
-    # The probes' own clients, with timeouts shorter than a probe's: a hung dependency
-    # answers 503, never a probe that times out.
-    probe_redis = connect(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    store = open_store(settings, pool_size=1)
-    serve_probes(port, registry_for_scrape(collectors),
-                 (lambda: redis_problem(probe_redis), lambda: database_problem(store)))
 
 
 class _Pool(WorkerPool):

@@ -1,0 +1,103 @@
+"""The worker's write transaction as one object: the directory writes of a batch, each in
+a savepoint of its own, and the batch's idempotency and audit records.
+
+The connection stays inside libs/store (issue 20: the store is the only door); the worker
+calls domain methods on a ``UnitOfWork`` and catches ``libs.store.errors`` classes. Each
+method is the ``DirectoryStore`` method of the same name on this transaction's
+connection: no statement is added (the write path counts them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from libs.scim.schemas import ResourceSchema
+from libs.store.directory import DirectoryStore, StoredResource
+from libs.store.errors import LostRace, TransactionLost
+
+
+class UnitOfWork:
+    """One write transaction of ``store`` (``DirectoryStore.transaction``)."""
+
+    def __init__(self, store: DirectoryStore, conn: Connection) -> None:
+        self.store = store
+        self._conn = conn
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        """One write in a savepoint: kept when the block ends, rolled back when it raises.
+
+        A uniqueness violation (a concurrent writer took the name between the check and
+        the insert) is rolled back and raised as ``LostRace``; any other database error
+        leaves the transaction unusable and is raised as ``TransactionLost`` (the batch is
+        retried whole); anything else is rolled back and raised as it is.
+        """
+        savepoint = self._conn.begin_nested()
+        try:
+            yield
+        except IntegrityError as exc:
+            savepoint.rollback()
+            raise LostRace(str(exc.orig)) from exc
+        except DBAPIError as exc:
+            raise TransactionLost(str(exc.orig)) from exc
+        except Exception:
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+
+    # ------------------------------------------------------------------ idempotency, audit
+    def applied_results(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self.store.applied_results(self._conn, job_ids)
+
+    def record(self, entries: list[dict[str, Any]], rejections: list[dict[str, Any]] = ()) -> None:
+        self.store.record(self._conn, entries, rejections)
+
+    # ------------------------------------------------------------------ resources
+    def load(self, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
+        return self.store.load(self._conn, app, schema, id, lock=lock)
+
+    def check_unique(self, app: str, schema: ResourceSchema, doc: dict[str, Any], **kwargs: Any) -> None:
+        self.store.check_unique(self._conn, app, schema, doc, **kwargs)
+
+    def taken(self, app: str, schema: ResourceSchema, docs: list[dict[str, Any]]) -> set[str]:
+        return self.store.taken(self._conn, app, schema, docs)
+
+    def insert_resource(self, app: str, schema: ResourceSchema, id: str, doc: dict[str, Any],
+                        **kwargs: Any) -> StoredResource:
+        return self.store.insert_resource(self._conn, app, schema, id, doc, **kwargs)
+
+    def insert_resources(self, app: str, schema: ResourceSchema, items: list[tuple[str, dict[str, Any]]],
+                         **kwargs: Any) -> list[StoredResource]:
+        return self.store.insert_resources(self._conn, app, schema, items, **kwargs)
+
+    def update_resource(self, schema: ResourceSchema, current: StoredResource, doc: dict[str, Any],
+                        **kwargs: Any) -> StoredResource:
+        return self.store.update_resource(self._conn, schema, current, doc, **kwargs)
+
+    def delete_resource(self, current: StoredResource) -> None:
+        self.store.delete_resource(self._conn, current)
+
+    # ------------------------------------------------------------------ members
+    def add_members(self, app: str, group: StoredResource, ids: list[str], **kwargs: Any) -> int:
+        return self.store.add_members(self._conn, app, group, ids, **kwargs)
+
+    def remove_members(self, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:
+        return self.store.remove_members(self._conn, app, group, ids)
+
+    def members_of(self, group_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
+        return self.store.members_of(self._conn, group_pks)
+
+    def groups_of(self, member_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
+        return self.store.groups_of(self._conn, member_pks)
+
+
+@contextlib.contextmanager
+def unit_of_work(store: DirectoryStore) -> Iterator[UnitOfWork]:
+    """A write transaction of ``store``: committed when the block ends, rolled back when it raises."""
+    with store.transaction() as conn:
+        yield UnitOfWork(store, conn)
