@@ -52,7 +52,7 @@ ARGV[#ARGV] = string.format("%.0f", stamp_t[1] * 1000 + math.floor(stamp_t[2] / 
 """Prefix of the enqueue script: turns its last field value (the milliseconds the front will
 wait, minus the margin) into the deadline on Redis's clock, before RQ's script saves the hash."""
 
-_CLAIM = """
+_UNSETTLED = """
 local state = redis.call("HGET", KEYS[1], "scim_state")
 if state then
     return state
@@ -60,6 +60,11 @@ end
 if redis.call("EXISTS", KEYS[1]) == 0 then
     return "gone"
 end
+"""
+"""Both ends' scripts start here: a job already settled keeps its state, a job gone (its
+hash expired or lost with a Redis failover) is "gone"."""
+
+_CLAIM = _UNSETTLED + """
 local deadline = redis.call("HGET", KEYS[1], "scim_deadline")
 if deadline then
     local t = redis.call("TIME")
@@ -72,14 +77,7 @@ redis.call("HSET", KEYS[1], "scim_state", "claimed")
 return "claimed"
 """
 
-_GIVE_UP = """
-local state = redis.call("HGET", KEYS[1], "scim_state")
-if state then
-    return state
-end
-if redis.call("EXISTS", KEYS[1]) == 0 then
-    return "gone"
-end
+_GIVE_UP = _UNSETTLED + """
 redis.call("HSET", KEYS[1], "scim_state", "abandoned")
 return "abandoned"
 """

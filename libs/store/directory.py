@@ -253,6 +253,18 @@ _BY_NAME_KEY = {k: Prepared(_rows_select(k).where(R.app == bindparam("app"),
                 for k in _RELATED_COLUMN}
 
 
+def _check_members(group: StoredResource, ids: list[str], found, ignore_unknown: bool) -> None:
+    """The ids of an add that name no resource (an error, or skipped and logged with
+    ``ignore_unknown``), and the group itself among its members (always an error)."""
+    missing = [i for i in ids if i not in found]
+    if missing and not ignore_unknown:
+        raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
+    if missing:
+        log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
+    if group.id in found:
+        raise InvalidValue("members: a group cannot be a member of itself.")
+
+
 class DirectoryStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -404,13 +416,7 @@ class DirectoryStore:
         if conn.dialect.name == "postgresql" and len(ids) <= _CHUNK:
             return self._add_members_in_one(conn, app, group, ids, ignore_unknown)
         found = self.resolve_members(conn, app, ids)
-        missing = [i for i in ids if i not in found]
-        if missing and not ignore_unknown:
-            raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
-        if missing:
-            log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
-        if group.id in found:
-            raise InvalidValue("members: a group cannot be a member of itself.")
+        _check_members(group, ids, found, ignore_unknown)
         rows = [{"group_pk": group.pk, "member_pk": pk} for pk, _ in found.values()]
         added = 0
         for start in range(0, len(rows), _CHUNK):
@@ -426,13 +432,7 @@ class DirectoryStore:
         rows = conn.exec_driver_sql(_ADD_MEMBERS, {"app": app, "ids": list(dict.fromkeys(ids)),
                                                    "group_pk": group.pk}).all()
         found = {r.id for r in rows}
-        missing = [i for i in ids if i not in found]
-        if missing and not ignore_unknown:
-            raise InvalidValue(f"members: no User or Group with id {missing[0]!r}.")
-        if missing:
-            log.info("group %s: ignoring %d unknown member id(s), e.g. %r", group.id, len(missing), missing[0])
-        if group.id in found:
-            raise InvalidValue("members: a group cannot be a member of itself.")
+        _check_members(group, ids, found, ignore_unknown)
         return sum(1 for r in rows if r.added)
 
     def remove_members(self, conn: Connection, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:

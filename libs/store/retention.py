@@ -20,9 +20,7 @@ round; ``scimbus maintain`` runs it to the end.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -32,7 +30,6 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, fals
 from libs.bus import defaults
 from libs.store.access import engine_of
 from libs.store.directory import DirectoryStore
-from libs.store.session import writer_lock
 from libs.store.tables import (
     applied_writes, changes, dead_letters, delivery_cursors, delivery_log, delivery_state, rejected_writes,
     resources,
@@ -106,26 +103,15 @@ class _Budget:
         return self.deadline is None or time.monotonic() < self.deadline
 
 
-@contextlib.contextmanager
-def _write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A writer's transaction (``DirectoryStore.transaction``): on SQLite it queues on the
-    writers' lock and takes the write lock at BEGIN. A plain BEGIN that reads and then
-    deletes fails with "database is locked" whenever a worker committed in between."""
-    with writer_lock(engine), engine.connect() as conn:
-        conn.info["write"] = True
-        try:
-            with conn.begin():
-                yield conn
-        finally:
-            conn.info.pop("write", None)
-
-
 def _batches(engine: Engine, budget: _Budget, step) -> tuple[int, bool]:
     """Run ``step(conn)`` (deletes up to BATCH rows, returns how many) in one transaction
     each until a batch comes back short or the budget is spent; (rows, finished)."""
     total = 0
     while budget.left():
-        with _write_transaction(engine) as conn:
+        # A writer's transaction: on SQLite it queues on the writers' lock and takes the write
+        # lock at BEGIN; a plain BEGIN that reads and then deletes fails with "database is
+        # locked" whenever a worker committed in between.
+        with DirectoryStore(engine).transaction() as conn:
             count = step(conn)
         total += count
         if count < BATCH:
