@@ -276,11 +276,17 @@ class DirectoryStore:
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
+        with self.write_connection() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A connection for writes, with no transaction begun: the caller begins, commits and
+        may roll back and begin again (``unit_of_work``); each begin on SQLite is IMMEDIATE."""
         with writer_lock(self.engine), self.engine.connect() as conn:
             conn.info["write"] = True
             try:
-                with conn.begin():
-                    yield conn
+                yield conn
             finally:
                 conn.info.pop("write", None)
 

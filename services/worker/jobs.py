@@ -1,7 +1,9 @@
 """The function RQ calls: apply a batch of writes, each exactly once, in one transaction.
 
-Each write runs in a savepoint of the batch's transaction: a SCIM error (409, 404, 400 …)
-rolls back that write alone and becomes its answer; a lost uniqueness race
+Each write runs in a savepoint of the batch's transaction (``UnitOfWork.attempt``; the first
+write the transaction keeps needs none: rolling back the transaction, which holds nothing else
+yet, undoes the same): a SCIM error (409, 404, 400 …) rolls back that write alone and becomes
+its answer; a lost uniqueness race
 (``libs.store.errors.LostRace``) re-runs that write, whose pre-check then reports the
 409. A database failure (``TransactionLost``) raises: RQ retries the whole batch, and the
 idempotency record each write leaves in the same transaction as its change guarantees that

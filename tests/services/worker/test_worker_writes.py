@@ -323,3 +323,43 @@ def test_the_index_diff_is_the_rows_that_changed_or_everything_when_keys_repeat(
     assert added == [row("name.familyname", 0, "New"), row("emails.value", 0, "b")]
     assert value_changes(old, old) == ([], [])
     assert value_changes(old + [row("emails.value", 1, "c")], new) == (None, new)
+
+
+def test_a_write_alone_in_its_batch_takes_no_savepoint(worker_store):
+    (uid,) = create_users(1)
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context_, executemany):
+        seen.append(statement)
+
+    job = write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                       "Operations": [{"op": "replace", "path": "displayName", "value": "Alone"}]})
+    event.listen(worker_store, "before_cursor_execute", count)
+    try:
+        (result,) = apply_batch([job])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", count)
+    assert result.status == 200, result.body
+    assert not [s for s in seen if "SAVEPOINT" in s.upper()]
+
+
+def test_a_write_alone_in_its_batch_refused_after_its_changes_leaves_none_and_audits_its_refusal(worker_store):
+    from sqlalchemy import select
+
+    from libs.store.tables import applied_writes, members, rejected_writes
+
+    (uid,) = create_users(1)
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"})
+                        ])[0].status == 201
+    with worker_store.connect() as conn:
+        member_rows = conn.execute(select(members)).all()
+    job = add_members(group, [uid, str(uuid.uuid4())])  # the known id is added before the unknown one is seen
+    (result,) = apply_batch([job])
+    assert result.status == 400, result.body
+    with worker_store.connect() as conn:
+        assert conn.execute(select(members)).all() == member_rows
+        refused = conn.execute(select(rejected_writes.c.outcome).where(rejected_writes.c.job_id == job.job_id)).all()
+        assert [r.outcome for r in refused] == ["400 invalidValue"]
+        assert conn.execute(select(applied_writes).where(applied_writes.c.job_id == job.job_id)).all() == []
+    assert apply_batch([add_members(group, [uid])])[0].status == 204  # the next write goes on as usual
