@@ -30,6 +30,8 @@ class UnitOfWork:
         # Given, the transaction may be rolled back and begun again while it holds no write.
         self._transaction = transaction
         self._holds_writes = transaction is None
+        # Rows locked ahead by ``lock_ahead``, each handed out once by ``load``.
+        self._locked: dict[tuple[str, str, str], StoredResource] = {}
 
     @contextlib.contextmanager
     def attempt(self) -> Iterator[None]:
@@ -84,6 +86,7 @@ class UnitOfWork:
     def _begin_again(self) -> None:
         """Roll back everything this transaction did (one write, no other) and begin anew."""
         assert self._transaction is not None
+        self._locked.clear()  # their locks go with the transaction
         self._transaction.rollback()
         self._transaction = self._conn.begin()
 
@@ -96,7 +99,21 @@ class UnitOfWork:
 
     # ------------------------------------------------------------------ resources
     def load(self, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
+        if lock and (ahead := self._locked.pop((app, schema.name, id), None)) is not None:
+            return ahead
         return self.store.load(self._conn, app, schema, id, lock=lock)
+
+    def lock_ahead(self, app: str, schema: ResourceSchema, ids: list[str]) -> None:
+        """Lock and read the rows of several writes to come in one statement (``load_many``);
+        ``load`` then hands each out once instead of reading it. The caller calls
+        ``forget_locked`` after any write that could change a row read ahead (its document,
+        or whether it belongs to a group)."""
+        found = self.store.load_many(self._conn, app, schema, ids, lock=True)
+        self._locked.update(((app, schema.name, id), row) for id, row in found.items())
+
+    def forget_locked(self) -> None:
+        """Rows read ahead are read again when loaded (they stay locked)."""
+        self._locked.clear()
 
     def check_unique(self, app: str, schema: ResourceSchema, doc: dict[str, Any], **kwargs: Any) -> None:
         self.store.check_unique(self._conn, app, schema, doc, **kwargs)

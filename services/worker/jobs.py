@@ -30,6 +30,7 @@ from libs.bus.messages import WriteJob, WriteResult
 from libs.config import Settings
 from libs.metrics.metrics import WRITES_EXPIRED, observe_batch, observe_job
 from libs.scim.errors import InternalError, ScimError, Unavailable, Uniqueness
+from libs.scim.schemas import USERS
 from libs.security.audit import audit_fields, rejection_row
 from libs.store.errors import LostRace, TransactionLost
 from libs.store.unit_of_work import UnitOfWork, unit_of_work
@@ -89,6 +90,7 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
     rejections: list[dict[str, Any]] = []
     with unit_of_work(ctx.store) as unit:
         done = unit.applied_results([job.job_id for job in jobs])
+        _lock_users_ahead(unit, jobs, done)
         for run in _runs(jobs, done):
             if run[0].job_id in done:
                 log.info("write %s already applied; answering its recorded result", run[0].job_id)
@@ -103,6 +105,8 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
                 results.append(result)
                 if result.status < 400:
                     records.append(_record(job, result))
+                    if (job.op, job.resource_type) not in _LEAVE_USER_ROWS_AS_READ:
+                        unit.forget_locked()
                 else:
                     rejections.append(rejection_row(job, result.body or {}))
         # Written with the changes, in the same transaction: a batch that committed is
@@ -110,6 +114,23 @@ def apply_batch(jobs: list[WriteJob]) -> list[WriteResult]:
         # recorded as answers: they changed nothing, and a re-run answers them afresh.
         unit.record(records, rejections)
     return results
+
+
+# Writes that change no row but their own user's (a user's groups are its groups' rows).
+_LEAVE_USER_ROWS_AS_READ = {("create", "User"), ("replace", "User"), ("patch", "User")}
+
+
+def _lock_users_ahead(unit: UnitOfWork, jobs: list[WriteJob], done: dict[str, Any]) -> None:
+    """The users that two or more PATCH or PUT of the batch change, locked and read in one
+    statement instead of one each (Entra's steady state is user PATCHes); a write of a group
+    or a delete makes them read again (``_LEAVE_USER_ROWS_AS_READ``)."""
+    by_app: dict[str, list[str]] = {}
+    for job in jobs:
+        if job.op in ("patch", "replace") and job.resource_type == "User" and job.job_id not in done:
+            by_app.setdefault(job.app, []).append(job.resource_id)
+    for app, ids in by_app.items():
+        if len(set(ids)) > 1:
+            unit.lock_ahead(app, USERS, list(dict.fromkeys(ids)))
 
 
 def _runs(jobs: list[WriteJob], done: dict[str, Any]) -> list[list[WriteJob]]:

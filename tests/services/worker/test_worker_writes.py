@@ -363,3 +363,37 @@ def test_a_write_alone_in_its_batch_refused_after_its_changes_leaves_none_and_au
         assert [r.outcome for r in refused] == ["400 invalidValue"]
         assert conn.execute(select(applied_writes).where(applied_writes.c.job_id == job.job_id)).all() == []
     assert apply_batch([add_members(group, [uid])])[0].status == 204  # the next write goes on as usual
+
+
+def _rename(uid: str, name: str) -> WriteJob:
+    return write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                        "Operations": [{"op": "replace", "path": "displayName", "value": name}]})
+
+
+def test_the_users_a_batch_patches_are_locked_and_read_in_one_statement(worker_store):
+    uids = create_users(5)
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context_, executemany):
+        seen.append(statement)
+
+    event.listen(worker_store, "before_cursor_execute", count)
+    try:
+        results = apply_batch([_rename(uid, f"Renamed {n}") for n, uid in enumerate(uids)])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", count)
+    assert [r.status for r in results] == [200] * 5
+    assert [r.body["displayName"] for r in results] == [f"Renamed {n}" for n in range(5)]
+    assert len([s for s in seen if "in_groups" in s]) == 1
+
+
+def test_a_user_read_ahead_is_read_again_after_a_group_write_of_its_batch(worker_store):
+    first, joined = create_users(2)
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"})
+                        ])[0].status == 201
+    results = apply_batch([_rename(first, "First"), add_members(group, [joined]), _rename(joined, "Joined"),
+                           _rename(first, "First again")])
+    assert [r.status for r in results] == [200, 204, 200, 200]
+    assert [g["value"] for g in results[2].body["groups"]] == [group]  # its membership of this batch
+    assert results[3].body["displayName"] == "First again" and results[3].body["meta"]["version"] == 'W/"3"'
