@@ -397,3 +397,48 @@ def test_a_user_read_ahead_is_read_again_after_a_group_write_of_its_batch(worker
     assert [r.status for r in results] == [200, 204, 200, 200]
     assert [g["value"] for g in results[2].body["groups"]] == [group]  # its membership of this batch
     assert results[3].body["displayName"] == "First again" and results[3].body["meta"]["version"] == 'W/"3"'
+
+
+def test_a_batch_whose_writes_all_succeed_takes_no_savepoint(worker_store):
+    uids = create_users(3)
+    group = str(uuid.uuid4())
+    jobs = [_rename(uids[0], "A"), write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"}),
+            add_members(group, uids[1:]), _rename(uids[2], "C")]
+    results, _ = statements_of_batch(worker_store, jobs)  # warm
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context_, executemany):
+        seen.append(statement)
+
+    event.listen(worker_store, "before_cursor_execute", count)
+    try:
+        again = apply_batch([_rename(uids[0], "A2"), add_members(group, uids[:1]), _rename(uids[1], "B2")])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", count)
+    assert [r.status for r in results] == [200, 201, 204, 200] and [r.status for r in again] == [200, 204, 200]
+    assert not [s for s in seen if "SAVEPOINT" in s.upper()]
+
+
+def test_a_failed_write_in_a_batch_is_refused_alone_and_audited_once_when_the_batch_is_applied_again(worker_store):
+    from sqlalchemy import select
+
+    from libs.store.tables import applied_writes, members, rejected_writes
+
+    uids = create_users(2)
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"})
+                        ])[0].status == 201
+    with worker_store.connect() as conn:
+        member_rows = conn.execute(select(members)).all()
+    refused = add_members(group, [uids[0], str(uuid.uuid4())])  # its known id is added before the unknown is seen
+    jobs = [_rename(uids[0], "Before"), refused, _rename(uids[1], "After")]
+    results = apply_batch(jobs)
+    assert [r.status for r in results] == [200, 400, 200]
+    assert results[2].body["displayName"] == "After" and results[0].body["meta"]["version"] == 'W/"2"'
+    with worker_store.connect() as conn:
+        assert conn.execute(select(members)).all() == member_rows
+        outcomes = conn.execute(select(rejected_writes.c.outcome).where(rejected_writes.c.job_id == refused.job_id))
+        assert [r.outcome for r in outcomes] == ["400 invalidValue"]
+        applied = conn.execute(select(applied_writes.c.job_id).where(
+            applied_writes.c.job_id.in_([j.job_id for j in jobs]))).scalars().all()
+        assert sorted(applied) == sorted([jobs[0].job_id, jobs[2].job_id])
