@@ -70,6 +70,8 @@ def worker_phases(users: int) -> dict[str, list]:
 
 
 def profile_worker(database_url: str, users: int, batch: int, top: int, only: str | None) -> None:
+    from sqlalchemy import event
+
     from libs.config import load_settings
     from libs.store.directory import DirectoryStore
     from libs.store.migrate import upgrade
@@ -81,8 +83,17 @@ def profile_worker(database_url: str, users: int, batch: int, top: int, only: st
     engine = create_engine_from_url(database_url, pool_size=2, ping=False)
     context._context = context.WorkerContext(load_settings(), DirectoryStore(engine))
     context._pid = os.getpid()
+    # Round trips to the database: every statement (savepoints included) and every commit.
+    statements = [0]
+
+    def count(*_args: object) -> None:
+        statements[0] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "commit", count)
     for name, jobs in worker_phases(users).items():
         profiler = cProfile.Profile(time.process_time) if top and (only is None or only == name) else None
+        statements[0] = 0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
@@ -95,7 +106,8 @@ def profile_worker(database_url: str, users: int, batch: int, top: int, only: st
             profiler.disable()
         cpu = time.process_time() - cpu0
         print(f"worker {name:14} {len(jobs):6} writes  {cpu / len(jobs) * 1e6:7.0f} us CPU/write  "
-              f"{(time.perf_counter() - wall0) / len(jobs) * 1e6:7.0f} us wall/write")
+              f"{(time.perf_counter() - wall0) / len(jobs) * 1e6:7.0f} us wall/write  "
+              f"{statements[0] / len(jobs):5.2f} statements/write (commits included)")
         if profiler:
             _print_stats(profiler, top)
     engine.dispose()

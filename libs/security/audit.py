@@ -41,8 +41,8 @@ def _clip(value: Any, size: int) -> str | None:
 def rejection_row(job: WriteJob, error: dict[str, Any]) -> dict[str, Any]:
     """The ``rejected_writes`` row of a write the worker refused (``error``: its SCIM error body).
 
-    The worker inserts it in its batch's transaction, after the write's savepoint rolled
-    back: the refusal is audited exactly when the batch's answers are committed.
+    The worker inserts it in its batch's transaction, after the write was rolled back
+    (its savepoint, or the transaction when it held nothing else): the refusal is audited exactly when the batch's answers are committed.
     """
     status, scim_type = error.get("status", "500"), error.get("scimType")
     return {"app": job.app, "resource_type": job.resource_type, "resource_id": job.resource_id[:64], "op": job.op,

@@ -158,6 +158,12 @@ _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where
 _SELECT_ONE = select(resources, exists().where(members.c.member_pk == R.pk).label("in_groups")).where(
     R.app == bindparam("app"), R.resource_type == bindparam("resource_type"), R.id == bindparam("id"))
 _SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
+# Several rows of one app and type, locked in pk order: two workers locking overlapping sets
+# take them in the same order, so they wait for each other instead of deadlocking.
+_SELECT_MANY = select(resources, exists().where(members.c.member_pk == R.pk).label("in_groups")).where(
+    R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
+    R.id.in_(bindparam("ids", expanding=True))).order_by(R.pk)
+_SELECT_MANY_FOR_UPDATE = _SELECT_MANY.with_for_update()
 # Names are compared on name_key, not unique_name_key: a group named while its app allowed
 # repeated names still holds that name once the app's setting becomes "server".
 _SELECT_CLASH = (
@@ -276,11 +282,17 @@ class DirectoryStore:
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
+        with self.write_connection() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A connection for writes, with no transaction begun: the caller begins, commits and
+        may roll back and begin again (``unit_of_work``); each begin on SQLite is IMMEDIATE."""
         with writer_lock(self.engine), self.engine.connect() as conn:
             conn.info["write"] = True
             try:
-                with conn.begin():
-                    yield conn
+                yield conn
             finally:
                 conn.info.pop("write", None)
 
@@ -319,6 +331,13 @@ class DirectoryStore:
         stmt = _SELECT_FOR_UPDATE if lock and conn.dialect.name == "postgresql" else _SELECT_ONE
         row = conn.execute(stmt, {"app": app, "resource_type": schema.name, "id": id}).first()
         return _stored(row) if row is not None else None
+
+    def load_many(self, conn: Connection, app: str, schema: ResourceSchema, ids: list[str], *,
+                  lock: bool) -> dict[str, StoredResource]:
+        """``load`` of several ids in one statement: id → resource, unknown ids absent."""
+        stmt = _SELECT_MANY_FOR_UPDATE if lock and conn.dialect.name == "postgresql" else _SELECT_MANY
+        return {row.id: _stored(row) for row in conn.execute(stmt, {"app": app, "resource_type": schema.name,
+                                                                     "ids": ids})}
 
     def check_unique(self, conn: Connection, app: str, schema: ResourceSchema, doc: dict[str, Any],
                      exclude_pk: int | None = None) -> None:

@@ -16,4 +16,10 @@ class TransactionLost(DatabaseError):
     whole transaction is gone, and its batch must be retried from the start."""
 
 
-__all__ = ["DatabaseError", "LostRace", "TransactionLost"]
+class Replay(Exception):
+    """A write failed in a transaction that takes no savepoints (``unit_of_work(...,
+    savepoints=False)``): the transaction is rolled back whole, and its batch is to be
+    applied again with a savepoint for each write, where the failure is that write's alone."""
+
+
+__all__ = ["DatabaseError", "LostRace", "Replay", "TransactionLost"]

@@ -323,3 +323,122 @@ def test_the_index_diff_is_the_rows_that_changed_or_everything_when_keys_repeat(
     assert added == [row("name.familyname", 0, "New"), row("emails.value", 0, "b")]
     assert value_changes(old, old) == ([], [])
     assert value_changes(old + [row("emails.value", 1, "c")], new) == (None, new)
+
+
+def test_a_write_alone_in_its_batch_takes_no_savepoint(worker_store):
+    (uid,) = create_users(1)
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context_, executemany):
+        seen.append(statement)
+
+    job = write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                       "Operations": [{"op": "replace", "path": "displayName", "value": "Alone"}]})
+    event.listen(worker_store, "before_cursor_execute", count)
+    try:
+        (result,) = apply_batch([job])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", count)
+    assert result.status == 200, result.body
+    assert not [s for s in seen if "SAVEPOINT" in s.upper()]
+
+
+def test_a_write_alone_in_its_batch_refused_after_its_changes_leaves_none_and_audits_its_refusal(worker_store):
+    from sqlalchemy import select
+
+    from libs.store.tables import applied_writes, members, rejected_writes
+
+    (uid,) = create_users(1)
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"})
+                        ])[0].status == 201
+    with worker_store.connect() as conn:
+        member_rows = conn.execute(select(members)).all()
+    job = add_members(group, [uid, str(uuid.uuid4())])  # the known id is added before the unknown one is seen
+    (result,) = apply_batch([job])
+    assert result.status == 400, result.body
+    with worker_store.connect() as conn:
+        assert conn.execute(select(members)).all() == member_rows
+        refused = conn.execute(select(rejected_writes.c.outcome).where(rejected_writes.c.job_id == job.job_id)).all()
+        assert [r.outcome for r in refused] == ["400 invalidValue"]
+        assert conn.execute(select(applied_writes).where(applied_writes.c.job_id == job.job_id)).all() == []
+    assert apply_batch([add_members(group, [uid])])[0].status == 204  # the next write goes on as usual
+
+
+def _rename(uid: str, name: str) -> WriteJob:
+    return write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                        "Operations": [{"op": "replace", "path": "displayName", "value": name}]})
+
+
+def test_the_users_a_batch_patches_are_locked_and_read_in_one_statement(worker_store):
+    uids = create_users(5)
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context_, executemany):
+        seen.append(statement)
+
+    event.listen(worker_store, "before_cursor_execute", count)
+    try:
+        results = apply_batch([_rename(uid, f"Renamed {n}") for n, uid in enumerate(uids)])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", count)
+    assert [r.status for r in results] == [200] * 5
+    assert [r.body["displayName"] for r in results] == [f"Renamed {n}" for n in range(5)]
+    assert len([s for s in seen if "in_groups" in s]) == 1
+
+
+def test_a_user_read_ahead_is_read_again_after_a_group_write_of_its_batch(worker_store):
+    first, joined = create_users(2)
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"})
+                        ])[0].status == 201
+    results = apply_batch([_rename(first, "First"), add_members(group, [joined]), _rename(joined, "Joined"),
+                           _rename(first, "First again")])
+    assert [r.status for r in results] == [200, 204, 200, 200]
+    assert [g["value"] for g in results[2].body["groups"]] == [group]  # its membership of this batch
+    assert results[3].body["displayName"] == "First again" and results[3].body["meta"]["version"] == 'W/"3"'
+
+
+def test_a_batch_whose_writes_all_succeed_takes_no_savepoint(worker_store):
+    uids = create_users(3)
+    group = str(uuid.uuid4())
+    jobs = [_rename(uids[0], "A"), write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"}),
+            add_members(group, uids[1:]), _rename(uids[2], "C")]
+    results, _ = statements_of_batch(worker_store, jobs)  # warm
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context_, executemany):
+        seen.append(statement)
+
+    event.listen(worker_store, "before_cursor_execute", count)
+    try:
+        again = apply_batch([_rename(uids[0], "A2"), add_members(group, uids[:1]), _rename(uids[1], "B2")])
+    finally:
+        event.remove(worker_store, "before_cursor_execute", count)
+    assert [r.status for r in results] == [200, 201, 204, 200] and [r.status for r in again] == [200, 204, 200]
+    assert not [s for s in seen if "SAVEPOINT" in s.upper()]
+
+
+def test_a_failed_write_in_a_batch_is_refused_alone_and_audited_once_when_the_batch_is_applied_again(worker_store):
+    from sqlalchemy import select
+
+    from libs.store.tables import applied_writes, members, rejected_writes
+
+    uids = create_users(2)
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"})
+                        ])[0].status == 201
+    with worker_store.connect() as conn:
+        member_rows = conn.execute(select(members)).all()
+    refused = add_members(group, [uids[0], str(uuid.uuid4())])  # its known id is added before the unknown is seen
+    jobs = [_rename(uids[0], "Before"), refused, _rename(uids[1], "After")]
+    results = apply_batch(jobs)
+    assert [r.status for r in results] == [200, 400, 200]
+    assert results[2].body["displayName"] == "After" and results[0].body["meta"]["version"] == 'W/"2"'
+    with worker_store.connect() as conn:
+        assert conn.execute(select(members)).all() == member_rows
+        outcomes = conn.execute(select(rejected_writes.c.outcome).where(rejected_writes.c.job_id == refused.job_id))
+        assert [r.outcome for r in outcomes] == ["400 invalidValue"]
+        applied = conn.execute(select(applied_writes.c.job_id).where(
+            applied_writes.c.job_id.in_([j.job_id for j in jobs]))).scalars().all()
+        assert sorted(applied) == sorted([jobs[0].job_id, jobs[2].job_id])
