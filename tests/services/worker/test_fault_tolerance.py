@@ -44,7 +44,10 @@ def _load(stack, prefix: str, count: int, results: dict, threads: int = 6,
         with stack.client() as client:
             for name in chunk:
                 try:
-                    status = client.post("/Users", json=entra_user(name)).status_code
+                    answer = client.post("/Users", json=entra_user(name))
+                    # A 500 is only ever the SCIM error saying a taken write's outcome is unknown.
+                    status = answer.status_code if answer.status_code != 500 or \
+                        "outcome is not known" in answer.text else f"500 that is no SCIM answer: {answer.text}"
                 except Exception as exc:  # a dropped connection is an unacknowledged write
                     status = repr(exc)
                 with lock:
@@ -81,8 +84,11 @@ def test_killing_workers_twenty_times_mid_load_loses_no_acknowledged_write_and_a
     acknowledged = {n for n, s in results.items() if s == 201}
     assert acknowledged <= set(names), f"acknowledged but lost: {sorted(acknowledged - set(names))[:5]}"
     for name, status in results.items():
-        # Unacknowledged writes either happened or were answered with an error (503 to retry).
-        assert status == 201 or name in names or status in (503, 409) or isinstance(status, str), (name, status)
+        # A 503 was never applied (issue 18); a write whose worker died holding it may be
+        # answered 500 "outcome unknown", applied or not; a dropped connection, either.
+        assert status != 503 or name not in names, f"{name} was answered 503 yet applied"
+        assert status in (201, 409, 500, 503) or (isinstance(status, str) and not status.startswith("500")), \
+            (name, status)
     # The pool replaced every killed worker.
     deadline = time.monotonic() + 30
     while len(fault_stack.worker_pids()) < 2 and time.monotonic() < deadline:
@@ -158,6 +164,8 @@ def _assert_no_loss_no_duplicate(stack, prefix: str, results: dict) -> None:
     acknowledged = {n for n, s in results.items() if s == 201}
     assert acknowledged <= set(names), f"acknowledged but lost: {sorted(acknowledged - set(names))[:5]}"
     assert acknowledged, "no write succeeded at all"
+    applied_503 = sorted(n for n, s in results.items() if s == 503 and n in set(names))
+    assert not applied_503, f"answered 503 yet applied: {applied_503[:5]}"  # issue 18
 
 
 def _until_a_write_succeeds(stack, within: float) -> float:
@@ -230,6 +238,7 @@ def test_a_postgresql_restart_during_a_load_loses_no_acknowledged_write(tmp_path
 
             results = _outage_during_load(stack, unique("pg-restart"), outage)
             statuses = {s for s in results.values() if not isinstance(s, str)}
-            assert statuses <= {201, 503}, statuses
+            assert statuses <= {201, 500, 503}, statuses  # 500: a taken write's outcome unknown
+            assert not [s for s in results.values() if isinstance(s, str) and s.startswith("500")]
     finally:
         pg.close()
