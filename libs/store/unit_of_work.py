@@ -63,16 +63,8 @@ class UnitOfWork:
     @contextlib.contextmanager
     def _savepoint(self) -> Iterator[None]:
         savepoint = self._conn.begin_nested()
-        try:
+        with self._undone_by(savepoint.rollback):
             yield
-        except IntegrityError as exc:
-            savepoint.rollback()
-            raise LostRace(str(exc.orig)) from exc
-        except DBAPIError as exc:
-            raise TransactionLost(str(exc.orig)) from exc
-        except Exception:
-            savepoint.rollback()
-            raise
         savepoint.commit()
 
     @contextlib.contextmanager
@@ -88,15 +80,24 @@ class UnitOfWork:
 
     @contextlib.contextmanager
     def _first_write(self) -> Iterator[None]:
+        with self._undone_by(self._begin_again):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _undone_by(undo) -> Iterator[None]:
+        """A write that fails is undone by ``undo`` (its savepoint's rollback, or the whole
+        transaction's when it is the first), its lost uniqueness race raised as ``LostRace``;
+        a database failure leaves the transaction to RQ's retry (``TransactionLost``)."""
         try:
             yield
         except IntegrityError as exc:
-            self._begin_again()
+            undo()
             raise LostRace(str(exc.orig)) from exc
         except DBAPIError as exc:
             raise TransactionLost(str(exc.orig)) from exc
         except Exception:
-            self._begin_again()
+            undo()
             raise
 
     def _begin_again(self) -> None:
