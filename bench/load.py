@@ -644,13 +644,16 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
             return None
         return {"url": args.url, "mode": "running stack", "store": "?", "outcome": outcome, "services": usage}
 
+    from libs.config import Settings
     from tests.support.stack import running_stack
 
     tmp = Path(tempfile.mkdtemp(prefix="scimbus-bench-"))
     log_tail = ""
     _log(f"bench: starting a scimbus stack ({store}, {workers} workers) under {tmp} ...")
     try:
-        env = dict(item.split("=", 1) for item in args.stack_env)
+        # As shipped, not as the tests run it (they log WARNING and serve 8 threads per process).
+        env = {"SCIM_LOG_LEVEL": "INFO", "SCIM_HTTP_THREADS": str(Settings.http_threads),
+               **dict(item.split("=", 1) for item in args.stack_env)}
         with running_stack(tmp, database_url=args.database_url, workers=workers, extra_env=env) as stack:
             sampler = StackSampler(stack.proc.pid).start()
             roots = [stack.proc.pid, *([args.postgres_pid] if getattr(args, "postgres_pid", None) else [])]

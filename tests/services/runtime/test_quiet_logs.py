@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 
 import pytest
 
@@ -63,3 +65,22 @@ def test_the_housekeeping_of_rq_is_debug_and_its_warnings_stay():
     assert at_debug.filter(shown) and shown.levelname == "DEBUG"
     assert at_info.filter(record("rq.worker", logging.WARNING))  # an operator acts on these
     assert at_info.filter(record("scimbus.worker", logging.INFO))  # ours are ours to choose
+
+
+def test_at_info_the_services_log_failed_requests_and_the_gateway_logs_every_request_with_its_id(tmp_path):
+    """The services' JSON line per request is off the hot path: a success is only in the
+    gateway's access log, which names it by the request id the audit and any error line carry."""
+    with running_stack(tmp_path, extra_env={"SCIM_LOG_LEVEL": "INFO"}) as stack:
+        with stack.client() as c:
+            created = c.post("/Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                             "userName": f"logs-{uuid.uuid4().hex[:8]}@contoso.com"})
+            read = c.get(f"/Users/{created.json()['id']}")
+            missing = c.get(f"/Users/{uuid.uuid4()}")
+        assert (created.status_code, read.status_code, missing.status_code) == (201, 200, 404)
+        ids = [r.headers["X-Request-Id"] for r in (created, read, missing)]
+        access_log = stack.var_dir / "nginx" / "access.log"
+        _wait_for(lambda: all(f"request_id={i}" in access_log.read_text() for i in ids), timeout=10)
+        _wait_for(lambda: ids[2] in stack.log(), timeout=10)
+        app_lines = [json.loads(line[line.index("{"):]) for line in stack.log().splitlines()
+                     if '"logger":"scimbus.access"' in line]  # after the run's "time name |" prefix
+    assert [(line["request_id"], line["status"]) for line in app_lines] == [(ids[2], 404)]
