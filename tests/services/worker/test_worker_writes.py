@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -397,6 +398,40 @@ def test_a_user_read_ahead_is_read_again_after_a_group_write_of_its_batch(worker
     assert [r.status for r in results] == [200, 204, 200, 200]
     assert [g["value"] for g in results[2].body["groups"]] == [group]  # its membership of this batch
     assert results[3].body["displayName"] == "First again" and results[3].body["meta"]["version"] == 'W/"3"'
+
+
+def test_batches_adding_members_to_the_same_groups_in_opposite_orders_never_deadlock(worker_store):
+    """Two workers applying them at once each took one group and waited for the other's: a
+    deadlock PostgreSQL broke after its deadlock_timeout (1 s), failing a batch to be run again."""
+    if worker_store.dialect.name != "postgresql":
+        pytest.skip("SQLite writers queue on one lock taken at BEGIN")
+    users = create_users(40)
+    groups = [str(uuid.uuid4()) for _ in range(2)]
+    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
+                                           for g in groups])} == {201}
+    failures: list[BaseException] = []
+    statuses: list[int] = []
+
+    def apply(batch: list[WriteJob], start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            statuses.extend(r.status for r in apply_batch(batch))
+        except BaseException as exc:  # noqa: BLE001 - the deadlock, which the test reports
+            failures.append(exc)
+
+    started = time.monotonic()
+    for pair in range(10):
+        one, other = users[2 * pair], users[2 * pair + 1]
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=apply, args=(batch, start)) for batch in (
+            [add_members(groups[0], [one]), add_members(groups[1], [one])],
+            [add_members(groups[1], [other]), add_members(groups[0], [other])])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert failures == [] and statuses == [204] * 40
+    assert time.monotonic() - started < 5  # a deadlock costs 1 s before PostgreSQL breaks it
 
 
 def test_a_batch_whose_writes_all_succeed_takes_no_savepoint(worker_store):
