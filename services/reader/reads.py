@@ -23,13 +23,13 @@ import uuid
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from libs.bus import commits
 from libs.bus.connection import connect
 from libs.config import Settings
 from libs.store.access import commit_position, open_reader_store
 from libs.store.directory import DirectoryStore
+from libs.store.errors import DatabaseError
 from libs.store.replicas import ReplicaSet, RoutedStore
 
 log = logging.getLogger("scimbus.reader")
@@ -114,7 +114,7 @@ class Fence:
             if position is not None:
                 commits.record(self.redis, {app: position for app in self.apps})
             commits.fenced(self.redis, token)
-        except (RedisError, SQLAlchemyError) as exc:
+        except (RedisError, DatabaseError) as exc:
             log.warning("replica fence failed (%s): reads stay on the primary", type(exc).__name__)
             return _RETRY
         return self.refresh
