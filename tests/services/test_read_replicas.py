@@ -125,3 +125,58 @@ def _delayed_replica_under_entra_pairs(tmp_path, pairs: int) -> None:
         for t in readers:
             t.join(30)
         assert failures == [], failures[:3]
+
+
+@pytest.mark.servers
+def test_a_reader_announcing_replicas_reads_the_primary_until_its_fence_covers_the_unrecorded_writes(redis_conn,
+                                                                                                     redis_url):
+    """Workers record positions only once a reader announces replicas: the writes before that
+    have none, and the reader must not serve them from a replica until its fence covers them."""
+    from sqlalchemy import text
+
+    from libs.bus import commits
+    from libs.config import Settings
+    from libs.store.access import open_reader_store
+    from services.reader.reads import Replicas
+
+    def fenced_position(replicas: Replicas, written: int) -> int:
+        started = time.monotonic()
+        while (position := replicas.position("default")) is None:
+            assert time.monotonic() - started < 10, "the fence never passed"
+            time.sleep(0.02)
+        waited = time.monotonic() - started
+        assert commits.FENCE <= waited < commits.FENCE + 1.5, waited
+        assert position >= written, "the fence's position covers the write no worker recorded"
+        assert commits.latest(redis_conn, "hr") >= written, "the fence records every app the reader serves"
+        return position
+
+    with primary_and_replica(apply_delay_ms=3000) as (primary, replica):
+        settings = Settings(database_url=primary.url, read_database_url=replica.url, redis_url=redis_url, apps="hr",
+                            replica_skip_seconds=0.2)
+        store = open_reader_store(settings)
+        primary_engine = create_engine_from_url(primary.url)
+        replicas, other_process = Replicas(settings, store), Replicas(settings, store)
+        try:
+            with primary_engine.begin() as conn:  # acknowledged while no reader announced replicas
+                conn.execute(text("CREATE TABLE before_any_reader (id int)"))
+            position = fenced_position(replicas, wal_position(primary_engine))
+            assert redis_conn.exists(commits.READERS)
+            assert replicas.choose(position) is None, "the replica, 3 s behind, has not replayed the write"
+            assert other_process.position("default") == position, "a fenced announcement serves every process"
+
+            wait_caught_up(primary, replica)
+            time.sleep(0.3)  # the lagging replica's skip is over
+            assert replicas.choose(replicas.position("default")) is not None
+
+            # Redis restarted and lost everything: the announcement, the fence, the positions.
+            redis_conn.flushdb()
+            with primary_engine.begin() as conn:
+                conn.execute(text("CREATE TABLE while_redis_was_empty (id int)"))
+            written = wal_position(primary_engine)
+            assert replicas.position("default") is None, "a read that finds no announcement reads the primary"
+            position = fenced_position(replicas, written)
+            assert replicas.choose(position) is None
+        finally:
+            replicas.fence.stop()
+            other_process.fence.stop()
+            primary_engine.dispose()
