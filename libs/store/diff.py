@@ -103,9 +103,12 @@ def _update_sql(gone: str, insert: bool, as_json: bool = True) -> str:
             rows = "unnest({}) AS a".format(", ".join(f"%({c}_list)b::{_ARRAY_TYPES[c]}" for c in _VALUE_COLUMNS))
         main = (f"INSERT INTO resource_values (resource_pk, {', '.join(_VALUE_COLUMNS)}) "
                 f"SELECT %(pk_)b::int8, a.* FROM {rows}")
+    elif delete:
+        main = delete
     else:
-        main = delete or "SELECT 1"
-    sql = f"WITH {', '.join(parts)} {main}"
+        main = f"UPDATE resources SET {sets} WHERE pk = %(pk_)b::int8"
+        parts = []
+    sql = f"WITH {', '.join(parts)} {main}" if parts else main
     _statements[key] = sql
     return sql
 
@@ -117,6 +120,15 @@ def _json_safe(added: list[dict[str, Any]], text: bytes) -> bool:
     if b"\\u0000" in text:
         return False
     return all(r["num_value"] is None or math.isfinite(r["num_value"]) for r in added)
+
+
+_TOUCH = "UPDATE resources SET version = %(version)b, last_modified = %(last_modified)b WHERE pk = %(pk_)b::int8"
+
+
+def touch(conn: Connection, params: dict[str, Any]) -> None:
+    """PostgreSQL: the version and lastModified of a resource whose document is unchanged."""
+    conn.exec_driver_sql(_TOUCH, {"pk_": params["pk_"], "version": params["version"],
+                                  "last_modified": params["last_modified"]})
 
 
 def update_with_values(conn: Connection, params: dict[str, Any], gone: list[Key] | None,

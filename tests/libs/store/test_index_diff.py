@@ -65,6 +65,12 @@ def test_index_rows_written_by_the_diff_read_back_exactly(database_url, monkeypa
             diff.update_with_values(conn, {**params, "version": 4}, [(r["path"], r["ordinal"]) for r in second[:3]], [])
             assert _stored(conn, stored.pk) == _expected(second[3:])
             assert conn.execute(text("SELECT version FROM resources WHERE pk = :pk"), {"pk": stored.pk}).scalar() == 4
+            # No index row changes (a PATCH of active): the row alone; no document change: the version alone.
+            diff.update_with_values(conn, {**params, "version": 5, "active": False}, [], [])
+            diff.touch(conn, {**params, "version": 6, "doc": "not written"})
+            assert _stored(conn, stored.pk) == _expected(second[3:])
+            assert tuple(conn.execute(text("SELECT version, active, doc FROM resources WHERE pk = :pk"),
+                                      {"pk": stored.pk}).one()) == (6, False, '{"userName":"diff"}')
     finally:
         engine.dispose()
 
