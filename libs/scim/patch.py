@@ -74,7 +74,14 @@ from libs.scim.filter import And, Compare, Filter, Not, Or, PatchPath, Present, 
 from libs.scim.patch_operation import PatchOperation
 from libs.scim.schemas import PATCH_OP, AttrRef, Attribute, ResourceSchema
 from libs.scim.undeclared import Undeclared, UndeclaredPath, names_in, silent
-from libs.scim.validate import MAX_VALUE_LENGTH, MEMBERS, coerce_value, is_unassigned, validate_resource
+from libs.scim.validate import (
+    MAX_VALUE_LENGTH,
+    MEMBERS,
+    coerce_value,
+    is_unassigned,
+    validate_changes,
+    validate_resource,
+)
 
 MAX_OPERATIONS = 1000
 """Default cap on the operations of one PATCH request."""
@@ -178,6 +185,11 @@ def apply_patch(
 ) -> PatchResult:
     """Apply ``operations`` to a copy of ``resource`` (never modified) and re-validate it.
 
+    The copy is made on write: the engine copies the top-level dict, and an extension's
+    object, an element list or an element only when an operation changes it, so the
+    result shares every value no operation touched with ``resource`` (callers must not
+    modify either in place).
+
     ``resource`` is a stored document (``validate_resource`` output, Groups without
     ``members``); its ``id`` and ``meta``, if present, are passed through untouched.
     ``load_members`` returns the group's current members (``{"value", "type"?, "display"?}``)
@@ -190,13 +202,20 @@ def apply_patch(
     base = {k: v for k, v in resource.items() if k not in _PASSTHROUGH}
     if not validated:
         base = validate_resource(base, schema, max_value_length=max_value_length)
-    engine = _Engine(copy.deepcopy(base), schema, load_members, max_value_length, undeclared)
+    engine = _Engine(base, schema, load_members, max_value_length, undeclared)
     for op in entra.normalise_patch_operations(operations, schema):
         engine.apply(op)
     for attribute in schema.core.attributes:
         if attribute.required and attribute.name in base and is_unassigned(engine.doc.get(attribute.name)):
             raise Mutability(f"{attribute.name} is required and cannot be removed (RFC 7644 §3.5.2.2).")
-    result = validate_resource(engine.doc, schema, max_value_length=max_value_length)
+    if validated:
+        # Copy-on-write leaves every value no operation replaced the very object of ``base``,
+        # valid as stored: only the replaced ones are checked (re-validating the whole
+        # document was over half of apply_patch's CPU). The unvalidated path keeps the full check, the
+        # reference the tests compare this one with.
+        result = validate_changes(engine.doc, base, schema, max_value_length=max_value_length)
+    else:
+        result = validate_resource(engine.doc, schema, max_value_length=max_value_length)
     members = engine.member_changes()
     return PatchResult({**kept, **result}, result != base, members)
 
@@ -272,7 +291,11 @@ class _Engine:
         max_len: int,
         undeclared: Undeclared,
     ) -> None:
-        self.doc = doc
+        # Copy-on-write: ``base`` (the caller's document) is never modified. Each method below
+        # builds new containers for what it changes (``dict(...)``, ``list(...)``, element
+        # copies), and ``apply_resolved`` copies an extension's object on its first write.
+        self.base = doc
+        self.doc = dict(doc)
         self.schema = schema
         self.load_members = load_members
         self.max_len = max_len
@@ -389,6 +412,8 @@ class _Engine:
                 if op == "remove":
                     return
                 found = self.doc[ref.schema] = {}
+            elif found is self.base.get(ref.schema):
+                found = self.doc[ref.schema] = dict(found)
             container = found
         if path.filter is not None:
             self.apply_filtered(op, container, ref.attribute, path.filter, ref.sub, value, text)
@@ -615,6 +640,7 @@ def _demote_primaries(elements: list[dict[str, Any]], winners: list[dict[str, An
     if not any(w.get("primary") is True for w in winners):
         return
     winner_ids = {id(w) for w in winners}
-    for element in elements:
+    for index, element in enumerate(elements):
         if id(element) not in winner_ids and element.get("primary") is True:
-            element["primary"] = False
+            # A new element, not ``element["primary"] = False``: it may be the stored document's.
+            elements[index] = {**element, "primary": False}

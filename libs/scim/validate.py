@@ -59,6 +59,7 @@ MAX_BINARY_LENGTH = 65536
 
 MEMBERS: Attribute = next(a for a in GROUP_ATTRIBUTES if a.name == "members")
 
+_ABSENT = object()
 _INDEX = re.compile(r"\[\d+\]")
 _MEMBER_KEYS = frozenset(a.name.lower() for a in MEMBERS.sub_attributes)
 
@@ -266,11 +267,13 @@ class _Staging:
             self.values[slot] = coerced
 
     def _merge(self, slot: tuple[str, str], value: dict[str, Any], label: str) -> None:
-        current = self.values.setdefault(slot, {})
+        # A new dict each time: the staged one may be a kept value, the caller's own object.
+        current = dict(self.values.get(slot) or {})
         for sub, sub_value in value.items():
             if sub in current and current[sub] != sub_value:
                 raise InvalidSyntax(f"{label}.{sub} is given twice with different values.")
             current[sub] = sub_value
+        self.values[slot] = current
 
     def document(self) -> dict[str, Any]:
         core = self.schema.core
@@ -306,25 +309,91 @@ def validate_resource(
     body = entra.normalise_resource(body, schema)
     staging = _Staging(schema, max_value_length, undeclared)
     for key, raw in body.items():
-        if not isinstance(key, str):
-            continue
-        if key.lower() == "schemas":
-            if raw is not None and (not isinstance(raw, list) or not all(isinstance(s, str) for s in raw)):
-                raise InvalidSyntax("schemas must be an array of URI strings.")
-            continue
-        urn, rest = schema.split_urn(key)
-        if urn is not None and not rest:
-            if raw is None:
+        _stage(staging, key, raw)
+    return _document(staging)
+
+
+def _stage(staging: _Staging, key: Any, raw: Any, kept: dict[str, Any] | None = None) -> None:
+    """One top-level key of a body. ``kept``: for a key naming an extension, the stored
+    object of that extension (``validate_changes``), whose values are staged as they are."""
+    if not isinstance(key, str):
+        return
+    if key.lower() == "schemas":
+        if raw is not None and (not isinstance(raw, list) or not all(isinstance(s, str) for s in raw)):
+            raise InvalidSyntax("schemas must be an array of URI strings.")
+        return
+    schema = staging.schema
+    urn, rest = schema.split_urn(key)
+    if urn is not None and not rest:
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            raise InvalidSyntax(f"{urn} must be an object holding that schema's attributes.")
+        names = schema.top_level(urn) if kept is not None else None
+        for sub_key, sub_raw in raw.items():
+            if not isinstance(sub_key, str):
                 continue
-            if not isinstance(raw, dict):
-                raise InvalidSyntax(f"{urn} must be an object holding that schema's attributes.")
-            for sub_key, sub_raw in raw.items():
-                if isinstance(sub_key, str):
-                    staging.put(f"{urn}:{sub_key}", sub_raw)
-            continue
-        staging.put(key, raw)
+            if names is not None and sub_raw is kept.get(sub_key, _ABSENT):  # type: ignore[union-attr]
+                attribute = names.get(sub_key.lower())
+                if _keep(staging, urn, attribute, sub_key, sub_raw):
+                    continue
+            staging.put(f"{urn}:{sub_key}", sub_raw)
+        return
+    staging.put(key, raw)
+
+
+def _keep(staging: _Staging, urn: str, attribute: Attribute | None, key: str, value: Any) -> bool:
+    """Stage a stored value as it is when ``put`` would give it back unchanged: its key is the
+    attribute's canonical name (what ``validate_resource`` writes) and nothing is staged for it yet."""
+    if attribute is None or attribute.name != key or attribute.mutability == "readOnly":
+        return False
+    slot = (urn, key)
+    if slot in staging.values:
+        return False
+    staging.values[slot] = value
+    return True
+
+
+def _document(staging: _Staging) -> dict[str, Any]:
     doc = staging.document()
-    for attribute in schema.core.attributes:
+    for attribute in staging.schema.core.attributes:
         if attribute.required and attribute.name not in doc:
             raise InvalidValue(f"{attribute.name} is required and must not be empty.")
     return doc
+
+
+def validate_changes(
+    doc: dict[str, Any], base: dict[str, Any], schema: ResourceSchema, *,
+    max_value_length: int = MAX_VALUE_LENGTH, undeclared: Undeclared = silent,
+) -> dict[str, Any]:
+    """``validate_resource(doc, schema)``, checking only the values ``doc`` does not share with ``base``.
+
+    ``base`` is ``validate_resource`` output, and so its own result (the function is
+    idempotent): a value of ``doc`` that is the very object ``base`` holds under the same
+    key (the PATCH engine copies on write, so what no operation replaced is) would come
+    out of ``put`` equal to itself, and is staged as it is. Every other value goes through
+    the rules of ``validate_resource``, and the document is assembled and checked for its
+    required attributes the same way, so the result and the errors are the same.
+    """
+    if not isinstance(doc, dict):
+        raise InvalidSyntax("The resource must be a JSON object.")
+    staging = _Staging(schema, max_value_length, undeclared)
+    core = schema.core.urn
+    names = schema.top_level()
+    for key, raw in doc.items():
+        # A key entra.normalise_resource renames is never one of a stored document's.
+        if (raw is not base.get(key, _ABSENT) and isinstance(key, str) and ":" not in key
+                and key.lower() not in names and entra.extension_for_unqualified(schema, key.partition(".")[0])):
+            doc = entra.normalise_resource(doc, schema)
+            break
+    for key, raw in doc.items():
+        if not isinstance(key, str):
+            continue
+        stored = base.get(key, _ABSENT)
+        if raw is stored:
+            if key == "schemas":
+                continue  # valid as stored, and document() makes it anew
+            if ":" not in key and _keep(staging, core, names.get(key.lower()), key, raw):
+                continue
+        _stage(staging, key, raw, kept=stored if isinstance(stored, dict) and ":" in key else None)
+    return _document(staging)

@@ -37,7 +37,7 @@ from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows, insert_rows_of_tables
-from libs.store.diff import changed_rows, update_with_values, value_changes
+from libs.store.diff import changed_rows, touch, update_with_values, value_changes
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import StatementTimeout, read_reconnecting, writer_lock
@@ -386,12 +386,19 @@ class DirectoryStore:
         ``insert_resources``."""
         now = utcnow()
         params: dict[str, Any] = {"pk_": current.pk, "version": current.version + 1, "last_modified": now}
+        # PostgreSQL: statements as text (exec_driver_sql), also when no index row changes (a
+        # PATCH of ``active``, a member added): a Core statement, even compiled once, cost
+        # SQLAlchemy's cache-key and parameter processing on each call.
+        postgresql = conn.dialect.name == "postgresql"
         if not doc_changed:
-            conn.execute(_TOUCH_RESOURCE, params)
+            if postgresql:
+                touch(conn, params)
+            else:
+                conn.execute(_TOUCH_RESOURCE, params)
         else:
             params.update(_row_values(schema, doc, _unique(schema, unique_name)))
             gone, added = value_changes(*changed_rows(current.doc, doc, schema))
-            if conn.dialect.name == "postgresql" and (gone or added):
+            if postgresql:
                 update_with_values(conn, params, gone, added)
             else:
                 conn.execute(_UPDATE_RESOURCE, params)

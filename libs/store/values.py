@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from libs.scim import validate
-from libs.scim.schemas import GROUPS, AttrRef, Attribute, ResourceSchema
+from libs.scim.schemas import COMMON_ATTRIBUTES, GROUPS, AttrRef, Attribute, ResourceSchema
 from libs.store.tables import KEY_PREFIX
 
 _SKIP_TOP = frozenset({"id", "meta", "schemas", "externalid", "members", "groups"})
@@ -102,10 +102,28 @@ def encode(attribute: Attribute, value: Any) -> dict[str, Any] | None:
     return {"str_value": text, "ci_value": folded, "ci_key": folded[:KEY_PREFIX], "num_value": number}
 
 
-def _leaf_rows(out: list[dict], ref: AttrRef, value: Any, ordinal: int) -> None:
-    encoded = encode(ref.leaf, value)
+_paths: dict[tuple[str, str, str | None], str] = {}
+# Names AttrRef.path compares whole Attribute definitions for (COMMON_ATTRIBUTES): not cached.
+_COMMON_NAMES = frozenset(a.name for a in COMMON_ATTRIBUTES)
+
+
+def _path(schema_urn: str, attribute: Attribute, sub: Attribute | None) -> str:
+    """``AttrRef(...).path.lower()``, remembered: an extension attribute's path compared its
+    definition with each of COMMON_ATTRIBUTES' (dataclass equality) for every row made."""
+    key = (schema_urn, attribute.name, sub.name if sub is not None else None)
+    path = _paths.get(key)
+    if path is None:
+        path = AttrRef(schema_urn, attribute, sub).path.lower()
+        if attribute.name not in _COMMON_NAMES:
+            _paths[key] = path
+    return path
+
+
+def _leaf_rows(out: list[dict], schema_urn: str, attribute: Attribute, sub: Attribute | None, value: Any,
+               ordinal: int) -> None:
+    encoded = encode(sub or attribute, value)
     if encoded is not None:
-        out.append({"path": ref.path.lower(), "ordinal": ordinal, **encoded})
+        out.append({"path": _path(schema_urn, attribute, sub), "ordinal": ordinal, **encoded})
 
 
 def _complex_rows(out: list[dict], schema_urn: str, attribute: Attribute, value: Any, ordinal: int) -> None:
@@ -113,10 +131,10 @@ def _complex_rows(out: list[dict], schema_urn: str, attribute: Attribute, value:
         for key, sub_value in value.items():
             sub = attribute.sub(key) if isinstance(key, str) else None
             if sub is not None:
-                _leaf_rows(out, AttrRef(schema_urn, attribute, sub), sub_value, ordinal)
+                _leaf_rows(out, schema_urn, attribute, sub, sub_value, ordinal)
     elif isinstance(value, (str, int, float)) and not isinstance(value, bool) and attribute.sub("value"):
         # Entra's sloppy forms: a bare manager id, a bare email string.
-        _leaf_rows(out, AttrRef(schema_urn, attribute, attribute.sub("value")), value, ordinal)
+        _leaf_rows(out, schema_urn, attribute, attribute.sub("value"), value, ordinal)
 
 
 def _attribute_rows(out: list[dict], schema_urn: str, attribute: Attribute, value: Any) -> None:
@@ -128,11 +146,11 @@ def _attribute_rows(out: list[dict], schema_urn: str, attribute: Attribute, valu
             if attribute.type == "complex":
                 _complex_rows(out, schema_urn, attribute, element, ordinal)
             else:
-                _leaf_rows(out, AttrRef(schema_urn, attribute), element, ordinal)
+                _leaf_rows(out, schema_urn, attribute, None, element, ordinal)
     elif attribute.type == "complex":
         _complex_rows(out, schema_urn, attribute, value, 0)
     else:
-        _leaf_rows(out, AttrRef(schema_urn, attribute), value, 0)
+        _leaf_rows(out, schema_urn, attribute, None, value, 0)
 
 
 def flatten(doc: dict[str, Any], schema: ResourceSchema) -> list[dict[str, Any]]:
