@@ -129,8 +129,22 @@ def _unique(schema: ResourceSchema, unique_name: bool | None) -> bool:
     return schema is USERS if unique_name is None else unique_name
 
 
+INDEXED_LENGTH = 1024
+"""Characters the resource row's name, displayName and externalId columns hold
+(``tables.resources``): a longer value, which SCIM_MAX_VALUE_LENGTH (2,048 by default) lets
+through, is refused as invalid instead of failing its write in the database."""
+
+
+def _check_indexed_lengths(schema: ResourceSchema, doc: dict[str, Any], name: str) -> None:
+    for attribute, value in ((USERS.name == schema.name and "userName" or "displayName", name.lower()),
+                             ("displayName", doc.get("displayName")), ("externalId", doc.get("externalId"))):
+        if isinstance(value, str) and len(value) > INDEXED_LENGTH:
+            raise InvalidValue(f"{attribute} is longer than {INDEXED_LENGTH} characters.")
+
+
 def _row_values(schema: ResourceSchema, doc: dict[str, Any], unique_name: bool) -> dict[str, Any]:
     name = _name_of(schema, doc)
+    _check_indexed_lengths(schema, doc, name)
     return {
         "name": name,
         "name_key": name.lower(),

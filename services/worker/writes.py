@@ -175,7 +175,7 @@ def patch(unit: UnitOfWork, job: WriteJob, settings: Settings) -> WriteResult:
     policy = Policy(settings.unknown_attributes)
     result = apply_patch(current.doc, operations, schema,
                          load_members=lambda: unit.members_of([current.pk])[current.pk], undeclared=policy,
-                         validated=True)
+                         validated=True, max_value_length=settings.max_value_length)
     policy.report()
     if result.changed:
         passwords.seal(result.resource, current.doc, keep_if_absent=False, hashed=_hashed(job))

@@ -477,3 +477,47 @@ def test_a_failed_write_in_a_batch_is_refused_alone_and_audited_once_when_the_ba
         applied = conn.execute(select(applied_writes.c.job_id).where(
             applied_writes.c.job_id.in_([j.job_id for j in jobs]))).scalars().all()
         assert sorted(applied) == sorted([jobs[0].job_id, jobs[2].job_id])
+
+
+def _nickname(uid: str, value: str) -> WriteJob:
+    return write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                        "Operations": [{"op": "replace", "path": "nickName", "value": value}]})
+
+
+@pytest.mark.parametrize("limit", [64, 4096])
+def test_a_patch_is_held_to_the_value_length_limit_in_force_as_a_post_and_a_put_are(worker_store, monkeypatch, limit):
+    """Lowered, the limit must not be stepped around by a PATCH; raised, a PATCH may write what a
+    POST may (the worker applied the built-in 2,048 to PATCH values whatever the setting said)."""
+    monkeypatch.setenv("SCIM_MAX_VALUE_LENGTH", str(limit))
+    monkeypatch.setattr(context, "_context", context.WorkerContext(load_settings(), context._context.store))
+    (uid,) = create_users(1)
+    fits, too_long = "a" * limit, "a" * (limit + 1)
+    assert [r.status for r in apply_batch([_nickname(uid, fits)])] == [200]
+    (refused,) = apply_batch([_nickname(uid, too_long)])
+    assert refused.status == 400 and refused.body["scimType"] == "invalidValue", refused.body
+    (put,) = apply_batch([write("replace", "User", uid, {"userName": f"{uid}@contoso.com", "nickName": too_long})])
+    assert put.status == 400
+
+
+def test_a_name_display_name_or_external_id_longer_than_its_column_is_invalid_by_every_verb(worker_store):
+    """The validation's limit (2,048) let 1,025 characters through to 1,024-character columns:
+    PostgreSQL refused the row and the write failed with 500 (SQLite kept it)."""
+    uid, group = str(uuid.uuid4()), str(uuid.uuid4())
+    fits, too_long = "a" * 1024, "a" * 1025
+    user = {"userName": f"{uid}@contoso.com", "displayName": fits, "externalId": fits}
+    assert [r.status for r in apply_batch([write("create", "User", uid, user),
+                                           write("create", "Group", group, {"schemas": [GROUP],
+                                                                              "displayName": fits})])] == [201, 201]
+    attempts = [
+        write("create", "User", str(uuid.uuid4()), {"userName": too_long}),
+        write("create", "User", str(uuid.uuid4()), {"userName": f"{uuid.uuid4()}@contoso.com", "externalId": too_long}),
+        write("create", "Group", str(uuid.uuid4()), {"schemas": [GROUP], "displayName": too_long}),
+        _rename(uid, too_long),
+        write("replace", "User", uid, {**user, "externalId": too_long}),
+        write("patch", "Group", group, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                        "Operations": [{"op": "replace", "path": "displayName", "value": too_long}]}),
+    ]
+    for job in attempts:  # each alone, and all in one batch
+        (result,) = apply_batch([job.__class__(**{**job.__dict__, "job_id": uuid.uuid4().hex})])
+        assert (result.status, result.body.get("scimType")) == (400, "invalidValue"), (job.op, result.body)
+    assert [r.status for r in apply_batch(attempts)] == [400] * len(attempts)
