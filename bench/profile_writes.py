@@ -11,7 +11,10 @@ on a private PostgreSQL (or ``--database-url``):
   the bench's CPU per process, not here).
 
 It prints CPU microseconds per write by phase and, with ``--top N``, cProfile's functions by
-cumulative and own time. Numbers are CPU of this process only (``time.process_time``).
+cumulative and own time. Numbers are CPU of this process only (``time.process_time``). The
+rq role also counts what each bus job costs in Redis: the commands Redis ran (its ``INFO
+commandstats``, scripts' own calls included), the replies the worker parsed and its round
+trips (``--commands``: the commands by name).
 """
 
 from __future__ import annotations
