@@ -243,8 +243,9 @@ class PoolScheduler:
 #   with the parent: a write to a shared page gives the worker a private copy of it.
 # - The job's round trips: RQ 3.0's SimpleWorker spends nine round trips (43 replies parsed)
 #   of bookkeeping on each job, more than the job's own work on a batch of one write. Here
-#   it spends three while the queue has a backlog, four otherwise (measured by
-#   ``python -m bench.profile_writes --role rq``; tests/libs/bus/test_worker_bookkeeping.py):
+#   it spends three while the queue has a backlog, four otherwise, and a delivery (deleted
+#   once done) as many where RQ spends fifteen (measured by ``python -m
+#   bench.profile_writes --role rq``; tests/libs/bus/test_worker_bookkeeping.py):
 #   the job taken and read in one script (``dequeue_job_and_maintain_ttl``), started in one
 #   transaction (``prepare_execution``), finished in another (``handle_job_success``), each
 #   with what the rest of scimbus reads of it kept: the result stream, the started registry
@@ -459,22 +460,29 @@ class ScimWorker(SimpleWorker):
           of scimbus reads them (``rq info -v`` shows 0 finished);
         - no EXPIRE of the job's dependents and dependencies keys, which it never has.
 
-        A job with a repeat, a rate limit or no result kept (``result_ttl=0``: a delivery,
-        deleted once done) gets RQ's own handling."""
-        result_ttl = job.get_result_ttl(self.default_result_ttl)
-        if result_ttl == 0 or job.repeats_left or job.has_rate_limit:
+        A job kept for no time (``result_ttl=0``: a delivery) is deleted in the same
+        transaction, with what RQ's ``Job.delete`` deletes of it; RQ first reads its
+        dependents, its status and its executions (twice): 15 round trips a delivery, 3
+        here. A job with a repeat or a rate limit gets RQ's own handling."""
+        if job.repeats_left or job.has_rate_limit:
             super().handle_job_success(job, queue, started_job_registry, execution)
             return
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
         job._status = JobStatus.FINISHED
         with self.connection.pipeline() as pipe:
-            pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "started_at": utcformat(job.started_at),
-                                        "ended_at": utcformat(job.ended_at)})
-            Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
-                          worker_name=self.name, pipeline=pipe, execution_id=execution.id,
-                          execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
-            if result_ttl > 0:
-                pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            if result_ttl == 0:
+                # Executions of earlier runs (a worker died) lapse with their own TTL.
+                pipe.delete(job.key, job.dependents_key, job.dependencies_key, Result.get_key(job.id),
+                            job.execution_registry.key)
+            else:
+                pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "started_at": utcformat(job.started_at),
+                                            "ended_at": utcformat(job.ended_at)})
+                Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
+                              worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+                              execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
+                if result_ttl > 0:
+                    pipe.expire(job.key, result_ttl)
             # The worker's IDLE state goes with it, but only in Redis: until the job is done
             # (perform_job returns), the worker must stay BUSY in this process, where RQ's
             # SIGTERM handler reads it; IDLE there, the handler would raise StopRequested

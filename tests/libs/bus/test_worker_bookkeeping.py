@@ -8,7 +8,7 @@ import signal
 import uuid
 
 import pytest
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -146,14 +146,39 @@ def test_a_running_job_is_held_as_rq_finds_a_killed_workers_job(redis_conn):
     assert redis_conn.hget(worker.key, "state") == b"idle"
 
 
-def test_a_job_kept_for_no_time_is_deleted_as_rq_does(redis_conn):
-    """A delivery's ``result_ttl=0``: RQ's own success handling, which deletes the job."""
-    Queue(QUEUE, connection=redis_conn, serializer=OrjsonSerializer).enqueue(
-        "tests.libs.bus.jobs.echo", {"writes": []}, job_id="delivery-1", result_ttl=0)
+def deliveries(redis_conn, count: int) -> None:
+    """Jobs enqueued as services.deliverer.fanout enqueues a delivery: kept for no time."""
+    queue = Queue(QUEUE, connection=redis_conn, serializer=OrjsonSerializer)
+    for _ in range(count):
+        queue.enqueue("tests.libs.bus.jobs.echo", {"writes": []}, job_id=f"dlv-{uuid.uuid4().hex}", unique=True,
+                      result_ttl=0, failure_ttl=3600, ttl=24 * 3600, job_timeout=60,
+                      retry=Retry(max=3, interval=[1, 5, 15]))
+
+
+def test_a_job_kept_for_no_time_is_deleted_with_what_rq_deletes_of_it(redis_conn):
+    """A delivery's ``result_ttl=0``: nothing of it is left once it succeeded."""
+    deliveries(redis_conn, 1)
     worker = drain(redis_conn)
-    assert not redis_conn.exists("rq:job:delivery-1")
+    assert [k for k in redis_conn.scan_iter("rq:job*")] == []
+    assert [k for k in redis_conn.scan_iter("rq:execution*")] == []
+    assert [k for k in redis_conn.scan_iter("rq:results:*")] == []
     assert StartedJobRegistry(QUEUE, connection=redis_conn).get_job_ids(cleanup=False) == []
     assert redis_conn.smembers(worker.executions_key) == set()
+    assert redis_conn.llen(f"rq:queue:{QUEUE}:intermediate") == 0
+    assert redis_conn.hget(worker.key, "state") is None or worker.get_state() == "idle"
+
+
+def test_a_queued_delivery_costs_the_worker_three_round_trips(redis_conn):
+    """RQ 3.0's own worker reads a job it deletes (its status, dependents, executions)
+    before deleting it."""
+    counts = {}
+    for jobs in (1, 11):
+        deliveries(redis_conn, jobs)
+        with round_trips() as count:
+            drain(redis_conn)
+        counts[jobs] = count[0]
+    per_job = (counts[11] - counts[1]) / 10
+    assert per_job <= 3.1, f"{per_job} round trips per job"
 
 
 def test_a_job_failing_every_run_still_ends_in_the_failed_registry(redis_conn):

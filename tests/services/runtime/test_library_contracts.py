@@ -147,7 +147,8 @@ def test_the_job_bookkeeping_the_worker_trims_is_where_rq_does_it():
       ``Job.heartbeat`` writes that field alone (no started-registry score, which is what
       decides that a job was abandoned);
     - ``handle_job_success`` replaces RQ's: the steps below are the ones it keeps or drops
-      (dependents, statistics, the finished registry); a step RQ adds must be looked at."""
+      (dependents, statistics, the finished registry) and, for a job kept for no time, the
+      keys ``Job.delete`` deletes; a step RQ adds must be looked at."""
     from rq.job import Job
     from rq.worker import BaseWorker, SimpleWorker
 
@@ -161,6 +162,10 @@ def test_the_job_bookkeeping_the_worker_trims_is_where_rq_does_it():
         "get_result_ttl", "_handle_success", "schedule", "cleanup", "cleanup_execution",
         "enqueue_ready_jobs_by_queue", "release_slot"}
     assert set(_calls(Job._handle_success)) == {"debug", "set_status", "save", "create", "add"}
+    # A job kept for no time: what RQ deletes of it (ScimWorker deletes its keys the same)
+    assert set(_calls(Job.cleanup)) == {"delete", "expire"}
+    assert set(_calls(Job.delete)) == {"_remove_from_registries", "delete_dependents", "delete", "fetch",
+                                       "delete_job", "get_key", "cancel", "from_job"}
 
 
 def test_a_renamed_private_name_would_be_caught():
