@@ -11,12 +11,16 @@ on a private PostgreSQL (or ``--database-url``):
   the bench's CPU per process, not here).
 
 It prints CPU microseconds per write by phase and, with ``--top N``, cProfile's functions by
-cumulative and own time. Numbers are CPU of this process only (``time.process_time``).
+cumulative and own time. Numbers are CPU of this process only (``time.process_time``). The
+rq role also counts what each bus job costs in Redis: the commands Redis ran (its ``INFO
+commandstats``, scripts' own calls included), the replies the worker parsed and its round
+trips (``--commands``: the commands by name).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import contextlib
 import io
@@ -113,10 +117,43 @@ def profile_worker(database_url: str, users: int, batch: int, top: int, only: st
     engine.dispose()
 
 
-def profile_rq(database_url: str, users: int, batch: int, top: int, only: str | None) -> None:
+def _command_counts(redis) -> collections.Counter:
+    """Redis commands run so far, by name, from ``INFO commandstats`` (scripts' inner calls
+    included, each EVAL counted as well)."""
+    return collections.Counter({name.removeprefix("cmdstat_"): stats["calls"]
+                                for name, stats in redis.info("commandstats").items()})
+
+
+@contextlib.contextmanager
+def _client_traffic():
+    """Counts what this process's Redis clients do: round trips (a pipeline is one) and
+    replies parsed (a pipeline's MULTI/QUEUED/EXEC included)."""
+    from redis.connection import AbstractConnection
+
+    counts = collections.Counter()
+    send, read = AbstractConnection.send_packed_command, AbstractConnection.read_response
+
+    def counted_send(self, *args, **kwargs):
+        counts["round trips"] += 1
+        return send(self, *args, **kwargs)
+
+    def counted_read(self, *args, **kwargs):
+        counts["replies"] += 1
+        return read(self, *args, **kwargs)
+
+    AbstractConnection.send_packed_command, AbstractConnection.read_response = counted_send, counted_read
+    try:
+        yield counts
+    finally:
+        AbstractConnection.send_packed_command, AbstractConnection.read_response = send, read
+
+
+def profile_rq(database_url: str, users: int, batch: int, top: int, only: str | None,
+               commands: bool = False) -> None:
     """The worker as it runs in the stack: batches enqueued on a private Redis by the front's
     ``Bus``, then drained by one ``ScimWorker`` (RQ's bookkeeping, the result stream) in burst
-    mode, in this process."""
+    mode, in this process. Also counts the Redis commands the worker sends per job (the
+    private Redis's ``INFO commandstats``; ``--commands``: by name)."""
     from redis import Redis
     from rq import Queue
 
@@ -145,15 +182,25 @@ def profile_rq(database_url: str, users: int, batch: int, top: int, only: str | 
                 bus.submit_batch(uuid.uuid4().hex, jobs[start:start + batch])
             worker = ScimWorker([queue], connection=redis)
             profiler = cProfile.Profile(time.process_time) if top and (only is None or only == name) else None
-            cpu0 = time.process_time()
-            if profiler:
-                profiler.enable()
-            worker.work(burst=True, logging_level="WARNING")
-            if profiler:
-                profiler.disable()
-            cpu = time.process_time() - cpu0
+            before = _command_counts(redis)
+            with _client_traffic() as traffic:
+                cpu0 = time.process_time()
+                if profiler:
+                    profiler.enable()
+                worker.work(burst=True, logging_level="WARNING")
+                if profiler:
+                    profiler.disable()
+                cpu = time.process_time() - cpu0
+            used = _command_counts(redis) - before
+            used["info"] -= 1  # the second count's own INFO
+            used = +used
+            runs = -(-len(jobs) // batch)
             print(f"rq worker {name:14} {len(jobs):6} writes  {cpu / len(jobs) * 1e6:7.0f} us CPU/write "
+                  f"{sum(used.values()) / runs:5.1f} Redis commands/job (in scripts included) "
+                  f"{traffic['replies'] / runs:5.1f} replies/job {traffic['round trips'] / runs:5.1f} round trips/job "
                   f"(batches of {batch})")
+            if commands:
+                print("    " + ", ".join(f"{cmd} {n / runs:.2f}" for cmd, n in used.most_common()))
             if profiler:
                 _print_stats(profiler, top)
         engine.dispose()
@@ -228,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=3000, help="front PATCHes (default %(default)s)")
     p.add_argument("--top", type=int, default=0, help="print cProfile's top N functions (0: none)")
     p.add_argument("--only", help="with --top: profile only this worker phase")
+    p.add_argument("--commands", action="store_true", help="rq: the Redis commands per job, by name")
     p.add_argument("--database-url", help="default: a private PostgreSQL for the run")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
@@ -247,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(url)
         os.environ["SCIM_DATABASE_URL"] = url
         if args.role == "rq":
-            profile_rq(url, args.users, args.batch, args.top, args.only)
+            profile_rq(url, args.users, args.batch, args.top, args.only, args.commands)
         if args.role in ("worker", "both"):
             profile_worker(url, args.users, args.batch, args.top, args.only)
         if args.role in ("front", "both"):

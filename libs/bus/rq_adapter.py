@@ -23,16 +23,19 @@ from base64 import b64decode
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.exceptions import DeserializationError
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
-from rq.job import Job
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.scheduler import RQScheduler
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT
-from rq.utils import as_text, import_attribute, now, parse_composite_key
+from rq.utils import as_text, import_attribute, now, parse_composite_key, utcformat
+from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
@@ -238,8 +241,20 @@ class PoolScheduler:
 # - Memory: the parent imports the job code once and freezes its objects before each fork
 #   (``gc.freeze``), so a worker's garbage collections never write to the pages it shares
 #   with the parent: a write to a shared page gives the worker a private copy of it.
-# - RQ (pinned in requirements.txt) spends ~17 Redis round trips of bookkeeping on each job.
-#   Three of its habits are trimmed here, with what they guard kept: the worker heartbeat
+# - The job's round trips: RQ 3.0's SimpleWorker spends nine round trips (43 replies parsed)
+#   of bookkeeping on each job, more than the job's own work on a batch of one write. Here
+#   it spends three while the queue has a backlog, four otherwise, and a delivery (deleted
+#   once done) as many where RQ spends fifteen (measured by ``python -m
+#   bench.profile_writes --role rq``; tests/libs/bus/test_worker_bookkeeping.py):
+#   the job taken and read in one script (``dequeue_job_and_maintain_ttl``), started in one
+#   transaction (``prepare_execution``), finished in another (``handle_job_success``), each
+#   with what the rest of scimbus reads of it kept: the result stream, the started registry
+#   and the worker's execution index that find a killed worker's job, retries, the failed
+#   registry. What is dropped (the finished registry, worker statistics, dependents, the
+#   job's last heartbeat) is said where, with why nothing needs it;
+#   tests/services/runtime/test_library_contracts.py checks RQ still calls what is trimmed
+#   where 3.0 does.
+# - Three more of RQ's habits are trimmed, with what they guard kept: the worker heartbeat
 #   (HSET + 2 EXPIRE, sent twice per job) goes out at most once a second outside pipelines,
 #   far inside its 20 s TTL; a state already recorded is not written again; and the
 #   ``rq suspend`` flag is read at most once a second.
@@ -272,6 +287,17 @@ _BEAT_EVERY = 1.0
 """Seconds between unpipelined heartbeats and suspension checks of a busy worker."""
 
 
+_TAKE = """
+local id = redis.call("LMOVE", KEYS[1], KEYS[2], "LEFT", "RIGHT")
+if not id then
+    return false
+end
+return {id, redis.call("HGETALL", ARGV[1] .. id)}
+"""
+"""RQ's dequeue of one queue (LMOVE to the intermediate queue) and its ``Job.fetch``
+(HGETALL) in one round trip; EVAL, not EVALSHA: never a NOSCRIPT after a Redis restart."""
+
+
 class ScimWorker(SimpleWorker):
     # Reconnect to a restarted Redis within seconds (RQ's default backs off up to 60 s,
     # longer than the front waits for a write).
@@ -285,6 +311,9 @@ class ScimWorker(SimpleWorker):
         handlers = list(kwargs.pop("exception_handlers", None) or [])
         kwargs["exception_handlers"] = [_count_failure, *handlers]
         self._beat_at = self._suspension_checked_at = float("-inf")
+        self._stored_state: str | None = None  # the worker's state as Redis has it
+        self._prepared: str | None = None  # id of the job prepare_execution prepared whole
+        self._backlog = False  # the queue held more jobs when the last one started
         super().__init__(*args, **kwargs)
         for queue in self.queues:  # RQ's pool hands over queues built for plain Job: their
             queue.job_class = self.job_class  # registry clean-ups would call planted callbacks
@@ -319,9 +348,11 @@ class ScimWorker(SimpleWorker):
         super().heartbeat(timeout, pipeline)
 
     def set_state(self, state: str, pipeline=None) -> None:
-        if pipeline is None and state == getattr(self, "_state", None):
+        if pipeline is None and state == self._stored_state:
+            self._state = state
             return
         super().set_state(state, pipeline)
+        self._stored_state = state
 
     def check_for_suspension(self, burst: bool) -> None:
         if time.monotonic() - self._suspension_checked_at < _BEAT_EVERY:
@@ -336,6 +367,129 @@ class ScimWorker(SimpleWorker):
                 failures.trim_failed(self.connection, queue.name)
             except RedisError as exc:
                 log.warning("could not trim failed jobs of %s: %s", queue.name, exc)
+
+    # ---- the job's round trips (above): RQ's bookkeeping of a job, without what nothing reads
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """While the queue has a backlog, the next job is taken and read in one round trip
+        (``_TAKE``) instead of RQ's two (LMOVE, then the job's HGETALL). RQ's own dequeue
+        runs otherwise: it blocks on an empty queue, and reconnects after a Redis error."""
+        if self._backlog and len(self._ordered_queues) == 1 and self.get_redis_server_version() >= (6, 2, 0):
+            self._backlog = False
+            try:
+                taken = self._take(self._ordered_queues[0])
+            except (RedisConnectionError, RedisTimeoutError):
+                taken = None  # RQ's dequeue retries until Redis answers again
+            if taken is not None:
+                self.heartbeat()
+                return taken
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _take(self, queue: Queue) -> tuple[Job, Queue] | None:
+        """RQ's ``Queue.dequeue_any`` for one queue that is not empty, in one script: the job
+        moves to the intermediate queue as RQ's LMOVE does (its clean-up then covers a worker
+        that dies before ``prepare_execution``), and a job whose hash is gone is passed over
+        as RQ passes it over. None: the queue is empty."""
+        while True:
+            reply = self.connection.eval(_TAKE, 2, queue.key, queue.intermediate_queue_key,
+                                         self.job_class.redis_job_namespace_prefix)
+            if not reply:
+                return None
+            job_id, fields = as_text(reply[0]), reply[1]
+            if not fields:
+                continue
+            job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+            job.restore(dict(zip(fields[::2], fields[1::2])))
+            job.redis_server_version = self.get_redis_server_version()
+            self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+            return job, queue
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's two preparations (``prepare_execution``, then ``prepare_job_execution`` in
+        ``perform_job``) in one transaction: the execution in the started registry and the
+        worker's index (what a killed worker's job is found by: ``bury``, RQ's clean-up),
+        the worker busy with its heartbeat stretched over the job, and the job STARTED,
+        persisted and off the intermediate queue. One transaction is also what RQ's intermediate
+        queue clean-up wants: a job is never off that queue without a started-registry entry.
+        The job's ``last_heartbeat`` field is written once (``prepare_for_execution`` sets it
+        too)."""
+        with self.connection.pipeline() as pipe:
+            ttl = self.get_heartbeat_ttl(job)
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if len(self.queues) == 1:  # what perform_job passes RQ's prepare_job_execution
+                pipe.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+                pipe.llen(self.queues[0].key)  # a backlog: the next job in one round trip
+            replies = pipe.execute()
+        self._backlog = len(self.queues) == 1 and replies[-1] > 0
+        self._prepared = job.id
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        if self._prepared == job.id:  # done with the execution (prepare_execution, above)
+            self._prepared = None
+            return
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+
+    def handle_execution_ended(self, job: Job, queue, heartbeat_ttl: int) -> None:
+        # RQ also writes the job hash's last_heartbeat here, a round trip of its own, to cover
+        # the success or failure callback about to run: an AllowedJob has none, and the
+        # outcome's transaction follows at once. The started registry's score (what decides
+        # that a job was abandoned) is not touched by it in RQ 3.0.
+        job.ended_at = now()
+
+    def handle_job_success(self, job: Job, queue, started_job_registry, execution: Execution) -> None:
+        """RQ's success in one transaction, without what nothing of scimbus reads.
+
+        The job's outcome (its status, the result stream the front waits on, the TTL of both)
+        and the end of its execution (started registry, the worker's index) commit together,
+        as in RQ, with the worker's IDLE state (a round trip of its own in RQ), but:
+
+        - no WATCH and read of the job's dependents (two round trips): scimbus enqueues no
+          job that depends on another (``depends_on``);
+        - no re-save of the whole job hash (its writes serialized again): only the fields the
+          run changed (``status``, ``started_at``, ``ended_at``); the rest was saved at the
+          enqueue and by ``prepare_execution``;
+        - no entry in the finished registry: nothing reads it (the front reads the result
+          stream; ``rq info`` counts queued, started and failed jobs), and its entries
+          only lapsed after ``RESULT_TTL``;
+        - no worker statistics (``successful_job_count``, ``total_working_time``): nothing
+          of scimbus reads them (``rq info -v`` shows 0 finished);
+        - no EXPIRE of the job's dependents and dependencies keys, which it never has.
+
+        A job kept for no time (``result_ttl=0``: a delivery) is deleted in the same
+        transaction, with what RQ's ``Job.delete`` deletes of it; RQ first reads its
+        dependents, its status and its executions (twice): 15 round trips a delivery, 3
+        here. A job with a repeat or a rate limit gets RQ's own handling."""
+        if job.repeats_left or job.has_rate_limit:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        job._status = JobStatus.FINISHED
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            if result_ttl == 0:
+                # Executions of earlier runs (a worker died) lapse with their own TTL.
+                pipe.delete(job.key, job.dependents_key, job.dependencies_key, Result.get_key(job.id),
+                            job.execution_registry.key)
+            else:
+                pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "started_at": utcformat(job.started_at),
+                                            "ended_at": utcformat(job.ended_at)})
+                Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
+                              worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+                              execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
+                if result_ttl > 0:
+                    pipe.expire(job.key, result_ttl)
+            # The worker's IDLE state goes with it, but only in Redis: until the job is done
+            # (perform_job returns), the worker must stay BUSY in this process, where RQ's
+            # SIGTERM handler reads it; IDLE there, the handler would raise StopRequested
+            # inside the job's error handling (the job failed, the worker going on).
+            pipe.hset(self.key, "state", WorkerStatus.IDLE)
+            pipe.execute()
+        self._stored_state = WorkerStatus.IDLE  # SimpleWorker's set_state(IDLE) next: no write
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's default (timeout + 60 s) would leave a killed worker's job stranded

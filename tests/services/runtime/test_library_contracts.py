@@ -35,9 +35,10 @@ ADAPTERS = (rq_adapter.ScimWorker, rq_adapter._Pool, rq_adapter.AllowedJob, guni
             gunicorn_worker._Connection, ordered_stop.OrderedManager)
 
 INTERNALS = {  # module-level names the adapters import from a library
-    "rq.executions": ["WORKER_EXECUTIONS_KEY_TEMPLATE"],
+    "rq.executions": ["WORKER_EXECUTIONS_KEY_TEMPLATE", "Execution"],
+    "rq.worker": ["WorkerStatus"],
     "rq.worker_registration": ["REDIS_WORKER_KEYS", "WORKERS_BY_QUEUE_KEY"],
-    "rq.utils": ["as_text", "parse_composite_key", "import_attribute", "now"],
+    "rq.utils": ["as_text", "parse_composite_key", "import_attribute", "now", "utcformat"],
     "rq.scripts": ["UNIQUE_ENQUEUE_SCRIPT"],
     "rq.scheduler": ["RQScheduler"],
     "gunicorn.workers.gthread": ["STOP_KEEPALIVE_LINGER", "TConn", "ThreadWorker"],
@@ -121,6 +122,50 @@ def test_the_scheduler_the_pool_runs_still_offers_what_the_pool_calls():
 
     missing = [name for name in SCHEDULER_CALLS if name not in inspect.getsource(RQScheduler)]
     assert missing == [], f"rq.scheduler.RQScheduler no longer has {missing}"
+
+
+def _calls(function) -> list[str]:
+    """The names a function calls, in the order they appear in its source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    calls = [(n.lineno, n.col_offset, n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "?"))
+             for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    return [name for *_, name in sorted(calls)]
+
+
+def _in_order(calls: list[str], *names: str) -> bool:
+    positions = [calls.index(name) if name in calls else -1 for name in names]
+    return -1 not in positions and positions == sorted(positions)
+
+
+def test_the_job_bookkeeping_the_worker_trims_is_where_rq_does_it():
+    """``ScimWorker`` (``libs.bus.rq_adapter``) does RQ's bookkeeping of a job in two
+    transactions, each cut safe only while RQ calls it as 3.0 does:
+
+    - ``prepare_execution`` does ``prepare_job_execution``'s part too, which it then skips:
+      SimpleWorker runs the first right before ``perform_job``, which runs the second first;
+    - ``handle_execution_ended`` skips the job hash's ``last_heartbeat``: RQ's
+      ``Job.heartbeat`` writes that field alone (no started-registry score, which is what
+      decides that a job was abandoned);
+    - ``handle_job_success`` replaces RQ's: the steps below are the ones it keeps or drops
+      (dependents, statistics, the finished registry) and, for a job kept for no time, the
+      keys ``Job.delete`` deletes; a step RQ adds must be looked at."""
+    from rq.job import Job
+    from rq.worker import BaseWorker, SimpleWorker
+
+    assert _calls(SimpleWorker.execute_job) == ["prepare_execution", "perform_job", "set_state"]
+    assert _in_order(_calls(BaseWorker.perform_job), "prepare_job_execution", "perform", "_finalize_success")
+    assert _in_order(_calls(BaseWorker._finalize_success), "handle_execution_ended", "handle_job_success")
+    assert set(_calls(BaseWorker.handle_execution_ended)) == {"now", "heartbeat"}
+    assert set(_calls(Job.heartbeat)) == {"hset", "utcformat"}
+    assert set(_calls(BaseWorker.handle_job_success)) - {"debug", "info", "pipeline", "multi", "execute"} == {
+        "watch", "move_dependents_to_ready", "increment_successful_job_count", "increment_total_working_time",
+        "get_result_ttl", "_handle_success", "schedule", "cleanup", "cleanup_execution",
+        "enqueue_ready_jobs_by_queue", "release_slot"}
+    assert set(_calls(Job._handle_success)) == {"debug", "set_status", "save", "create", "add"}
+    # A job kept for no time: what RQ deletes of it (ScimWorker deletes its keys the same)
+    assert set(_calls(Job.cleanup)) == {"delete", "expire"}
+    assert set(_calls(Job.delete)) == {"_remove_from_registries", "delete_dependents", "delete", "fetch",
+                                       "delete_job", "get_key", "cancel", "from_job"}
 
 
 def test_a_renamed_private_name_would_be_caught():

@@ -1,0 +1,243 @@
+"""What RQ's bookkeeping of a job costs the worker and what of it scimbus relies on
+(``ScimWorker`` in ``libs.bus.rq_adapter`` trims the rest)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import uuid
+
+import pytest
+from rq import Queue, Retry
+from rq.job import Job
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from libs.bus import defaults, rq_adapter
+from libs.bus.messages import WriteJob
+from libs.bus.queues import Bus
+from libs.bus.rq_adapter import ScimWorker
+from libs.bus.serializer import OrjsonSerializer
+from tests.support.job_functions import WithTestJobs
+
+pytestmark = pytest.mark.redis
+
+QUEUE = "test-writes"
+
+
+class Inspecting(WithTestJobs):
+    functions = WithTestJobs.functions | {"tests.libs.bus.jobs.inspect"}
+
+
+def write() -> WriteJob:
+    return WriteJob(job_id=uuid.uuid4().hex, op="create", app="default", resource_type="User",
+                    resource_id=str(uuid.uuid4()), body={"userName": "x"}, meta={})
+
+
+def bus(redis_conn, function="echo") -> Bus:
+    return Bus(redis_conn, QUEUE, job_timeout=5, function=f"tests.libs.bus.jobs.{function}")
+
+
+def drain(redis_conn) -> ScimWorker:
+    worker = ScimWorker([QUEUE], connection=redis_conn, job_class=Inspecting)
+    worker.work(burst=True, with_scheduler=False)
+    return worker
+
+
+@contextlib.contextmanager
+def round_trips():
+    from redis.connection import AbstractConnection
+
+    count = [0]
+    send = AbstractConnection.send_packed_command
+
+    def counted(self, *args, **kwargs):
+        count[0] += 1
+        return send(self, *args, **kwargs)
+
+    AbstractConnection.send_packed_command = counted
+    try:
+        yield count
+    finally:
+        AbstractConnection.send_packed_command = send
+
+
+def test_a_queued_job_costs_the_worker_three_round_trips_of_rq_bookkeeping(redis_conn):
+    """Take and read it (one script while the queue has a backlog), start it, finish it:
+    RQ 3.0's own worker spends nine (its dequeue's LMOVE and HGETALL, its two starts, the
+    job's last heartbeat, a WATCH and a read of the job's dependents, the worker's IDLE
+    state apart)."""
+    b = bus(redis_conn)
+    counts = {}
+    for jobs in (1, 21):
+        for _ in range(jobs):
+            b.submit_batch(uuid.uuid4().hex, [write()])
+        with round_trips() as count:
+            drain(redis_conn)
+        counts[jobs] = count[0]
+    per_job = (counts[21] - counts[1]) / 20
+    assert per_job <= 3.1, f"{per_job} round trips per job"
+
+
+def test_a_job_taken_with_its_hash_is_the_job_rq_fetches(redis_conn):
+    """The backlog's script reads the job's hash itself; a job whose hash is gone (expired
+    while queued) is passed over, as RQ's dequeue passes it over."""
+    b = bus(redis_conn)
+    for batch_id in ("batch-a", "batch-gone", "batch-b"):
+        b.submit_batch(batch_id, [write()])
+    fetched = Job.fetch("batch-b", connection=redis_conn, serializer=OrjsonSerializer)
+    redis_conn.delete("rq:job:batch-gone")
+    worker = ScimWorker([QUEUE], connection=redis_conn, job_class=Inspecting)
+    assert worker.dequeue_job_and_maintain_ttl(None)[0].id == "batch-a"  # RQ's dequeue
+    worker.prepare_execution(Job.fetch("batch-a", connection=redis_conn, serializer=OrjsonSerializer))
+    with round_trips() as count:
+        taken, queue = worker.dequeue_job_and_maintain_ttl(None)
+    assert count[0] == 2 and queue.name == QUEUE  # a script per job taken, the gone one included
+    assert type(taken) is Inspecting and taken.to_dict() == fetched.to_dict()
+    assert taken.args == fetched.args and taken.func_name == fetched.func_name
+    assert redis_conn.lrange(f"rq:queue:{QUEUE}:intermediate", 0, -1)[-1] == b"batch-b"
+    assert redis_conn.llen(f"rq:queue:{QUEUE}") == 0
+
+
+def test_a_finished_job_leaves_its_result_for_the_front_and_nothing_in_flight(redis_conn):
+    b = bus(redis_conn)
+    writes = [write(), write()]
+    b.submit_batch("batch-1", writes)
+    worker = drain(redis_conn)
+    # The front's wait: the result stream, read as the front reads it.
+    [[_, [(_, entry)]]] = redis_conn.xread({rq_adapter.result_key("batch-1"): "0-0"})
+    kind, value = rq_adapter.result_outcome(entry)
+    assert kind == rq_adapter.SUCCESSFUL and [r["body"]["id"] for r in value["results"]] == \
+        [w.resource_id for w in writes]
+    assert 0 < redis_conn.ttl(rq_adapter.result_key("batch-1")) <= defaults.RESULT_TTL
+    # The job's hash, as RQ would read it (``rq info``, Job.fetch), for RESULT_TTL.
+    job = Job.fetch("batch-1", connection=redis_conn, serializer=OrjsonSerializer)
+    assert job.get_status(refresh=False) == "finished"
+    assert job.started_at <= job.ended_at and job.worker_name == worker.name
+    assert 0 < redis_conn.ttl(job.key) <= defaults.RESULT_TTL
+    assert job.latest_result().type == job.latest_result().Type.SUCCESSFUL
+    # Nothing left in flight: a clean-up must find nothing to re-queue.
+    assert StartedJobRegistry(QUEUE, connection=redis_conn).get_job_ids(cleanup=False) == []
+    assert redis_conn.smembers(worker.executions_key) == set()
+    assert redis_conn.llen(f"rq:queue:{QUEUE}:intermediate") == 0
+    assert not redis_conn.exists("rq:executions:batch-1")
+    assert [k for k in redis_conn.scan_iter("rq:execution:*")] == []
+    # What nothing reads is not written (ScimWorker.handle_job_success).
+    assert FinishedJobRegistry(QUEUE, connection=redis_conn).count == 0
+    assert redis_conn.hget(worker.key, "successful_job_count") is None
+
+
+def test_a_running_job_is_held_as_rq_finds_a_killed_workers_job(redis_conn):
+    """While the job runs (one transaction started it): STARTED, in the started registry
+    until its timeout + ABANDONED_GRACE, in the worker's index (``_Pool.bury``), off the
+    intermediate queue, its worker busy and registered past the job's timeout."""
+    b = bus(redis_conn, "inspect")
+    b.submit_batch("batch-2", [write()])
+    worker = drain(redis_conn)
+    [[_, [(_, entry)]]] = redis_conn.xread({rq_adapter.result_key("batch-2"): "0-0"})
+    seen = rq_adapter.result_outcome(entry)[1]["seen"]
+    assert seen["status"] == "started"
+    assert seen["job_ttl"] == -1  # persisted while it runs: its queued TTL no longer applies
+    [entry_key] = seen["started"]
+    assert entry_key.startswith("batch-2:") and seen["worker_executions"] == [entry_key]
+    assert seen["abandoned_at"] - seen["now"] == pytest.approx(5 + defaults.ABANDONED_GRACE, abs=1)
+    assert seen["intermediate"] == []
+    assert seen["worker_state"] == "busy"
+    assert seen["worker_ttl"] >= 5
+    assert redis_conn.hget(worker.key, "state") == b"idle"
+
+
+def deliveries(redis_conn, count: int) -> None:
+    """Jobs enqueued as services.deliverer.fanout enqueues a delivery: kept for no time."""
+    queue = Queue(QUEUE, connection=redis_conn, serializer=OrjsonSerializer)
+    for _ in range(count):
+        queue.enqueue("tests.libs.bus.jobs.echo", {"writes": []}, job_id=f"dlv-{uuid.uuid4().hex}", unique=True,
+                      result_ttl=0, failure_ttl=3600, ttl=24 * 3600, job_timeout=60,
+                      retry=Retry(max=3, interval=[1, 5, 15]))
+
+
+def test_a_job_kept_for_no_time_is_deleted_with_what_rq_deletes_of_it(redis_conn):
+    """A delivery's ``result_ttl=0``: nothing of it is left once it succeeded."""
+    deliveries(redis_conn, 1)
+    worker = drain(redis_conn)
+    assert [k for k in redis_conn.scan_iter("rq:job*")] == []
+    assert [k for k in redis_conn.scan_iter("rq:execution*")] == []
+    assert [k for k in redis_conn.scan_iter("rq:results:*")] == []
+    assert StartedJobRegistry(QUEUE, connection=redis_conn).get_job_ids(cleanup=False) == []
+    assert redis_conn.smembers(worker.executions_key) == set()
+    assert redis_conn.llen(f"rq:queue:{QUEUE}:intermediate") == 0
+    assert redis_conn.hget(worker.key, "state") is None or worker.get_state() == "idle"
+
+
+def test_a_queued_delivery_costs_the_worker_three_round_trips(redis_conn):
+    """RQ 3.0's own worker reads a job it deletes (its status, dependents, executions)
+    before deleting it."""
+    counts = {}
+    for jobs in (1, 11):
+        deliveries(redis_conn, jobs)
+        with round_trips() as count:
+            drain(redis_conn)
+        counts[jobs] = count[0]
+    per_job = (counts[11] - counts[1]) / 10
+    assert per_job <= 3.1, f"{per_job} round trips per job"
+
+
+def test_a_job_failing_every_run_still_ends_in_the_failed_registry(redis_conn):
+    b = bus(redis_conn, "broken")
+    b.submit_batch("batch-3", [write()])
+    queue = Queue(QUEUE, connection=redis_conn, serializer=OrjsonSerializer)
+    for _ in range(defaults.RETRIES + 1):
+        for job_id in queue.scheduled_job_registry.get_job_ids():  # due now, not after its interval
+            queue.enqueue_job(Job.fetch(job_id, connection=redis_conn, serializer=OrjsonSerializer))
+            queue.scheduled_job_registry.remove(job_id)
+        drain(redis_conn)
+    assert FailedJobRegistry(QUEUE, connection=redis_conn).get_job_ids() == ["batch-3"]
+    assert StartedJobRegistry(QUEUE, connection=redis_conn).get_job_ids(cleanup=False) == []
+    kinds = [rq_adapter.result_outcome(e)[0] for _, e in redis_conn.xrange(rq_adapter.result_key("batch-3"))]
+    assert kinds[-1] == rq_adapter.FAILED  # what the front answers 503 on
+
+
+class StoppedAsTheJobEnds(ScimWorker):
+    """A worker whose SIGTERM (the pool's warm shutdown) arrives while the outcome of its
+    first job is being sent to Redis."""
+
+    def handle_job_success(self, *args, **kwargs):
+        connection, pipeline = self.connection, self.connection.pipeline
+
+        def interrupted(*a, **k):
+            pipe = pipeline(*a, **k)
+            execute = pipe.execute
+
+            def send(*a, **k):
+                if not self._stop_requested:
+                    self.request_stop(signal.SIGTERM, None)
+                return execute(*a, **k)
+
+            pipe.execute = send
+            return pipe
+
+        connection.pipeline = interrupted
+        try:
+            super().handle_job_success(*args, **kwargs)
+        finally:
+            del connection.pipeline
+
+
+def test_a_sigterm_as_a_job_ends_lets_it_succeed_and_stops_the_worker(redis_conn):
+    """RQ's warm shutdown reads the worker's state in the process: BUSY until the job is
+    done (its outcome sent), whatever Redis was told of IDLE in the same transaction, or
+    the handler would raise inside the job's error handling: the job failed and retried,
+    the worker going on with the queue."""
+    b = bus(redis_conn)
+    b.submit_batch("batch-first", [write()])
+    b.submit_batch("batch-next", [write()])
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        worker = StoppedAsTheJobEnds([QUEUE], connection=redis_conn, job_class=Inspecting)
+        worker.work(burst=True, with_scheduler=False)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    kinds = [rq_adapter.result_outcome(e)[0] for _, e in redis_conn.xrange(rq_adapter.result_key("batch-first"))]
+    assert kinds == [rq_adapter.SUCCESSFUL]
+    assert redis_conn.lrange(f"rq:queue:{QUEUE}", 0, -1) == [b"batch-next"]  # left for the next worker
+    assert redis_conn.hget(worker.key, "state") is None or worker.get_state() == "idle"
