@@ -61,20 +61,26 @@ def round_trips():
         AbstractConnection.send_packed_command = send
 
 
+def round_trips_per_job(redis_conn, enqueue, *, more: int) -> float:
+    """The worker's round trips per job: draining 1 + ``more`` jobs against draining one, so
+    what a drain costs once (its last, empty look at the queue) cancels out."""
+    counts = {}
+    for jobs in (1, 1 + more):
+        enqueue(jobs)
+        with round_trips() as count:
+            drain(redis_conn)
+        counts[jobs] = count[0]
+    return (counts[1 + more] - counts[1]) / more
+
+
 def test_a_queued_job_costs_the_worker_three_round_trips_of_rq_bookkeeping(redis_conn):
     """Take and read it (one script while the queue has a backlog), start it, finish it:
     RQ 3.0's own worker spends nine (its dequeue's LMOVE and HGETALL, its two starts, the
     job's last heartbeat, a WATCH and a read of the job's dependents, the worker's IDLE
     state apart)."""
     b = bus(redis_conn)
-    counts = {}
-    for jobs in (1, 21):
-        for _ in range(jobs):
-            b.submit_batch(uuid.uuid4().hex, [write()])
-        with round_trips() as count:
-            drain(redis_conn)
-        counts[jobs] = count[0]
-    per_job = (counts[21] - counts[1]) / 20
+    per_job = round_trips_per_job(redis_conn, lambda jobs: [b.submit_batch(uuid.uuid4().hex, [write()])
+                                                            for _ in range(jobs)], more=20)
     assert per_job <= 3.1, f"{per_job} round trips per job"
 
 
@@ -171,13 +177,7 @@ def test_a_job_kept_for_no_time_is_deleted_with_what_rq_deletes_of_it(redis_conn
 def test_a_queued_delivery_costs_the_worker_three_round_trips(redis_conn):
     """RQ 3.0's own worker reads a job it deletes (its status, dependents, executions)
     before deleting it."""
-    counts = {}
-    for jobs in (1, 11):
-        deliveries(redis_conn, jobs)
-        with round_trips() as count:
-            drain(redis_conn)
-        counts[jobs] = count[0]
-    per_job = (counts[11] - counts[1]) / 10
+    per_job = round_trips_per_job(redis_conn, lambda jobs: deliveries(redis_conn, jobs), more=10)
     assert per_job <= 3.1, f"{per_job} round trips per job"
 
 
