@@ -136,7 +136,7 @@ through, is refused as invalid instead of failing its write in the database."""
 
 
 def _check_indexed_lengths(schema: ResourceSchema, doc: dict[str, Any], name: str) -> None:
-    for attribute, value in ((USERS.name == schema.name and "userName" or "displayName", name.lower()),
+    for attribute, value in (("userName" if schema is USERS else "displayName", name.lower()),
                              ("displayName", doc.get("displayName")), ("externalId", doc.get("externalId"))):
         if isinstance(value, str) and len(value) > INDEXED_LENGTH:
             raise InvalidValue(f"{attribute} is longer than {INDEXED_LENGTH} characters.")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import event
@@ -53,17 +55,24 @@ def add_members(group_id: str, ids: list[str]) -> WriteJob:
                                                                "value": [{"value": i} for i in ids]}]})
 
 
-def statements_for(engine, job: WriteJob) -> int:
+@contextlib.contextmanager
+def statements(engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` runs inside the block, savepoints included."""
     seen: list[str] = []
 
-    def count(conn, cursor, statement, parameters, context_, executemany):
+    def record(conn, cursor, statement, *rest):
         seen.append(statement)
 
-    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", record)
     try:
-        (result,) = apply_batch([job])
+        yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def statements_for(engine, job: WriteJob) -> int:
+    with statements(engine) as seen:
+        (result,) = apply_batch([job])
     assert result.status == 204, result.body
     return len(seen)
 
@@ -98,16 +107,9 @@ def user(name: str, **extra) -> dict:
 
 
 def statements_of_batch(engine, jobs: list[WriteJob]) -> tuple[list, int]:
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context_, executemany):
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        return apply_batch(jobs), len(seen)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    with statements(engine) as seen:
+        results = apply_batch(jobs)
+    return results, len(seen)
 
 
 def test_a_batch_of_creates_costs_the_same_statements_for_4_and_for_40_users(worker_store):
@@ -196,19 +198,11 @@ def test_a_patch_that_keeps_its_name_skips_the_uniqueness_query_and_one_that_tak
         return write("patch", "User", mine, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                                               "Operations": [op]})
 
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, *rest):
-        seen.append(statement)
-
-    event.listen(worker_store, "before_cursor_execute", record)
-    try:
+    with statements(worker_store) as seen:
         (kept,) = apply_batch([patch({"op": "replace", "path": "active", "value": False})])
         clash_queries = [s for s in seen if "name_key" in s.partition("WHERE")[2]]
         (shared,) = apply_batch([patch({"op": "replace", "path": "externalId", "value": f"ext-{theirs}"})])
         (taken,) = apply_batch([patch({"op": "replace", "path": "userName", "value": f"{theirs.upper()}@contoso.com"})])
-    finally:
-        event.remove(worker_store, "before_cursor_execute", record)
     assert kept.status == 200 and kept.body["active"] is False
     assert clash_queries == []
     assert shared.status == 200 and shared.body["externalId"] == f"ext-{theirs}"  # externalId is never unique
@@ -328,18 +322,10 @@ def test_the_index_diff_is_the_rows_that_changed_or_everything_when_keys_repeat(
 
 def test_a_write_alone_in_its_batch_takes_no_savepoint(worker_store):
     (uid,) = create_users(1)
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context_, executemany):
-        seen.append(statement)
-
     job = write("patch", "User", uid, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                                        "Operations": [{"op": "replace", "path": "displayName", "value": "Alone"}]})
-    event.listen(worker_store, "before_cursor_execute", count)
-    try:
+    with statements(worker_store) as seen:
         (result,) = apply_batch([job])
-    finally:
-        event.remove(worker_store, "before_cursor_execute", count)
     assert result.status == 200, result.body
     assert not [s for s in seen if "SAVEPOINT" in s.upper()]
 
@@ -373,16 +359,8 @@ def _rename(uid: str, name: str) -> WriteJob:
 
 def test_the_users_a_batch_patches_are_locked_and_read_in_one_statement(worker_store):
     uids = create_users(5)
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context_, executemany):
-        seen.append(statement)
-
-    event.listen(worker_store, "before_cursor_execute", count)
-    try:
+    with statements(worker_store) as seen:
         results = apply_batch([_rename(uid, f"Renamed {n}") for n, uid in enumerate(uids)])
-    finally:
-        event.remove(worker_store, "before_cursor_execute", count)
     assert [r.status for r in results] == [200] * 5
     assert [r.body["displayName"] for r in results] == [f"Renamed {n}" for n in range(5)]
     assert len([s for s in seen if "in_groups" in s]) == 1
@@ -440,16 +418,8 @@ def test_a_batch_whose_writes_all_succeed_takes_no_savepoint(worker_store):
     jobs = [_rename(uids[0], "A"), write("create", "Group", group, {"schemas": [GROUP], "displayName": f"g-{group}"}),
             add_members(group, uids[1:]), _rename(uids[2], "C")]
     results, _ = statements_of_batch(worker_store, jobs)  # warm
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context_, executemany):
-        seen.append(statement)
-
-    event.listen(worker_store, "before_cursor_execute", count)
-    try:
+    with statements(worker_store) as seen:
         again = apply_batch([_rename(uids[0], "A2"), add_members(group, uids[:1]), _rename(uids[1], "B2")])
-    finally:
-        event.remove(worker_store, "before_cursor_execute", count)
     assert [r.status for r in results] == [200, 201, 204, 200] and [r.status for r in again] == [200, 204, 200]
     assert not [s for s in seen if "SAVEPOINT" in s.upper()]
 
