@@ -3,7 +3,7 @@
 Rules every caller relies on:
 
 - Writes happen inside ``transaction()``; on PostgreSQL the row being changed is locked
-  (``SELECT … FOR UPDATE``) and SQLite takes its write lock at BEGIN, so two writers of one
+  (``SELECT … FOR NO KEY UPDATE``, ``FOR UPDATE`` to delete it) and SQLite takes its write lock at BEGIN, so two writers of one
   resource serialise and no update is lost.
 - Names are unique case-insensitively where the caller says so (``unique_name``: every
   userName; a group's displayName in an app whose setting is "server"): checked before
@@ -167,17 +167,28 @@ _ROW = ("name", "name_key", "unique_name_key", "external_id", "display_name", "a
 _SELECT_APPLIED = select(applied_writes.c.job_id, applied_writes.c.result).where(
     applied_writes.c.job_id.in_(bindparam("job_ids", expanding=True)))
 # With the row, whether it belongs to any group: most users belong to none, and then a
-# write's answer needs no second query for their groups (the row lock taken by FOR UPDATE
-# keeps a concurrent member add, whose foreign key check locks the row too, from slipping in).
+# write's answer needs no second query for their groups. The answer's groups are those of the
+# moment the row was locked: a member add committed while the write runs is after it.
 _SELECT_ONE = select(resources, exists().where(members.c.member_pk == R.pk).label("in_groups")).where(
     R.app == bindparam("app"), R.resource_type == bindparam("resource_type"), R.id == bindparam("id"))
-_SELECT_FOR_UPDATE = _SELECT_ONE.with_for_update()
 # Several rows of one app and type, locked in pk order: two workers locking overlapping sets
 # take them in the same order, so they wait for each other instead of deadlocking.
 _SELECT_MANY = select(resources, exists().where(members.c.member_pk == R.pk).label("in_groups")).where(
     R.app == bindparam("app"), R.resource_type == bindparam("resource_type"),
     R.id.in_(bindparam("ids", expanding=True))).order_by(R.pk)
-_SELECT_MANY_FOR_UPDATE = _SELECT_MANY.with_for_update()
+# A row to change is locked FOR NO KEY UPDATE, the lock PostgreSQL's own UPDATE takes when it
+# keeps the row's keys. It leaves alone the KEY SHARE lock that a member add's foreign key
+# check takes on each member's row: locked FOR UPDATE, a batch PATCHing a user that waited
+# for a group held by a batch adding that user to it deadlocked (each waited for the other's
+# row; PostgreSQL broke it after 1 s and RQ ran the batch again). A row to delete is locked
+# FOR UPDATE: a member add of it must wait, then find it gone. A rename (a change of
+# ``unique_name_key``) takes FOR UPDATE at its UPDATE.
+_LOCKS = {
+    (False, False): _SELECT_ONE.with_for_update(key_share=True),
+    (False, True): _SELECT_ONE.with_for_update(),
+    (True, False): _SELECT_MANY.with_for_update(key_share=True),
+    (True, True): _SELECT_MANY.with_for_update(),
+}
 # Names are compared on name_key, not unique_name_key: a group named while its app allowed
 # repeated names still holds that name once the app's setting becomes "server".
 _SELECT_CLASH = (
@@ -341,15 +352,17 @@ class DirectoryStore:
         ])
 
     # ------------------------------------------------------------------ reads inside a write
-    def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
-        stmt = _SELECT_FOR_UPDATE if lock and conn.dialect.name == "postgresql" else _SELECT_ONE
+    def load(self, conn: Connection, app: str, schema: ResourceSchema, id: str, *, lock: bool,
+             deleting: bool = False) -> StoredResource | None:
+        """The resource, locked for a change (``lock``), or for its deletion (``deleting``)."""
+        stmt = _LOCKS[False, deleting] if lock and conn.dialect.name == "postgresql" else _SELECT_ONE
         row = conn.execute(stmt, {"app": app, "resource_type": schema.name, "id": id}).first()
         return _stored(row) if row is not None else None
 
     def load_many(self, conn: Connection, app: str, schema: ResourceSchema, ids: list[str], *,
-                  lock: bool) -> dict[str, StoredResource]:
+                  lock: bool, deleting: bool = False) -> dict[str, StoredResource]:
         """``load`` of several ids in one statement: id → resource, unknown ids absent."""
-        stmt = _SELECT_MANY_FOR_UPDATE if lock and conn.dialect.name == "postgresql" else _SELECT_MANY
+        stmt = _LOCKS[True, deleting] if lock and conn.dialect.name == "postgresql" else _SELECT_MANY
         return {row.id: _stored(row) for row in conn.execute(stmt, {"app": app, "resource_type": schema.name,
                                                                      "ids": ids})}
 

@@ -115,17 +115,18 @@ class UnitOfWork:
         self.store.record(self._conn, entries, rejections)
 
     # ------------------------------------------------------------------ resources
-    def load(self, app: str, schema: ResourceSchema, id: str, *, lock: bool) -> StoredResource | None:
+    def load(self, app: str, schema: ResourceSchema, id: str, *, lock: bool,
+             deleting: bool = False) -> StoredResource | None:
         if lock and (ahead := self._locked.pop((app, schema.name, id), None)) is not None:
             return ahead
-        return self.store.load(self._conn, app, schema, id, lock=lock)
+        return self.store.load(self._conn, app, schema, id, lock=lock, deleting=deleting)
 
-    def lock_ahead(self, app: str, schema: ResourceSchema, ids: list[str]) -> None:
-        """Lock and read the rows of several writes to come in one statement (``load_many``);
-        ``load`` then hands each out once instead of reading it. The caller calls
-        ``forget_locked`` after any write that could change a row read ahead (its document,
-        or whether it belongs to a group)."""
-        found = self.store.load_many(self._conn, app, schema, ids, lock=True)
+    def lock_ahead(self, app: str, schema: ResourceSchema, ids: list[str], *, deleting: bool = False) -> None:
+        """Lock and read the rows of several writes to come in one statement (``load_many``;
+        ``deleting``: any of them may be deleted); ``load`` then hands each out once instead
+        of reading it. The caller calls ``forget_locked`` after any write that could change a
+        row read ahead (its document, or whether it belongs to a group)."""
+        found = self.store.load_many(self._conn, app, schema, ids, lock=True, deleting=deleting)
         self._locked.update(((app, schema.name, id), row) for id, row in found.items())
 
     def forget_locked(self) -> None:

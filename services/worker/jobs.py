@@ -140,21 +140,27 @@ _LEAVE_USER_ROWS_AS_READ = {("create", "User"), ("replace", "User"), ("patch", "
 def _lock_ahead(unit: UnitOfWork, jobs: list[WriteJob], done: dict[str, Any]) -> None:
     """The rows the batch's PATCH, PUT and DELETE writes change, locked and read before any
     of them is applied, in one order every worker follows: by app, users before groups, then
-    by pk. Two workers whose batches share rows then wait for each other instead of
+    by pk (``FOR NO KEY UPDATE``: a member add elsewhere, which locks its members' rows
+    KEY SHARE, never waits for them; ``FOR UPDATE`` where the batch deletes one of that
+    app and type). Two workers whose batches share rows then wait for each other instead of
     deadlocking: locked write by write, two batches adding members to the same groups in
     opposite orders deadlocked, PostgreSQL noticed only after its deadlock_timeout (1 s) and
     RQ ran the batch again a second later (member adds of 16 clients over 10 groups: p99
     2.4-4.1 s). One statement per app and type instead of one per write; a write of a group
     or a delete makes them read again (``_LEAVE_USER_ROWS_AS_READ``)."""
     targets: dict[tuple[str, str], list[str]] = {}
+    deleting: set[tuple[str, str]] = set()
     for job in jobs:
         if job.op in ("patch", "replace", "delete") and job.job_id not in done:
             targets.setdefault((job.app, job.resource_type), []).append(job.resource_id)
+            if job.op == "delete":
+                deleting.add((job.app, job.resource_type))
     if sum(len(set(ids)) for ids in targets.values()) < 2:
         return  # one row: nothing to take out of order
     for app, resource_type in sorted(targets, key=lambda key: (key[0], key[1] != USERS.name)):
         schema = USERS if resource_type == USERS.name else GROUPS
-        unit.lock_ahead(app, schema, list(dict.fromkeys(targets[(app, resource_type)])))
+        unit.lock_ahead(app, schema, list(dict.fromkeys(targets[(app, resource_type)])),
+                        deleting=(app, resource_type) in deleting)
 
 
 def _runs(jobs: list[WriteJob], done: dict[str, Any]) -> list[list[WriteJob]]:

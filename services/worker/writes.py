@@ -34,7 +34,7 @@ def _check_precondition(job: WriteJob, current: StoredResource) -> None:
 
 
 def _load(unit: UnitOfWork, job: WriteJob, schema: ResourceSchema) -> StoredResource:
-    current = unit.load(job.app, schema, job.resource_id, lock=True)
+    current = unit.load(job.app, schema, job.resource_id, lock=True, deleting=job.op == "delete")
     if current is None:
         raise NotFound(f"{schema.name} {job.resource_id!r} not found.")
     _check_precondition(job, current)

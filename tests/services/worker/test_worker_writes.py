@@ -412,6 +412,77 @@ def test_batches_adding_members_to_the_same_groups_in_opposite_orders_never_dead
     assert time.monotonic() - started < 5  # a deadlock costs 1 s before PostgreSQL breaks it
 
 
+def _member_add_while_held(user: str, *, deleting: bool) -> tuple[bool, list[int]]:
+    """Whether a batch adding ``user`` to a group finished while another transaction held
+    the user's row as a batch does before PATCHing it (``deleting``: before deleting it, which
+    it then does); and the member add's statuses."""
+    from libs.scim.schemas import USERS
+    from libs.store.unit_of_work import unit_of_work
+
+    group = str(uuid.uuid4())
+    assert apply_batch([write("create", "Group", group, {"schemas": [GROUP], "displayName": group})])[0].status == 201
+    statuses: list[int] = []
+    adding = threading.Thread(target=lambda: statuses.extend(r.status for r in apply_batch([add_members(group, [user])])))
+    with unit_of_work(context.get_context().store) as unit:
+        unit.lock_ahead("default", USERS, [user], deleting=deleting)
+        adding.start()
+        adding.join(2)
+        finished = not adding.is_alive()
+        if deleting:
+            unit.delete_resource(unit.load("default", USERS, user, lock=True, deleting=True))
+    adding.join(30)
+    return finished, statuses
+
+
+def test_a_member_add_never_waits_for_a_batch_holding_that_user_to_patch_it(worker_store):
+    """Held FOR UPDATE, the user's row blocked the member add's foreign key check; the batch
+    holding it, waiting next for the group the member add held, deadlocked with it (PostgreSQL
+    broke it after 1 s and RQ ran a batch again)."""
+    if worker_store.dialect.name != "postgresql":
+        pytest.skip("SQLite writers queue on one lock taken at BEGIN")
+    assert _member_add_while_held(create_users(1)[0], deleting=False) == (True, [204])
+
+
+def test_a_member_add_waits_for_a_batch_deleting_that_user_and_then_finds_it_gone(worker_store):
+    if worker_store.dialect.name != "postgresql":
+        pytest.skip("SQLite writers queue on one lock taken at BEGIN")
+    assert _member_add_while_held(create_users(1)[0], deleting=True) == (False, [400])
+
+
+def test_batches_patching_users_and_adding_them_to_groups_at_once_never_deadlock(worker_store):
+    """Each batch PATCHes one user and adds the other's user to a group: the user rows are
+    held for the PATCHes while the member adds check them."""
+    if worker_store.dialect.name != "postgresql":
+        pytest.skip("SQLite writers queue on one lock taken at BEGIN")
+    users = create_users(40)
+    groups = [str(uuid.uuid4()) for _ in range(2)]
+    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
+                                           for g in groups])} == {201}
+    failures: list[BaseException] = []
+    statuses: list[int] = []
+
+    def apply(batch: list[WriteJob], start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            statuses.extend(r.status for r in apply_batch(batch))
+        except BaseException as exc:  # noqa: BLE001 - the deadlock, which the test reports
+            failures.append(exc)
+
+    started = time.monotonic()
+    for pair in range(10):
+        one, other = users[2 * pair], users[2 * pair + 1]
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=apply, args=(batch, start)) for batch in (
+            [_rename(one, f"t{pair}"), add_members(groups[pair % 2], [other])],
+            [_rename(other, f"t{pair}"), add_members(groups[(pair + 1) % 2], [one])])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert failures == [] and sorted(statuses) == [200] * 20 + [204] * 20
+    assert time.monotonic() - started < 5  # a deadlock costs 1 s before PostgreSQL breaks it
+
+
 def test_a_batch_whose_writes_all_succeed_takes_no_savepoint(worker_store):
     uids = create_users(3)
     group = str(uuid.uuid4())
