@@ -69,7 +69,9 @@ class Settings:
     Worker processes beyond front processes x this have no batch of the front's to take
     (they still drain a backlog): raise it when workers outnumber front processes."""
     job_timeout: int = 10
-    """Seconds a worker may spend on one write job before RQ stops it."""
+    """Seconds a worker may spend on one write job before RQ stops it. A write a worker took
+    at the end of SCIM_WRITE_TIMEOUT is waited for this long again, so the two add up to at
+    most ``ANSWER_WITHIN`` (55 s): Entra gives up on an answer after 60."""
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body accepted (also enforced by the gateway): 413 above it."""
     max_value_length: int = 2048
@@ -407,7 +409,15 @@ def _range_text(name: str) -> str:
     return f" between {low:g} and {high:g}" if low is not None else ""
 
 
+ANSWER_WITHIN = 55
+"""Seconds within which the front answers a write at the latest (SCIM_WRITE_TIMEOUT + SCIM_JOB_TIMEOUT):
+Entra gives up after 60, and would take a write that commits later for failed."""
+
+
 def _validate(s: Settings) -> None:
+    if s.write_timeout + s.job_timeout > ANSWER_WITHIN:
+        raise SettingsError(f"SCIM_WRITE_TIMEOUT + SCIM_JOB_TIMEOUT must be at most {ANSWER_WITHIN} s (Entra waits 60 "
+                            f"s for an answer), not {s.write_timeout:g} + {s.job_timeout}")
     for name in POSITIVE:
         if getattr(s, name) <= 0:
             raise SettingsError(f"SCIM_{name.upper()} must be positive, not {getattr(s, name)!r}")

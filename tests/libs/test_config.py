@@ -220,6 +220,12 @@ def test_every_setting_has_its_meaning_written_under_it():
     assert [d.variable for d in setting_docs() if not d.doc] == []
 
 
+def test_a_write_timeout_and_job_timeout_that_could_answer_after_entra_gave_up_are_refused(tmp_path):
+    with pytest.raises(SettingsError, match=r"SCIM_WRITE_TIMEOUT \+ SCIM_JOB_TIMEOUT must be at most 55 s"):
+        load_settings({"SCIM_WRITE_TIMEOUT": "50", "SCIM_JOB_TIMEOUT": "10", "SCIM_VAR_DIR": str(tmp_path)})
+    assert load_settings({"SCIM_WRITE_TIMEOUT": "45", "SCIM_JOB_TIMEOUT": "10", "SCIM_VAR_DIR": str(tmp_path)})
+
+
 def test_docs_settings_md_is_what_scimbus_settings_prints(capsys):
     from services.cli import main
 
