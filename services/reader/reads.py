@@ -50,6 +50,7 @@ class Fence:
         self.refresh = refresh
         self._seen: str | None = None
         self._due = 0.0
+        self._failing = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -99,8 +100,15 @@ class Fence:
         try:
             token, fenced = commits.announce(self.redis, uuid.uuid4().hex)
         except RedisError as exc:
-            log.warning("announcing the replica reader failed (%s)", type(exc).__name__)
+            # Once per outage: it is retried every second while Redis is away.
+            log.log(logging.DEBUG if self._failing else logging.WARNING,
+                    "announcing the replica reader failed (%s): reads stay on the primary until Redis "
+                    "answers", type(exc).__name__)
+            self._failing = True
             return _RETRY
+        if self._failing:
+            self._failing = False
+            log.info("replica reader announced again: Redis answers")
         if token == fenced:
             return self.refresh
         now = time.monotonic()  # after the answer: the announcement is at least this old

@@ -17,3 +17,20 @@ def test_a_fence_without_the_primary_leaves_reads_on_the_primary_and_tries_again
     assert token is not None and fenced is None
     assert fence.passed(token, fenced) is False
     fence.stop()
+
+
+def test_a_fence_that_cannot_reach_redis_warns_once_per_outage(redis_conn, caplog):
+    from redis import Redis
+
+    from tests.support.servers import free_port
+
+    fence = reads.Fence(Redis(port=free_port(), socket_connect_timeout=0.2), None, ["default"], wait=60)
+    with caplog.at_level("DEBUG", logger=reads.log.name):
+        assert [fence.step() for _ in range(3)] == [reads._RETRY] * 3
+        fence.redis = redis_conn
+        fence.step()
+    levels = [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records]
+    assert levels[:3] == [("WARNING", "announcing the replica reader failed (ConnectionError)"),
+                          ("DEBUG", "announcing the replica reader failed (ConnectionError)"),
+                          ("DEBUG", "announcing the replica reader failed (ConnectionError)")]
+    assert ("INFO", "replica reader announced again") in levels
