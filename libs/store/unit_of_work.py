@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, RootTransaction
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from libs.scim.schemas import ResourceSchema
+from libs.scim.schemas import USERS, ResourceSchema
 from libs.store.directory import DirectoryStore, StoredResource
 from libs.store.errors import LostRace, Replay, TransactionLost
 
@@ -32,8 +32,10 @@ class UnitOfWork:
         # Given, the transaction may be rolled back and begun again while it holds no write.
         self._transaction = transaction
         self._holds_writes = transaction is None
-        # Rows locked ahead by ``lock_ahead``, each handed out once by ``load``.
+        # Rows locked ahead by ``lock_ahead``, each handed out by ``load`` and kept as this
+        # transaction's own writes leave them (``_held``: their keys by pk).
         self._locked: dict[tuple[str, str, str], StoredResource] = {}
+        self._held: dict[int, tuple[str, str, str]] = {}
 
     @contextlib.contextmanager
     def attempt(self) -> Iterator[None]:
@@ -63,7 +65,12 @@ class UnitOfWork:
     @contextlib.contextmanager
     def _savepoint(self) -> Iterator[None]:
         savepoint = self._conn.begin_nested()
-        with self._undone_by(savepoint.rollback):
+
+        def undo() -> None:
+            savepoint.rollback()
+            self._forget_read_ahead()  # some may be as the write left them; their locks stay
+
+        with self._undone_by(undo):
             yield
         savepoint.commit()
 
@@ -103,7 +110,7 @@ class UnitOfWork:
     def _begin_again(self) -> None:
         """Roll back everything this transaction did (one write, no other) and begin anew."""
         assert self._transaction is not None
-        self._locked.clear()  # their locks go with the transaction
+        self._forget_read_ahead()  # their locks go with the transaction
         self._transaction.rollback()
         self._transaction = self._conn.begin()
 
@@ -124,14 +131,25 @@ class UnitOfWork:
     def lock_ahead(self, app: str, schema: ResourceSchema, ids: list[str], *, deleting: bool = False) -> None:
         """Lock and read the rows of several writes to come in one statement (``load_many``;
         ``deleting``: any of them may be deleted); ``load`` then hands each out once instead
-        of reading it. The caller calls ``forget_locked`` after any write that could change a
-        row read ahead (its document, or whether it belongs to a group)."""
+        of reading it, and again as this transaction's writes of it leave it. The caller
+        calls ``forget_users`` after any write that could change whether a user read ahead
+        belongs to a group."""
         found = self.store.load_many(self._conn, app, schema, ids, lock=True, deleting=deleting)
-        self._locked.update(((app, schema.name, id), row) for id, row in found.items())
+        for id, row in found.items():
+            self._locked[(app, schema.name, id)] = row
+            self._held[row.pk] = (app, schema.name, id)
 
-    def forget_locked(self) -> None:
-        """Rows read ahead are read again when loaded (they stay locked)."""
+    def _forget_read_ahead(self) -> None:
         self._locked.clear()
+        self._held.clear()
+
+    def forget_users(self) -> None:
+        """Users read ahead are read again when loaded (they stay locked): whether a user
+        belongs to a group (``StoredResource.in_groups``, which spares its answer a query)
+        is all a write of another resource can change of a row read ahead, and only a
+        user's answer reads it. Groups read ahead stay: a batch of member adds to a few
+        groups reads each group once."""
+        self._locked = {key: row for key, row in self._locked.items() if key[1] != USERS.name}
 
     def check_unique(self, app: str, schema: ResourceSchema, doc: dict[str, Any], **kwargs: Any) -> None:
         self.store.check_unique(self._conn, app, schema, doc, **kwargs)
@@ -149,10 +167,14 @@ class UnitOfWork:
 
     def update_resource(self, schema: ResourceSchema, current: StoredResource, doc: dict[str, Any],
                         **kwargs: Any) -> StoredResource:
-        return self.store.update_resource(self._conn, schema, current, doc, **kwargs)
+        stored = self.store.update_resource(self._conn, schema, current, doc, **kwargs)
+        if (key := self._held.get(stored.pk)) is not None:
+            self._locked[key] = stored  # as this write left it: the next write of it needs no read
+        return stored
 
     def delete_resource(self, current: StoredResource) -> None:
         self.store.delete_resource(self._conn, current)
+        self._locked.pop(self._held.pop(current.pk, ("", "", "")), None)
 
     # ------------------------------------------------------------------ members
     def add_members(self, app: str, group: StoredResource, ids: list[str], **kwargs: Any) -> int:

@@ -121,7 +121,7 @@ def _apply_batch(jobs: list[WriteJob], *, savepoints: bool) -> list[WriteResult]
                 if result.status < 400:
                     records.append(_record(job, result))
                     if (job.op, job.resource_type) not in _LEAVE_USER_ROWS_AS_READ:
-                        unit.forget_locked()
+                        unit.forget_users()
                 else:
                     rejections.append(rejection_row(job, result.body or {}))
         # Written with the changes, in the same transaction: a batch that committed is
@@ -147,7 +147,7 @@ def _lock_ahead(unit: UnitOfWork, jobs: list[WriteJob], done: dict[str, Any]) ->
     opposite orders deadlocked, PostgreSQL noticed only after its deadlock_timeout (1 s) and
     RQ ran the batch again a second later (member adds of 16 clients over 10 groups: p99
     2.4-4.1 s). One statement per app and type instead of one per write; a write of a group
-    or a delete makes them read again (``_LEAVE_USER_ROWS_AS_READ``)."""
+    or a delete makes the users read again (``_LEAVE_USER_ROWS_AS_READ``)."""
     targets: dict[tuple[str, str], list[str]] = {}
     deleting: set[tuple[str, str]] = set()
     for job in jobs:

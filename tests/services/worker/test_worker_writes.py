@@ -366,6 +366,43 @@ def test_the_users_a_batch_patches_are_locked_and_read_in_one_statement(worker_s
     assert len([s for s in seen if "in_groups" in s]) == 1
 
 
+def test_the_groups_a_batch_adds_members_to_are_read_once_whatever_the_member_adds_between(worker_store):
+    """A member add changes whether its members belong to a group, never another group's row:
+    the groups read ahead stay read (Entra's member adds come one per PATCH, to a few groups)."""
+    uids = create_users(6)
+    groups = [str(uuid.uuid4()) for _ in range(2)]
+    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
+                                           for g in groups])} == {201}
+    with statements(worker_store) as seen:
+        results = apply_batch([add_members(groups[n % 2], [uid]) for n, uid in enumerate(uids)])
+    assert [r.status for r in results] == [204] * 6
+    assert len([s for s in seen if "in_groups" in s]) == 1
+    with worker_store.connect() as conn:
+        from sqlalchemy import select
+
+        from libs.store.tables import resources
+        versions = dict(conn.execute(select(resources.c.id, resources.c.version).where(resources.c.id.in_(groups))).all())
+    assert versions == {groups[0]: 4, groups[1]: 4}  # created, then three member adds each
+
+
+def test_a_group_read_ahead_is_read_again_after_a_write_of_it_was_refused_and_rolled_back(worker_store):
+    (uid,) = create_users(1)
+    groups = [str(uuid.uuid4()) for _ in range(2)]
+    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
+                                           for g in groups])} == {201}
+    refused = write("replace", "Group", groups[0], {"schemas": [GROUP], "displayName": "renamed",
+                                                    "members": [{"value": str(uuid.uuid4())}]})
+    results = apply_batch([add_members(groups[1], [uid]), refused, add_members(groups[0], [uid])])
+    assert [r.status for r in results] == [204, 400, 204]
+    assert results[2].version == 2  # the refused PUT's version 2 was rolled back
+    with worker_store.connect() as conn:
+        from sqlalchemy import select
+
+        from libs.store.tables import resources
+        rows = conn.execute(select(resources.c.name, resources.c.version).where(resources.c.id == groups[0])).all()
+    assert [tuple(r) for r in rows] == [(groups[0], 2)]
+
+
 def test_a_user_read_ahead_is_read_again_after_a_group_write_of_its_batch(worker_store):
     first, joined = create_users(2)
     group = str(uuid.uuid4())
