@@ -152,3 +152,57 @@ def update_with_values(conn: Connection, params: dict[str, Any], gone: list[Key]
         else:
             values.update({f"{c}_list": [r[c] for r in added] for c in _VALUE_COLUMNS})
     conn.exec_driver_sql(_update_sql(mode, bool(added), as_json), values)
+
+
+_RESOURCE_TYPES = {"version": "int4", "last_modified": "timestamptz", "name": "varchar", "name_key": "varchar",
+                   "unique_name_key": "varchar", "external_id": "varchar", "display_name": "varchar",
+                   "active": "bool", "doc": "text"}
+# The updates of a batch, one JSON text each for the rows, the index rows gone and the index
+# rows added: one statement (and one plan, prepared once) whatever the batch holds.
+_UPDATE_MANY = (
+    "WITH u AS (SELECT * FROM json_to_recordset(%(rows)b::json) AS u(pk_ int8, all_gone bool, {columns})), "
+    "changed AS (UPDATE resources AS r SET {sets} FROM u WHERE r.pk = u.pk_), "
+    "gone_all AS (DELETE FROM resource_values AS v USING u WHERE u.all_gone AND v.resource_pk = u.pk_), "
+    "gone_some AS (DELETE FROM resource_values AS v USING json_to_recordset(%(gone)b::json) "
+    "AS g(pk_ int8, path varchar, ordinal int4) WHERE v.resource_pk = g.pk_ AND v.path = g.path "
+    "AND v.ordinal = g.ordinal) "
+    "INSERT INTO resource_values (resource_pk, {values}) SELECT a.pk_, {selected} "
+    "FROM json_to_recordset(%(added)b::json) AS a(pk_ int8, {json_columns})"
+).format(columns=", ".join(f"{c} {_RESOURCE_TYPES[c]}" for c in _RESOURCE_COLUMNS),
+         sets=", ".join(f"{c} = u.{c}" for c in _RESOURCE_COLUMNS), values=", ".join(_VALUE_COLUMNS),
+         selected=", ".join(f"a.{c}" for c in _VALUE_COLUMNS), json_columns=_JSON_COLUMNS)
+
+
+class Updates:
+    """Updates of resources (``update_with_values``'s) held back and written together, in one
+    statement (``flush``): a batch of five PATCHes costs one round trip for its rows and index
+    diffs instead of five. The holder flushes before any other statement of its transaction
+    and before a second update of a resource held; an update whose JSON would not carry its
+    values exactly (``_json_safe``) is not taken (``hold`` answers False)."""
+
+    def __init__(self) -> None:
+        self.pks: set[int] = set()
+        self._rows: list[bytes] = []
+        self._gone: list[dict[str, Any]] = []
+        self._added: list[dict[str, Any]] = []
+
+    def hold(self, params: dict[str, Any], gone: list[Key] | None, added: list[dict[str, Any]]) -> bool:
+        pk = params["pk_"]
+        row = orjson.dumps({"pk_": pk, "all_gone": gone is None, **{c: params[c] for c in _RESOURCE_COLUMNS}})
+        rows = [{"pk_": pk, **r} for r in added]
+        if b"\\u0000" in row or not _json_safe(added, orjson.dumps(rows)):
+            return False
+        self.pks.add(pk)
+        self._rows.append(row)
+        self._gone.extend({"pk_": pk, "path": p, "ordinal": o} for p, o in gone or ())
+        self._added.extend(rows)
+        return True
+
+    def flush(self, conn: Connection) -> None:
+        if not self._rows:
+            return
+        values = {"rows": (b"[" + b",".join(self._rows) + b"]").decode(), "gone": orjson.dumps(self._gone).decode(),
+                  "added": orjson.dumps(self._added).decode()}
+        self.pks.clear()
+        self._rows, self._gone, self._added = [], [], []
+        conn.exec_driver_sql(_UPDATE_MANY, values)

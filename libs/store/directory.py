@@ -37,7 +37,7 @@ from libs.scim.filter import Filter
 from libs.scim.render import etag, format_datetime
 from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.bulk import insert_rows, insert_rows_of_tables
-from libs.store.diff import changed_rows, touch, update_with_values, value_changes
+from libs.store.diff import Updates, changed_rows, touch, update_with_values, value_changes
 from libs.store.prepared import Prepared
 from libs.store.query import filter_clause, name_key_of, sort_clause
 from libs.store.session import StatementTimeout, read_reconnecting, writer_lock
@@ -408,9 +408,10 @@ class DirectoryStore:
 
     def update_resource(self, conn: Connection, schema: ResourceSchema, current: StoredResource,
                         doc: dict[str, Any], *, doc_changed: bool = True,
-                        unique_name: bool | None = None) -> StoredResource:
+                        unique_name: bool | None = None, held: Updates | None = None) -> StoredResource:
         """Bump the version (and write the document when it changed); ``unique_name`` as for
-        ``insert_resources``."""
+        ``insert_resources``. ``held``: on PostgreSQL a changed document may be held there
+        and written with others (``Updates.flush``)."""
         now = utcnow()
         params: dict[str, Any] = {"pk_": current.pk, "version": current.version + 1, "last_modified": now}
         # PostgreSQL: statements as text (exec_driver_sql), also when no index row changes (a
@@ -426,7 +427,8 @@ class DirectoryStore:
             params.update(_row_values(schema, doc, _unique(schema, unique_name)))
             gone, added = value_changes(*changed_rows(current.doc, doc, schema))
             if postgresql:
-                update_with_values(conn, params, gone, added)
+                if held is None or not held.hold(params, gone, added):
+                    update_with_values(conn, params, gone, added)
             else:
                 conn.execute(_UPDATE_RESOURCE, params)
                 if gone is None:

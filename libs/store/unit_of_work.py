@@ -4,7 +4,9 @@ a savepoint of its own, and the batch's idempotency and audit records.
 The connection stays inside libs/store (issue 20: the store is the only door); the worker
 calls domain methods on a ``UnitOfWork`` and catches ``libs.store.errors`` classes. Each
 method is the ``DirectoryStore`` method of the same name on this transaction's
-connection: no statement is added (the write path counts them).
+connection: no statement is added (the write path counts them), and without savepoints
+on PostgreSQL the updates of resources are held back and written together in one
+(``libs.store.diff.Updates``) before the next other statement.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import Connection, RootTransaction
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from libs.scim.schemas import USERS, ResourceSchema
+from libs.store.diff import Updates
 from libs.store.directory import DirectoryStore, StoredResource
 from libs.store.errors import LostRace, Replay, TransactionLost
 
@@ -36,6 +39,9 @@ class UnitOfWork:
         # transaction's own writes leave them (``_held``: their keys by pk).
         self._locked: dict[tuple[str, str, str], StoredResource] = {}
         self._held: dict[int, tuple[str, str, str]] = {}
+        # Without savepoints (every write's failure replays the batch), PostgreSQL's updates
+        # are held back and written together before the next other statement (``_now``).
+        self._updates = Updates() if not savepoints and conn.dialect.name == "postgresql" else None
 
     @contextlib.contextmanager
     def attempt(self) -> Iterator[None]:
@@ -114,11 +120,28 @@ class UnitOfWork:
         self._transaction.rollback()
         self._transaction = self._conn.begin()
 
+    # ------------------------------------------------------------------ updates held back
+    @property
+    def _now(self) -> Connection:
+        """The connection, once the updates held back are written: every statement goes
+        after them (it may read what they change), but another update."""
+        if self._updates is not None and self._updates.pks:
+            self._updates.flush(self._conn)
+        return self._conn
+
+    def write_held(self) -> None:
+        """Write the updates held back now; a failure replays the batch, as any write's does
+        without savepoints."""
+        if self._updates is not None and self._updates.pks:
+            with self._or_replay():
+                self._updates.flush(self._conn)
+
     # ------------------------------------------------------------------ idempotency, audit
     def applied_results(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        return self.store.applied_results(self._conn, job_ids)
+        return self.store.applied_results(self._now, job_ids)
 
     def record(self, entries: list[dict[str, Any]], rejections: list[dict[str, Any]] = ()) -> None:
+        self.write_held()
         self.store.record(self._conn, entries, rejections)
 
     # ------------------------------------------------------------------ resources
@@ -126,7 +149,7 @@ class UnitOfWork:
              deleting: bool = False) -> StoredResource | None:
         if lock and (ahead := self._locked.pop((app, schema.name, id), None)) is not None:
             return ahead
-        return self.store.load(self._conn, app, schema, id, lock=lock, deleting=deleting)
+        return self.store.load(self._now, app, schema, id, lock=lock, deleting=deleting)
 
     def lock_ahead(self, app: str, schema: ResourceSchema, ids: list[str], *, deleting: bool = False) -> None:
         """Lock and read the rows of several writes to come in one statement (``load_many``;
@@ -134,7 +157,7 @@ class UnitOfWork:
         of reading it, and again as this transaction's writes of it leave it. The caller
         calls ``forget_users`` after any write that could change whether a user read ahead
         belongs to a group."""
-        found = self.store.load_many(self._conn, app, schema, ids, lock=True, deleting=deleting)
+        found = self.store.load_many(self._now, app, schema, ids, lock=True, deleting=deleting)
         for id, row in found.items():
             self._locked[(app, schema.name, id)] = row
             self._held[row.pk] = (app, schema.name, id)
@@ -152,42 +175,44 @@ class UnitOfWork:
         self._locked = {key: row for key, row in self._locked.items() if key[1] != USERS.name}
 
     def check_unique(self, app: str, schema: ResourceSchema, doc: dict[str, Any], **kwargs: Any) -> None:
-        self.store.check_unique(self._conn, app, schema, doc, **kwargs)
+        self.store.check_unique(self._now, app, schema, doc, **kwargs)
 
     def taken(self, app: str, schema: ResourceSchema, docs: list[dict[str, Any]]) -> set[str]:
-        return self.store.taken(self._conn, app, schema, docs)
+        return self.store.taken(self._now, app, schema, docs)
 
     def insert_resource(self, app: str, schema: ResourceSchema, id: str, doc: dict[str, Any],
                         **kwargs: Any) -> StoredResource:
-        return self.store.insert_resource(self._conn, app, schema, id, doc, **kwargs)
+        return self.store.insert_resource(self._now, app, schema, id, doc, **kwargs)
 
     def insert_resources(self, app: str, schema: ResourceSchema, items: list[tuple[str, dict[str, Any]]],
                          **kwargs: Any) -> list[StoredResource]:
-        return self.store.insert_resources(self._conn, app, schema, items, **kwargs)
+        return self.store.insert_resources(self._now, app, schema, items, **kwargs)
 
     def update_resource(self, schema: ResourceSchema, current: StoredResource, doc: dict[str, Any],
                         **kwargs: Any) -> StoredResource:
-        stored = self.store.update_resource(self._conn, schema, current, doc, **kwargs)
+        if self._updates is not None and current.pk in self._updates.pks:
+            self.write_held()  # its second update in the batch: the first goes first
+        stored = self.store.update_resource(self._conn, schema, current, doc, held=self._updates, **kwargs)
         if (key := self._held.get(stored.pk)) is not None:
             self._locked[key] = stored  # as this write left it: the next write of it needs no read
         return stored
 
     def delete_resource(self, current: StoredResource) -> None:
-        self.store.delete_resource(self._conn, current)
+        self.store.delete_resource(self._now, current)
         self._locked.pop(self._held.pop(current.pk, ("", "", "")), None)
 
     # ------------------------------------------------------------------ members
     def add_members(self, app: str, group: StoredResource, ids: list[str], **kwargs: Any) -> int:
-        return self.store.add_members(self._conn, app, group, ids, **kwargs)
+        return self.store.add_members(self._now, app, group, ids, **kwargs)
 
     def remove_members(self, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:
-        return self.store.remove_members(self._conn, app, group, ids)
+        return self.store.remove_members(self._now, app, group, ids)
 
     def members_of(self, group_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
-        return self.store.members_of(self._conn, group_pks)
+        return self.store.members_of(self._now, group_pks)
 
     def groups_of(self, member_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
-        return self.store.groups_of(self._conn, member_pks)
+        return self.store.groups_of(self._now, member_pks)
 
 
 @contextlib.contextmanager
@@ -202,6 +227,7 @@ def unit_of_work(store: DirectoryStore, *, savepoints: bool = True) -> Iterator[
         unit = UnitOfWork(store, conn, conn.begin(), savepoints=savepoints)
         try:
             yield unit
+            unit.write_held()
         except BaseException:
             if unit._transaction.is_active:
                 unit._transaction.rollback()
