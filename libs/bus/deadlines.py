@@ -15,7 +15,10 @@ hash (one Redis, one clock):
 - **claim** (a worker, before it applies anything): the job becomes ``claimed`` unless it
   is already ``abandoned`` or ``expired``, or Redis ``TIME`` is past its deadline (then it
   becomes ``expired``). A job claimed once stays claimed: a re-run after its worker died
-  applies it (the idempotency records make that run at most once).
+  applies it (the idempotency records make that run at most once). A scimbus worker claims
+  a write batch as it starts its job, in the same round trip
+  (``libs.bus.rq_adapter.ScimWorker.prepare_execution``); ``apply_writes`` claims it itself
+  when another RQ worker runs it.
 - **give up** (the front, when its wait ends without an answer): the job becomes
   ``abandoned`` unless it is ``claimed``. Abandoned, the front answers 503 and no worker
   will ever apply it. Claimed, the write may be committing: the front waits on, bounded by
@@ -31,6 +34,7 @@ never a NOSCRIPT after a Redis restart.
 from __future__ import annotations
 
 from redis import Redis
+from redis.client import Pipeline
 
 DEADLINE_FIELD = "scim_deadline"
 """Field of the job's RQ hash: its deadline in Redis-clock milliseconds since the epoch."""
@@ -93,6 +97,12 @@ def claim(redis: Redis, job_key: str) -> str:
     ``ABANDONED``/``EXPIRED`` (the front answered or will answer 503: never apply it) or
     ``GONE`` (no such job). A job without a deadline (enqueued by an older front) is claimed."""
     return _text(redis.eval(_CLAIM, 1, job_key))
+
+
+def claim_in(transaction: Pipeline, job_key: str) -> None:
+    """``claim`` as a command of a worker's transaction (``libs.bus.rq_adapter.ScimWorker``
+    starts a job with it): no round trip of its own; its reply is the state (bytes)."""
+    transaction.eval(_CLAIM, 1, job_key)
 
 
 def give_up(redis: Redis, job_key: str) -> str:

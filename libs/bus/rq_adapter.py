@@ -39,7 +39,7 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from libs.bus import defaults, failures
+from libs.bus import deadlines, defaults, failures
 from libs.bus.connection import connect
 from libs.bus.serializer import OrjsonSerializer
 from libs.config import Settings
@@ -139,6 +139,14 @@ def refusal(job: Job, functions: frozenset[str]) -> str | None:
 class AllowedJob(Job):
     functions: frozenset[str] = defaults.JOB_FUNCTIONS
     """The dotted paths this process runs (the tests' pools add their own job functions)."""
+
+    claimed: frozenset[str] = frozenset({defaults.JOB_FUNCTION})
+    """The dotted paths whose jobs the worker claims as it starts them (``libs.bus.deadlines``):
+    a write batch's."""
+
+    start_claim: str | None = None
+    """The claim the worker made on this run of the job as it started it (``deadlines.CLAIMED``,
+    ``EXPIRED`` …; ``ScimWorker.prepare_execution``); None: none was made."""
 
     @property
     def func(self):
@@ -243,11 +251,13 @@ class PoolScheduler:
 #   with the parent: a write to a shared page gives the worker a private copy of it.
 # - The job's round trips: RQ 3.0's SimpleWorker spends nine round trips (43 replies parsed)
 #   of bookkeeping on each job, more than the job's own work on a batch of one write. Here
-#   it spends three while the queue has a backlog, four otherwise, and a delivery (deleted
-#   once done) as many where RQ spends fifteen (measured by ``python -m
-#   bench.profile_writes --role rq``; tests/libs/bus/test_worker_bookkeeping.py):
-#   the job taken and read in one script (``dequeue_job_and_maintain_ttl``), started in one
-#   transaction (``prepare_execution``), finished in another (``handle_job_success``), each
+#   it spends three while the queue has a backlog, four otherwise, a write batch's deadline
+#   claim included (``libs.bus.deadlines``; a round trip of its own until it rode in the
+#   start), and a delivery (deleted once done) as many where RQ spends fifteen (measured by
+#   ``python -m bench.profile_writes --role rq``; tests/libs/bus/test_worker_bookkeeping.py,
+#   tests/services/worker/test_claim_at_start.py):
+#   the job taken and read in one script (``dequeue_job_and_maintain_ttl``), claimed and
+#   started in one transaction (``prepare_execution``), finished in another (``handle_job_success``), each
 #   with what the rest of scimbus reads of it kept: the result stream, the started registry
 #   and the worker's execution index that find a killed worker's job, retries, the failed
 #   registry. What is dropped (the finished registry, worker statistics, dependents, the
@@ -405,14 +415,18 @@ class ScimWorker(SimpleWorker):
 
     def prepare_execution(self, job: Job) -> Execution:
         """RQ's two preparations (``prepare_execution``, then ``prepare_job_execution`` in
-        ``perform_job``) in one transaction: the execution in the started registry and the
-        worker's index (what a killed worker's job is found by: ``bury``, RQ's clean-up),
+        ``perform_job``) in one transaction, which first claims a write batch
+        (``libs.bus.deadlines``; ``AllowedJob.start_claim``, where ``apply_writes`` reads it):
+        the execution in the started registry and the worker's index (what a killed worker's job is found by: ``bury``, RQ's clean-up),
         the worker busy with its heartbeat stretched over the job, and the job STARTED,
         persisted and off the intermediate queue. One transaction is also what RQ's intermediate
         queue clean-up wants: a job is never off that queue without a started-registry entry.
         The job's ``last_heartbeat`` field is written once (``prepare_for_execution`` sets it
         too)."""
+        claim = isinstance(job, AllowedJob) and current_name(job.func_name) in job.claimed
         with self.connection.pipeline() as pipe:
+            if claim:  # first: a job whose hash is gone is "gone", not claimed
+                deadlines.claim_in(pipe, job.key)
             ttl = self.get_heartbeat_ttl(job)
             execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             self.executions[execution.id] = execution
@@ -424,6 +438,8 @@ class ScimWorker(SimpleWorker):
                 pipe.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
                 pipe.llen(self.queues[0].key)  # a backlog: the next job in one round trip
             replies = pipe.execute()
+        if claim:
+            job.start_claim = as_text(replies[0])
         self._backlog = len(self.queues) == 1 and replies[-1] > 0
         self._prepared = job.id
         return execution

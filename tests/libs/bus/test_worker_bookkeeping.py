@@ -61,9 +61,10 @@ def round_trips():
         AbstractConnection.send_packed_command = send
 
 
-def round_trips_per_job(redis_conn, enqueue, *, more: int) -> float:
+def round_trips_per_job(redis_conn, enqueue, *, more: int, drain=drain) -> float:
     """The worker's round trips per job: draining 1 + ``more`` jobs against draining one, so
-    what a drain costs once (its last, empty look at the queue) cancels out."""
+    what a drain costs once (its last, empty look at the queue) cancels out. ``drain(redis)``
+    runs a worker until the queue is empty."""
     counts = {}
     for jobs in (1, 1 + more):
         enqueue(jobs)
