@@ -15,7 +15,10 @@ hash (one Redis, one clock):
 - **claim** (a worker, before it applies anything): the job becomes ``claimed`` unless it
   is already ``abandoned`` or ``expired``, or Redis ``TIME`` is past its deadline (then it
   becomes ``expired``). A job claimed once stays claimed: a re-run after its worker died
-  applies it (the idempotency records make that run at most once).
+  applies it (the idempotency records make that run at most once). A scimbus worker claims
+  a write batch as it starts its job, in the same script and round trip
+  (``libs.bus.rq_adapter.ScimWorker.prepare_execution``: ``CLAIM_FUNCTION``); ``apply_writes``
+  claims it itself (``claim``) when another RQ worker runs it.
 - **give up** (the front, when its wait ends without an answer): the job becomes
   ``abandoned`` unless it is ``claimed``. Abandoned, the front answers 503 and no worker
   will ever apply it. Claimed, the write may be committing: the front waits on, bounded by
@@ -52,32 +55,48 @@ ARGV[#ARGV] = string.format("%.0f", stamp_t[1] * 1000 + math.floor(stamp_t[2] / 
 """Prefix of the enqueue script: turns its last field value (the milliseconds the front will
 wait, minus the margin) into the deadline on Redis's clock, before RQ's script saves the hash."""
 
-_UNSETTLED = """
-local state = redis.call("HGET", KEYS[1], "scim_state")
+CLAIM_FUNCTION = """
+local function unsettled(key)
+    local state = redis.call("HGET", key, "scim_state")
+    if state then
+        return state
+    end
+    if redis.call("EXISTS", key) == 0 then
+        return "gone"
+    end
+    return nil
+end
+
+local function claim(key)
+    local state = unsettled(key)
+    if state then
+        return state
+    end
+    local deadline = redis.call("HGET", key, "scim_deadline")
+    if deadline then
+        local t = redis.call("TIME")
+        if t[1] * 1000 + math.floor(t[2] / 1000) >= tonumber(deadline) then
+            redis.call("HSET", key, "scim_state", "expired")
+            return "expired"
+        end
+    end
+    redis.call("HSET", key, "scim_state", "claimed")
+    return "claimed"
+end
+"""
+"""Lua functions for a script to start with: ``claim(key)`` is the worker's claim on the job
+whose hash is ``key``, and the state it leaves (``unsettled`` is where both ends start: a job
+already settled keeps its state, a job gone (its hash expired or lost with a Redis failover)
+is "gone"). ``claim`` runs here alone, and inside the worker's start of a job
+(``libs.bus.rq_adapter.ScimWorker.prepare_execution``), which takes no extra round trip for it."""
+
+_CLAIM = CLAIM_FUNCTION + 'return claim(KEYS[1])\n'
+
+_GIVE_UP = CLAIM_FUNCTION + """
+local state = unsettled(KEYS[1])
 if state then
     return state
 end
-if redis.call("EXISTS", KEYS[1]) == 0 then
-    return "gone"
-end
-"""
-"""Both ends' scripts start here: a job already settled keeps its state, a job gone (its
-hash expired or lost with a Redis failover) is "gone"."""
-
-_CLAIM = _UNSETTLED + """
-local deadline = redis.call("HGET", KEYS[1], "scim_deadline")
-if deadline then
-    local t = redis.call("TIME")
-    if t[1] * 1000 + math.floor(t[2] / 1000) >= tonumber(deadline) then
-        redis.call("HSET", KEYS[1], "scim_state", "expired")
-        return "expired"
-    end
-end
-redis.call("HSET", KEYS[1], "scim_state", "claimed")
-return "claimed"
-"""
-
-_GIVE_UP = _UNSETTLED + """
 redis.call("HSET", KEYS[1], "scim_state", "abandoned")
 return "abandoned"
 """

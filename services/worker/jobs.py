@@ -66,11 +66,16 @@ def apply_writes(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _claim_refused(jobs: list[WriteJob]) -> dict[str, Any] | None:
     """None when this worker may apply the batch (it claimed it); else the batch's answer:
-    every write 503, none applied. Called outside RQ (no current job), the batch is applied."""
+    every write 503, none applied. Called outside RQ (no current job), the batch is applied.
+
+    A scimbus worker claimed the batch as it started the job, in the same round trip
+    (``libs.bus.rq_adapter.ScimWorker.prepare_execution``); any other RQ worker has not, and
+    the batch is claimed here."""
     job = get_current_job()
     if job is None:
         return None
-    state = deadlines.claim(job.connection, job.key.decode() if isinstance(job.key, bytes) else job.key)
+    state = getattr(job, "start_claim", None) or deadlines.claim(
+        job.connection, job.key.decode() if isinstance(job.key, bytes) else job.key)
     if not deadlines.never_applied(state):
         return None
     WRITES_EXPIRED.inc(len(jobs))

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
+import time
 import uuid
 
 import pytest
-from rq import Queue, Retry
+from rq import Queue, Retry, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
@@ -61,9 +63,10 @@ def round_trips():
         AbstractConnection.send_packed_command = send
 
 
-def round_trips_per_job(redis_conn, enqueue, *, more: int) -> float:
+def round_trips_per_job(redis_conn, enqueue, *, more: int, drain=drain) -> float:
     """The worker's round trips per job: draining 1 + ``more`` jobs against draining one, so
-    what a drain costs once (its last, empty look at the queue) cancels out."""
+    what a drain costs once (its last, empty look at the queue) cancels out. ``drain(redis)``
+    runs a worker until the queue is empty."""
     counts = {}
     for jobs in (1, 1 + more):
         enqueue(jobs)
@@ -102,6 +105,68 @@ def test_a_job_taken_with_its_hash_is_the_job_rq_fetches(redis_conn):
     assert taken.args == fetched.args and taken.func_name == fetched.func_name
     assert redis_conn.lrange(f"rq:queue:{QUEUE}:intermediate", 0, -1)[-1] == b"batch-b"
     assert redis_conn.llen(f"rq:queue:{QUEUE}") == 0
+
+
+_VOLATILE = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z|\b\d{10}\.\d+\b|\b\d{13}\b")  # times, deadlines
+
+
+def redis_contents(redis_conn, names: dict[str, str]) -> tuple[dict, dict]:
+    """Everything in Redis: (each key's type and contents, with times and the ``names`` given
+    replaced by placeholders; each key's TTL and scores, in seconds from now)."""
+    now = time.time()
+
+    def text(value: bytes) -> str:
+        value = _VOLATILE.sub("<time>", value.decode("latin-1"))
+        for name, placeholder in names.items():
+            value = value.replace(name, placeholder)
+        return value
+
+    shapes, numbers = {}, {}
+    for key in redis_conn.scan_iter():
+        kind, name = redis_conn.type(key).decode(), text(key)
+        numbers[name] = [redis_conn.ttl(key)]
+        if kind == "hash":
+            shapes[name] = kind, {text(f): text(v) for f, v in redis_conn.hgetall(key).items()}
+        elif kind == "zset":
+            entries = redis_conn.zrange(key, 0, -1, withscores=True)
+            shapes[name] = kind, [text(member) for member, _ in entries]
+            numbers[name] += [round(score - now) for _, score in entries]
+        elif kind == "set":
+            shapes[name] = kind, sorted(text(member) for member in redis_conn.smembers(key))
+        elif kind == "list":
+            shapes[name] = kind, [text(item) for item in redis_conn.lrange(key, 0, -1)]
+        else:
+            shapes[name] = kind, None
+    return shapes, numbers
+
+
+class RQsOwnStart(SimpleWorker):
+    """RQ's own start of a job, with the heartbeat TTL ScimWorker gives a job."""
+
+    get_heartbeat_ttl = ScimWorker.get_heartbeat_ttl
+
+
+def started(redis_conn, worker_class, writes: list[WriteJob]) -> tuple[dict, dict]:
+    """What Redis holds once ``worker_class`` started a queued job (taken as RQ's dequeue
+    takes it)."""
+    redis_conn.flushdb()
+    bus(redis_conn).submit_batch(batch := uuid.uuid4().hex, writes)
+    worker = worker_class([QUEUE], connection=redis_conn, job_class=Inspecting, serializer=OrjsonSerializer)
+    redis_conn.lmove(f"rq:queue:{QUEUE}", f"rq:queue:{QUEUE}:intermediate")
+    job = Inspecting.fetch(batch, connection=redis_conn, serializer=OrjsonSerializer)
+    execution = worker.prepare_execution(job)
+    worker.prepare_job_execution(job, remove_from_intermediate_queue=True)  # perform_job's first step
+    return redis_contents(redis_conn, {batch: "<job>", worker.name: "<worker>", execution.id: "<execution>"})
+
+
+def test_a_started_job_is_held_in_redis_exactly_as_rqs_own_start_holds_it(redis_conn):
+    """One script instead of RQ's two transactions, the same keys, fields, members, TTLs and
+    scores: what ``rq info``, RQ's clean-ups and ``_Pool.bury`` read of a running job."""
+    writes = [write(), write()]
+    ours, rqs = started(redis_conn, ScimWorker, writes), started(redis_conn, RQsOwnStart, writes)
+    assert ours[0] == rqs[0]
+    for key, numbers in rqs[1].items():
+        assert ours[1][key] == pytest.approx(numbers, abs=1), key
 
 
 def test_a_finished_job_leaves_its_result_for_the_front_and_nothing_in_flight(redis_conn):
@@ -201,25 +266,18 @@ class StoppedAsTheJobEnds(ScimWorker):
     first job is being sent to Redis."""
 
     def handle_job_success(self, *args, **kwargs):
-        connection, pipeline = self.connection, self.connection.pipeline
+        connection, send = self.connection, self.connection.eval
 
         def interrupted(*a, **k):
-            pipe = pipeline(*a, **k)
-            execute = pipe.execute
+            if not self._stop_requested:
+                self.request_stop(signal.SIGTERM, None)
+            return send(*a, **k)
 
-            def send(*a, **k):
-                if not self._stop_requested:
-                    self.request_stop(signal.SIGTERM, None)
-                return execute(*a, **k)
-
-            pipe.execute = send
-            return pipe
-
-        connection.pipeline = interrupted
+        connection.eval = interrupted
         try:
             super().handle_job_success(*args, **kwargs)
         finally:
-            del connection.pipeline
+            del connection.eval
 
 
 def test_a_sigterm_as_a_job_ends_lets_it_succeed_and_stops_the_worker(redis_conn):

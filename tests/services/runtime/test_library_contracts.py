@@ -35,10 +35,10 @@ ADAPTERS = (rq_adapter.ScimWorker, rq_adapter._Pool, rq_adapter.AllowedJob, guni
             gunicorn_worker._Connection, ordered_stop.OrderedManager)
 
 INTERNALS = {  # module-level names the adapters import from a library
-    "rq.executions": ["WORKER_EXECUTIONS_KEY_TEMPLATE", "Execution"],
+    "rq.executions": ["WORKER_EXECUTIONS_KEY_TEMPLATE", "Execution", "ExecutionRegistry"],
     "rq.worker": ["WorkerStatus"],
     "rq.worker_registration": ["REDIS_WORKER_KEYS", "WORKERS_BY_QUEUE_KEY"],
-    "rq.utils": ["as_text", "parse_composite_key", "import_attribute", "now", "utcformat"],
+    "rq.utils": ["as_text", "current_timestamp", "parse_composite_key", "import_attribute", "now", "utcformat"],
     "rq.scripts": ["UNIQUE_ENQUEUE_SCRIPT"],
     "rq.scheduler": ["RQScheduler"],
     "gunicorn.workers.gthread": ["STOP_KEEPALIVE_LINGER", "TConn", "ThreadWorker"],
@@ -166,6 +166,43 @@ def test_the_job_bookkeeping_the_worker_trims_is_where_rq_does_it():
     assert set(_calls(Job.cleanup)) == {"delete", "expire"}
     assert set(_calls(Job.delete)) == {"_remove_from_registries", "delete_dependents", "delete", "fetch",
                                        "delete_job", "get_key", "cancel", "from_job"}
+
+
+def test_the_writes_the_worker_sends_as_scripts_are_still_rqs():
+    """``ScimWorker`` sends RQ 3.0's writes for a job's start and success as one script each
+    (``rq_adapter._START``, ``_SUCCEED``) rather than through RQ's methods: each method whose
+    writes a script repeats must still write what it wrote in 3.0 (tests/libs/bus/
+    test_worker_bookkeeping.py compares a started job with RQ's own start, key by key)."""
+    from rq import executions
+    from rq.executions import Execution, ExecutionRegistry
+    from rq.job import Job
+    from rq.registry import StartedJobRegistry
+    from rq.results import Result
+    from rq.worker import BaseWorker
+
+    writes = {  # the start
+        executions.prepare_execution: {"create", "execute", "get_heartbeat_ttl", "pipeline", "set_state"},
+        Execution.create: {"ExecutionRegistry", "add", "add_execution", "cls", "expire", "sadd", "save", "uuid4"},
+        Execution.save: {"expire", "hset", "serialize"},
+        ExecutionRegistry.add: {"current_timestamp", "expire", "zadd"},
+        StartedJobRegistry.add_execution: {"current_timestamp", "zadd"},
+        BaseWorker.set_state: {"hset"},
+        BaseWorker.heartbeat: {"debug", "expire", "hset", "now", "utcformat"},
+        Job.prepare_for_execution: {"hset", "now", "utcformat"},
+        BaseWorker.prepare_job_execution: {"Queue", "debug", "execute", "format", "get_heartbeat_ttl", "heartbeat",
+                                           "lrem", "now", "persist", "pipeline", "prepare_for_execution", "procline",
+                                           "time"},
+        # the success
+        executions.cleanup_execution: {"debug", "delete", "pop"},
+        Execution.delete: {"ExecutionRegistry", "delete", "remove", "remove_execution", "srem"},
+        ExecutionRegistry.remove: {"zrem"},
+        StartedJobRegistry.remove_execution: {"zrem"},
+        Result.save: {"decode", "expire", "get_key", "persist", "serialize", "xadd"},
+    }
+    changed = [f.__qualname__ for f, calls in writes.items() if set(_calls(f)) != calls]
+    assert changed == [], f"RQ's {changed} changed: check rq_adapter._START and _SUCCEED against them"
+    assert list(Execution.serialize(Execution("e", "j", None, "w"))) == [  # type: ignore[arg-type]
+        "id", "job_id", "created_at", "last_heartbeat", "worker_name"]
 
 
 def test_a_renamed_private_name_would_be_caught():
