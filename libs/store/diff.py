@@ -162,6 +162,9 @@ _RESOURCE_TYPES = {"version": "int4", "last_modified": "timestamptz", "name": "v
 _UPDATE_MANY = (
     "WITH u AS (SELECT * FROM json_to_recordset(%(rows)b::json) AS u(pk_ int8, all_gone bool, {columns})), "
     "changed AS (UPDATE resources AS r SET {sets} FROM u WHERE r.pk = u.pk_), "
+    "touched AS (UPDATE resources AS r SET version = t.version, last_modified = t.last_modified "
+    "FROM json_to_recordset(%(touched)b::json) AS t(pk_ int8, version int4, last_modified timestamptz) "
+    "WHERE r.pk = t.pk_), "
     "gone_all AS (DELETE FROM resource_values AS v USING u WHERE u.all_gone AND v.resource_pk = u.pk_), "
     "gone_some AS (DELETE FROM resource_values AS v USING json_to_recordset(%(gone)b::json) "
     "AS g(pk_ int8, path varchar, ordinal int4) WHERE v.resource_pk = g.pk_ AND v.path = g.path "
@@ -174,17 +177,29 @@ _UPDATE_MANY = (
 
 
 class Updates:
-    """Updates of resources (``update_with_values``'s) held back and written together, in one
-    statement (``flush``): a batch of five PATCHes costs one round trip for its rows and index
-    diffs instead of five. The holder flushes before any other statement of its transaction
-    and before a second update of a resource held; an update whose JSON would not carry its
-    values exactly (``_json_safe``) is not taken (``hold`` answers False)."""
+    """Updates of resources (``update_with_values``'s and ``touch``'s) held back and written
+    together, in one statement (``flush``): a batch of five PATCHes costs one round trip for
+    its rows and index diffs instead of five, a batch of five member adds one for its groups'
+    versions. The holder flushes before any statement of its transaction that reads what
+    they change and before a second update of a resource held; an update whose JSON would
+    not carry its values exactly (``_json_safe``) is not taken (``hold`` answers False)."""
 
     def __init__(self) -> None:
         self.pks: set[int] = set()
         self._rows: list[bytes] = []
         self._gone: list[dict[str, Any]] = []
         self._added: list[dict[str, Any]] = []
+        self._touched: dict[int, dict[str, Any]] = {}
+
+    def must_flush(self, pk: int, doc_changed: bool) -> bool:
+        """Whether an update of ``pk`` must wait for those held: one statement cannot change a
+        row twice, but a touch replaces the touch held before it."""
+        return pk in self.pks and (doc_changed or pk not in self._touched)
+
+    def touch(self, params: dict[str, Any]) -> None:
+        self.pks.add(params["pk_"])
+        self._touched[params["pk_"]] = {"pk_": params["pk_"], "version": params["version"],
+                                        "last_modified": params["last_modified"]}
 
     def hold(self, params: dict[str, Any], gone: list[Key] | None, added: list[dict[str, Any]]) -> bool:
         pk = params["pk_"]
@@ -199,10 +214,10 @@ class Updates:
         return True
 
     def flush(self, conn: Connection) -> None:
-        if not self._rows:
+        if not self.pks:
             return
         values = {"rows": (b"[" + b",".join(self._rows) + b"]").decode(), "gone": orjson.dumps(self._gone).decode(),
-                  "added": orjson.dumps(self._added).decode()}
+                  "added": orjson.dumps(self._added).decode(), "touched": orjson.dumps(list(self._touched.values())).decode()}
         self.pks.clear()
-        self._rows, self._gone, self._added = [], [], []
+        self._rows, self._gone, self._added, self._touched = [], [], [], {}
         conn.exec_driver_sql(_UPDATE_MANY, values)

@@ -419,7 +419,9 @@ class DirectoryStore:
         # SQLAlchemy's cache-key and parameter processing on each call.
         postgresql = conn.dialect.name == "postgresql"
         if not doc_changed:
-            if postgresql:
+            if postgresql and held is not None:
+                held.touch(params)
+            elif postgresql:
                 touch(conn, params)
             else:
                 conn.execute(_TOUCH_RESOURCE, params)

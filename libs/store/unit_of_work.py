@@ -123,8 +123,8 @@ class UnitOfWork:
     # ------------------------------------------------------------------ updates held back
     @property
     def _now(self) -> Connection:
-        """The connection, once the updates held back are written: every statement goes
-        after them (it may read what they change), but another update."""
+        """The connection, once the updates held back are written: every statement that may
+        read what they change goes after them."""
         if self._updates is not None and self._updates.pks:
             self._updates.flush(self._conn)
         return self._conn
@@ -190,7 +190,7 @@ class UnitOfWork:
 
     def update_resource(self, schema: ResourceSchema, current: StoredResource, doc: dict[str, Any],
                         **kwargs: Any) -> StoredResource:
-        if self._updates is not None and current.pk in self._updates.pks:
+        if self._updates is not None and self._updates.must_flush(current.pk, kwargs.get("doc_changed", True)):
             self.write_held()  # its second update in the batch: the first goes first
         stored = self.store.update_resource(self._conn, schema, current, doc, held=self._updates, **kwargs)
         if (key := self._held.get(stored.pk)) is not None:
@@ -202,11 +202,13 @@ class UnitOfWork:
         self._locked.pop(self._held.pop(current.pk, ("", "", "")), None)
 
     # ------------------------------------------------------------------ members
+    # Memberships go by ids and pks, which no update changes: they need not wait for the
+    # updates held back (a batch of member adds writes its groups' versions once).
     def add_members(self, app: str, group: StoredResource, ids: list[str], **kwargs: Any) -> int:
-        return self.store.add_members(self._now, app, group, ids, **kwargs)
+        return self.store.add_members(self._conn, app, group, ids, **kwargs)
 
     def remove_members(self, app: str, group: StoredResource, ids: Iterable[str] | None) -> int:
-        return self.store.remove_members(self._now, app, group, ids)
+        return self.store.remove_members(self._conn, app, group, ids)
 
     def members_of(self, group_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
         return self.store.members_of(self._now, group_pks)
