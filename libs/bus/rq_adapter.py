@@ -705,6 +705,6 @@ def start_pool(settings: Settings, queue: str, serializer, processes: int) -> No
                  worker_class=ScimWorker, serializer=serializer, scheduler=scheduler, redis_url=settings.redis_url,
                  janitor=connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
     try:
-        pool.start(logging_level=settings.log_level)
+        pool.start(logging_level=logs.rq_level(settings.log_level))
     finally:
         scheduler.stop()

@@ -63,6 +63,14 @@ class Housekeeping(logging.Filter):
         return True
 
 
+def rq_level(level: str) -> str:
+    """The level of RQ's worker loggers: its INFO lines are housekeeping (``Housekeeping``),
+    written at DEBUG only; at any other level they are not even made (two for every job)."""
+    if logging.getLevelName(level) <= logging.DEBUG:
+        return level
+    return logging.getLevelName(max(logging.getLevelName(level), logging.WARNING))
+
+
 def configure(settings: Settings) -> None:
     """One handler on the root logger, for every role (RQ then adds none of its own)."""
     handler = logging.StreamHandler()

@@ -67,6 +67,12 @@ def test_the_housekeeping_of_rq_is_debug_and_its_warnings_stay():
     assert at_info.filter(record("scimbus.worker", logging.INFO))  # ours are ours to choose
 
 
+def test_rq_makes_its_housekeeping_records_only_where_they_are_written():
+    from libs.web.logs import rq_level
+
+    assert [rq_level(level) for level in ("DEBUG", "INFO", "WARNING", "ERROR")] == ["DEBUG", "WARNING", "WARNING", "ERROR"]
+
+
 def test_at_info_the_services_log_failed_requests_and_the_gateway_logs_every_request_with_its_id(tmp_path):
     """The services' JSON line per request is off the hot path: a success is only in the
     gateway's access log, which names it by the request id the audit and any error line carry."""
