@@ -1,5 +1,6 @@
-"""Many rows in one INSERT (libs.store.bulk): on PostgreSQL the columns travel as binary
-arrays, so every awkward value must arrive exactly as sent, on both stores."""
+"""Many rows in one INSERT (libs.store.bulk): on PostgreSQL the rows travel as one JSON text
+(binary arrays where JSON cannot carry them), so every awkward value must arrive exactly as
+sent, on both stores."""
 
 from __future__ import annotations
 
@@ -46,3 +47,21 @@ def test_a_column_of_nothing_but_nulls_is_stored_as_nulls(engine):
         insert_rows(conn, changes, rows)
         assert [(r.request_id, r.token_name, r.outcome) for r in conn.execute(select(changes))] == [(None, None, "ok")] * 3
         insert_rows(conn, rejected_writes, [])  # no rows: no statement
+
+
+def test_numbers_json_cannot_carry_come_back_as_sent(engine):
+    import math
+
+    import pytest
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores NaN as NULL")
+    at = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        (pk,) = [r.pk for r in insert_rows(conn, resources, [_resource(0, "n", at)], returning=("pk",))]
+        numbers = [float("inf"), float("-inf"), float("nan"), 2.5]
+        insert_rows(conn, resource_values, [{"resource_pk": pk, "path": "x", "ordinal": i, "str_value": None,
+                                             "ci_value": None, "ci_key": None, "num_value": n}
+                                            for i, n in enumerate(numbers)])
+        got = [r.num_value for r in conn.execute(select(resource_values).order_by(resource_values.c.ordinal))]
+    assert got[:2] + got[3:] == [float("inf"), float("-inf"), 2.5] and math.isnan(got[2])
