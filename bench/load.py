@@ -654,6 +654,12 @@ def run_scimbus(args: argparse.Namespace, workers: int | None = None, label: str
         # As shipped, not as the tests run it (they log WARNING and serve 8 threads per process).
         env = {"SCIM_LOG_LEVEL": "INFO", "SCIM_HTTP_THREADS": str(Settings.http_threads),
                **dict(item.split("=", 1) for item in args.stack_env)}
+        if args.profile_front:
+            from bench import front_profile
+
+            args.profile_front.mkdir(parents=True, exist_ok=True)
+            env[front_profile.PROFILE_DIR_VARIABLE] = str(args.profile_front.resolve())
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [front_profile.FOLDER, os.environ.get("PYTHONPATH")]))
         with running_stack(tmp, database_url=args.database_url, workers=workers, extra_env=env) as stack:
             sampler = StackSampler(stack.proc.pid).start()
             roots = [stack.proc.pid, *([args.postgres_pid] if getattr(args, "postgres_pid", None) else [])]
@@ -821,6 +827,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--stack-env", action="append", default=[], metavar="SCIM_X=V",
                    help="with --start: extra environment for the stack (repeatable)")
     g.add_argument("--stack-pid", type=int, help="with --url: PID of its `scimbus run`, to report memory")
+    g.add_argument("--profile-front", metavar="DIR", type=Path,
+                   help="with --start: profile the front's request threads (cProfile, thread CPU clock; "
+                        "~5x the front's CPU) into DIR; read with python -m bench.front_profile DIR")
     g = p.add_argument_group("peer (scim2-server)")
     g.add_argument("--no-peer", action="store_true", help="do not run the workload against the peer")
     g.add_argument("--peer-backlog", type=int, default=128,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from services.runtime import gunicorn_worker
 from tests.support.servers import free_port, wait_for_port
 from tests.support.stack import descendants
 
@@ -125,6 +126,45 @@ def test_a_body_the_app_leaves_unread_does_not_leak_into_the_next_request():
         assert client.get("/ignored", "POST", b"GET /smuggled HTTP/1.1\r\n\r\n" * 100)[0] == 200
         assert client.get("/echo", "POST", b"hello")[2] == b"hello"
         assert client.get("/after")[2].split()[0] == b"/after"
+
+
+def test_an_answer_without_a_body_leaves_with_its_headers_and_the_connection_goes_on():
+    with gunicorn() as (port, _):
+        client = Client(port)
+        client.send("/a", "HEAD")  # gunicorn writes no body for HEAD: the held headers leave alone
+        while b"\r\n\r\n" not in client.buf:
+            client._fill()
+        head, _, client.buf = client.buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert client.get("/b")[2].split()[0] == b"/b"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def test_a_response_header_block_leaves_with_the_first_body_chunk_in_one_send():
+    sock = _Recorder()
+    out = gunicorn_worker._OneSend(sock)
+    out.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    out.sendall(b"first")
+    out.sendall(b"second")
+    out.flush()
+    assert sock.sent == [b"HTTP/1.1 200 OK\r\n\r\nfirst", b"second"]
+
+
+def test_a_header_block_without_a_body_leaves_at_the_flush():
+    sock = _Recorder()
+    out = gunicorn_worker._OneSend(sock)
+    out.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert sock.sent == []
+    out.flush()
+    out.flush()
+    assert sock.sent == [b"HTTP/1.1 204 No Content\r\n\r\n"]
 
 
 def test_many_more_connections_than_threads_are_all_served():
