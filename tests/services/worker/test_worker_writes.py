@@ -417,15 +417,9 @@ def test_a_user_read_ahead_is_read_again_after_a_group_write_of_its_batch(worker
     assert results[3].body["displayName"] == "First again" and results[3].body["meta"]["version"] == 'W/"3"'
 
 
-def test_batches_adding_members_to_the_same_groups_in_opposite_orders_never_deadlock(worker_store):
-    """Two workers applying them at once each took one group and waited for the other's: a
-    deadlock PostgreSQL broke after its deadlock_timeout (1 s), failing a batch to be run again."""
-    if worker_store.dialect.name != "postgresql":
-        pytest.skip("SQLite writers queue on one lock taken at BEGIN")
-    users = create_users(40)
-    groups = [str(uuid.uuid4()) for _ in range(2)]
-    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
-                                           for g in groups])} == {201}
+def _pairs_applied_at_once(pairs) -> tuple[list[BaseException], list[int], float]:
+    """Each pair of batches applied by two threads at once, pair after pair, as two workers
+    would: what raised (a deadlock PostgreSQL broke), the statuses, and the seconds it took."""
     failures: list[BaseException] = []
     statuses: list[int] = []
 
@@ -437,18 +431,35 @@ def test_batches_adding_members_to_the_same_groups_in_opposite_orders_never_dead
             failures.append(exc)
 
     started = time.monotonic()
-    for pair in range(10):
-        one, other = users[2 * pair], users[2 * pair + 1]
+    for pair in pairs:
         start = threading.Barrier(2)
-        threads = [threading.Thread(target=apply, args=(batch, start)) for batch in (
-            [add_members(groups[0], [one]), add_members(groups[1], [one])],
-            [add_members(groups[1], [other]), add_members(groups[0], [other])])]
+        threads = [threading.Thread(target=apply, args=(batch, start)) for batch in pair]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
+    return failures, statuses, time.monotonic() - started
+
+
+def _users_and_groups(users: int, groups: int) -> tuple[list[str], list[str]]:
+    ids = [str(uuid.uuid4()) for _ in range(groups)]
+    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
+                                           for g in ids])} == {201}
+    return create_users(users), ids
+
+
+def test_batches_adding_members_to_the_same_groups_in_opposite_orders_never_deadlock(worker_store):
+    """Two workers applying them at once each took one group and waited for the other's: a
+    deadlock PostgreSQL broke after its deadlock_timeout (1 s), failing a batch to be run again."""
+    if worker_store.dialect.name != "postgresql":
+        pytest.skip("SQLite writers queue on one lock taken at BEGIN")
+    users, groups = _users_and_groups(20, 2)
+    failures, statuses, seconds = _pairs_applied_at_once(
+        ([add_members(groups[0], [one]), add_members(groups[1], [one])],
+         [add_members(groups[1], [other]), add_members(groups[0], [other])])
+        for one, other in zip(users[::2], users[1::2]))
     assert failures == [] and statuses == [204] * 40
-    assert time.monotonic() - started < 5  # a deadlock costs 1 s before PostgreSQL breaks it
+    assert seconds < 5  # a deadlock costs 1 s before PostgreSQL breaks it
 
 
 def _member_add_while_held(user: str, *, deleting: bool) -> tuple[bool, list[int]]:
@@ -493,33 +504,13 @@ def test_batches_patching_users_and_adding_them_to_groups_at_once_never_deadlock
     held for the PATCHes while the member adds check them."""
     if worker_store.dialect.name != "postgresql":
         pytest.skip("SQLite writers queue on one lock taken at BEGIN")
-    users = create_users(40)
-    groups = [str(uuid.uuid4()) for _ in range(2)]
-    assert {r.status for r in apply_batch([write("create", "Group", g, {"schemas": [GROUP], "displayName": g})
-                                           for g in groups])} == {201}
-    failures: list[BaseException] = []
-    statuses: list[int] = []
-
-    def apply(batch: list[WriteJob], start: threading.Barrier) -> None:
-        start.wait()
-        try:
-            statuses.extend(r.status for r in apply_batch(batch))
-        except BaseException as exc:  # noqa: BLE001 - the deadlock, which the test reports
-            failures.append(exc)
-
-    started = time.monotonic()
-    for pair in range(10):
-        one, other = users[2 * pair], users[2 * pair + 1]
-        start = threading.Barrier(2)
-        threads = [threading.Thread(target=apply, args=(batch, start)) for batch in (
-            [_rename(one, f"t{pair}"), add_members(groups[pair % 2], [other])],
-            [_rename(other, f"t{pair}"), add_members(groups[(pair + 1) % 2], [one])])]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+    users, groups = _users_and_groups(20, 2)
+    failures, statuses, seconds = _pairs_applied_at_once(
+        ([_rename(one, f"t{pair}"), add_members(groups[pair % 2], [other])],
+         [_rename(other, f"t{pair}"), add_members(groups[(pair + 1) % 2], [one])])
+        for pair, (one, other) in enumerate(zip(users[::2], users[1::2])))
     assert failures == [] and sorted(statuses) == [200] * 20 + [204] * 20
-    assert time.monotonic() - started < 5  # a deadlock costs 1 s before PostgreSQL breaks it
+    assert seconds < 5  # a deadlock costs 1 s before PostgreSQL breaks it
 
 
 def _user_row(worker_store, uid: str):
