@@ -36,9 +36,9 @@ class UnitOfWork:
         self._transaction = transaction
         self._holds_writes = transaction is None
         # Rows locked ahead by ``lock_ahead``, each handed out by ``load`` and kept as this
-        # transaction's own writes leave them (``_held``: their keys by pk).
+        # transaction's own writes leave them (``_ahead_keys``: their keys by pk).
         self._locked: dict[tuple[str, str, str], StoredResource] = {}
-        self._held: dict[int, tuple[str, str, str]] = {}
+        self._ahead_keys: dict[int, tuple[str, str, str]] = {}
         # Without savepoints (every write's failure replays the batch), PostgreSQL's updates
         # are held back and written together before the next other statement (``_now``).
         self._updates = Updates() if not savepoints and conn.dialect.name == "postgresql" else None
@@ -160,11 +160,11 @@ class UnitOfWork:
         found = self.store.load_many(self._now, app, schema, ids, lock=True, deleting=deleting)
         for id, row in found.items():
             self._locked[(app, schema.name, id)] = row
-            self._held[row.pk] = (app, schema.name, id)
+            self._ahead_keys[row.pk] = (app, schema.name, id)
 
     def _forget_read_ahead(self) -> None:
         self._locked.clear()
-        self._held.clear()
+        self._ahead_keys.clear()
 
     def forget_users(self) -> None:
         """Users read ahead are read again when loaded (they stay locked): whether a user
@@ -193,13 +193,13 @@ class UnitOfWork:
         if self._updates is not None and self._updates.must_flush(current.pk, kwargs.get("doc_changed", True)):
             self.write_held()  # its second update in the batch: the first goes first
         stored = self.store.update_resource(self._conn, schema, current, doc, held=self._updates, **kwargs)
-        if (key := self._held.get(stored.pk)) is not None:
+        if (key := self._ahead_keys.get(stored.pk)) is not None:
             self._locked[key] = stored  # as this write left it: the next write of it needs no read
         return stored
 
     def delete_resource(self, current: StoredResource) -> None:
         self.store.delete_resource(self._now, current)
-        self._locked.pop(self._held.pop(current.pk, ("", "", "")), None)
+        self._locked.pop(self._ahead_keys.pop(current.pk, ("", "", "")), None)
 
     # ------------------------------------------------------------------ members
     # Memberships go by ids and pks, which no update changes: they need not wait for the
