@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -33,16 +34,20 @@ from sqlalchemy.sql import bindparam
 _statements: dict[tuple, str] = {}
 
 
+def json_carries(text: bytes, numbers: Iterable[float | None]) -> bool:
+    """Whether ``text``, orjson's JSON of rows whose floats are ``numbers``, carries them
+    exactly: orjson writes NaN and infinities as null, and a NUL character (``\\u0000``),
+    which no PostgreSQL text holds, is refused by the server instead of by psycopg. Such
+    rows take the arrays."""
+    return b"\\u0000" not in text and all(n is None or math.isfinite(n) for n in numbers)
+
+
 def _json_rows(table: Table, rows: list[dict[str, Any]]) -> str | None:
     """``rows`` as the JSON text ``_json_insert`` reads, or None when it would not carry
     them exactly."""
     text = orjson.dumps(rows)
-    if b"\\u0000" in text:
-        return None
     floats = [name for name in rows[0] if isinstance(table.c[name].type, Float)]
-    if any(row[name] is not None and not math.isfinite(row[name]) for name in floats for row in rows):
-        return None
-    return text.decode()
+    return text.decode() if json_carries(text, (row[name] for name in floats for row in rows)) else None
 
 
 def _json_insert(conn: Connection, table: Table, names: tuple[str, ...], returning: tuple[str, ...],

@@ -16,13 +16,13 @@ index of a resource is always written from it (``resource_values`` has no other 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
 
 from libs.scim.schemas import ResourceSchema
+from libs.store.bulk import json_carries
 from libs.store.values import flatten
 
 _VALUE_COLUMNS = ("path", "ordinal", "str_value", "ci_value", "ci_key", "num_value")
@@ -113,15 +113,6 @@ def _update_sql(gone: str, insert: bool, as_json: bool = True) -> str:
     return sql
 
 
-def _json_safe(added: list[dict[str, Any]], text: bytes) -> bool:
-    """Whether ``text`` (the JSON of ``added``) carries the rows' values exactly: orjson writes
-    NaN and infinities as null, and a NUL character (``\\u0000``), which no PostgreSQL text
-    holds, is refused by the server instead of by psycopg. Such rows take the arrays."""
-    if b"\\u0000" in text:
-        return False
-    return all(r["num_value"] is None or math.isfinite(r["num_value"]) for r in added)
-
-
 _TOUCH = "UPDATE resources SET version = %(version)b, last_modified = %(last_modified)b WHERE pk = %(pk_)b::int8"
 
 
@@ -139,7 +130,7 @@ def update_with_values(conn: Connection, params: dict[str, Any], gone: list[Key]
     values = {c: params[c] for c in _RESOURCE_COLUMNS}
     values["pk_"] = params["pk_"]
     rows = orjson.dumps(added) if added else b"[]"
-    as_json = _json_safe(added, rows)
+    as_json = json_carries(rows, (r["num_value"] for r in added))
     if mode == "some":
         if as_json:
             values["gone"] = orjson.dumps([{"path": p, "ordinal": o} for p, o in gone]).decode()  # type: ignore[union-attr]
@@ -182,7 +173,7 @@ class Updates:
     its rows and index diffs instead of five, a batch of five member adds one for its groups'
     versions. The holder flushes before any statement of its transaction that reads what
     they change and before a second update of a resource held; an update whose JSON would
-    not carry its values exactly (``_json_safe``) is not taken (``hold`` answers False)."""
+    not carry its values exactly (``bulk.json_carries``) is not taken (``hold`` answers False)."""
 
     def __init__(self) -> None:
         self.pks: set[int] = set()
@@ -205,7 +196,7 @@ class Updates:
         pk = params["pk_"]
         row = orjson.dumps({"pk_": pk, "all_gone": gone is None, **{c: params[c] for c in _RESOURCE_COLUMNS}})
         rows = [{"pk_": pk, **r} for r in added]
-        if b"\\u0000" in row or not _json_safe(added, orjson.dumps(rows)):
+        if not json_carries(row + orjson.dumps(rows), (r["num_value"] for r in added)):
             return False
         self.pks.add(pk)
         self._rows.append(row)

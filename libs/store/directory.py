@@ -3,8 +3,8 @@
 Rules every caller relies on:
 
 - Writes happen inside ``transaction()``; on PostgreSQL the row being changed is locked
-  (``SELECT … FOR NO KEY UPDATE``, ``FOR UPDATE`` to delete it) and SQLite takes its write lock at BEGIN, so two writers of one
-  resource serialise and no update is lost.
+  (``SELECT … FOR NO KEY UPDATE``, ``FOR UPDATE`` to delete it) and SQLite takes its write
+  lock at BEGIN, so two writers of one resource serialise and no update is lost.
 - Names are unique case-insensitively where the caller says so (``unique_name``: every
   userName; a group's displayName in an app whose setting is "server"): checked before
   writing and enforced by the unique index on ``unique_name_key``; a race that slips past

@@ -43,7 +43,7 @@ def test_index_rows_written_by_the_diff_read_back_exactly(database_url, monkeypa
     if not database_url.startswith("postgresql"):
         pytest.skip("the one-statement diff is PostgreSQL's")
     if not as_json:
-        monkeypatch.setattr(diff, "_json_safe", lambda added, payload: False)
+        monkeypatch.setattr(diff, "json_carries", lambda text, numbers: False)
     engine = create_engine_from_url(database_url)
     store = DirectoryStore(engine)
     try:
@@ -76,12 +76,12 @@ def test_index_rows_written_by_the_diff_read_back_exactly(database_url, monkeypa
 
 
 def test_rows_json_cannot_carry_exactly_take_the_arrays():
-    row = {"path": "title", "ordinal": 0, "str_value": "a", "ci_value": "a", "ci_key": "a", "num_value": None}
-    safe = [row, {**row, "num_value": 1e308}]
-    assert diff._json_safe(safe, b"[]")
-    assert not diff._json_safe([{**row, "num_value": math.nan}], b"[]")  # orjson writes null
-    assert not diff._json_safe([{**row, "num_value": math.inf}], b"[]")
-    assert not diff._json_safe([{**row, "str_value": "a\x00b"}], b'[{"str_value":"a\\u0000b"}]')
+    from libs.store.bulk import json_carries
+
+    assert json_carries(b"[]", [None, 1e308])
+    assert not json_carries(b"[]", [math.nan])  # orjson writes null
+    assert not json_carries(b"[]", [math.inf])
+    assert not json_carries(b'[{"str_value":"a\\u0000b"}]', [None])
 
 
 # -- the rows of the diff: what a full rewrite leaves --------------------------------------------
