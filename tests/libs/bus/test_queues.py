@@ -110,6 +110,43 @@ def test_a_job_that_fails_every_retry_is_unavailable_not_a_traceback(redis_conn)
     assert "Traceback" not in str(caught.value.to_body())
 
 
+def _job_and_result_keys(batch_id: str) -> tuple[str, str]:
+    from libs.bus.rq_adapter import result_key
+
+    return f"rq:job:{batch_id}", result_key(batch_id)
+
+
+def test_an_answered_batch_is_deleted_from_redis_by_the_next_enqueue(redis_conn):
+    b = bus(redis_conn)
+    b.submit_batch("spent-1", [job()])
+    run_worker_once(redis_conn)
+    assert b.await_batch("spent-1", 1, timeout=5)[0].status == 201
+    first = _job_and_result_keys("spent-1")
+    assert redis_conn.exists(*first) == 2  # read, but nothing was sent since
+
+    second = threading.Thread(target=lambda: b.run_batch("spent-2", [job()], timeout=5))
+    second.start()
+    deadline = time.monotonic() + 5
+    while redis_conn.llen("rq:queue:test-writes") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run_worker_once(redis_conn)
+    second.join(5)
+
+    assert redis_conn.exists(*first) == 0
+    assert redis_conn.exists(*_job_and_result_keys("spent-2")) == 2  # its own wait for the next
+
+
+def test_a_batch_not_answered_with_a_success_is_kept_after_the_next_enqueue(redis_conn):
+    b = bus(redis_conn, "broken")
+    b.submit_batch("failed-1", [job()])
+    run_worker_once(redis_conn)  # fails; its retry is scheduled
+    with pytest.raises(Unavailable):
+        b.await_batch("failed-1", 1, timeout=1)
+    with pytest.raises(Unavailable):
+        b.run_batch("failed-2", [job()], timeout=0.3)  # no worker: given up, never applied
+    assert redis_conn.exists("rq:job:failed-1") == 1
+
+
 def test_an_unreachable_redis_is_unavailable_and_nothing_is_enqueued():
     from tests.support.servers import free_port
 
