@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from libs.config import Settings
-from flask import Flask, request
+from flask import Flask
 
+from libs.config import Settings
 from libs.scim.errors import InvalidFilter, InvalidSyntax, InvalidValue, PayloadTooLarge
+from libs.web.request import current_request
 
 NUL = "\x00"
 _ESCAPED_NUL = re.compile(r"\\u0000", re.I)
@@ -95,5 +96,6 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _no_nul_in_the_url() -> None:
         # An id or filter with U+0000 can match nothing, and PostgreSQL refuses it outright.
-        if NUL in request.path or any(NUL in k or NUL in v for k, v in request.args.items(multi=True)):
+        req = current_request()
+        if NUL in req.path or any(NUL in k or NUL in v for k, v in req.args.items(multi=True)):
             raise InvalidValue("The URL cannot contain the NUL character (U+0000).")

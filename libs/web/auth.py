@@ -32,6 +32,7 @@ from libs.security.jwt_tokens import (
 from libs.security.key_encryption import Sealer
 from libs.security.ratelimit import RateLimiter
 from libs.store.session import create_engine_from_url
+from libs.web.request import current_request
 
 OPEN_PATHS = ("/metrics", "/healthz", "/readyz", "/oauth/")
 
@@ -93,9 +94,10 @@ def required_scope(method: str, path: str) -> str:
     return "write"
 
 
-def request_app(settings: Settings) -> str:
-    """The app named in the URL (``/scim/<app>/…``), else the default app."""
-    app = (request.view_args or {}).get("app")
+def request_app(settings: Settings, view_args: dict | None = None) -> str:
+    """The app named in the URL (``/scim/<app>/…``; ``view_args``: the request's, if read),
+    else the default app."""
+    app = ((request.view_args if view_args is None else view_args) or {}).get("app")
     return app if isinstance(app, str) else settings.default_app
 
 
@@ -113,11 +115,14 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _authenticate() -> None:
-        if request.path.startswith(OPEN_PATHS):
+        req = current_request()
+        path = req.path
+        if path.startswith(OPEN_PATHS):
             return
-        principal = authenticator.authenticate(request.headers.get("Authorization"), request_app(settings))
+        principal = authenticator.authenticate(req.headers.get("Authorization"),
+                                               request_app(settings, req.view_args or {}))
         g.scim_principal = principal
-        scope = required_scope(request.method, request.path)
+        scope = required_scope(req.method, path)
         if scope not in principal.scopes:
             raise Forbidden(f"The credential {principal.name!r} lacks the {scope!r} scope.")
         if limiter is not None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g
 
 from libs.metrics.metrics import observe_request, registry_for_scrape, render
 from libs.scim.schemas import BY_ENDPOINT
+from libs.web.request import current_request
 
 # What a request's URL names, by its lower-cased endpoint segment: a fixed set of labels.
 _RESOURCE_TYPES = {**{endpoint: r.name for endpoint, r in BY_ENDPOINT.items()},
@@ -24,19 +25,19 @@ _RESOURCE_TYPES = {**{endpoint: r.name for endpoint, r in BY_ENDPOINT.items()},
                    "serviceproviderconfig": "ServiceProviderConfig", "bulk": "Bulk", "me": "Me"}
 
 
-def _endpoint_label() -> str:
+def _endpoint_label(req: Request) -> str:
     # The route pattern, never the concrete URL: ids in labels would explode cardinality.
-    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
     return rule.replace("/scim/<scimapp:app>", "/scim")
 
 
-def _resource_type_label() -> str:
+def _resource_type_label(req: Request) -> str:
     """User or Group (or a discovery endpoint, Bulk, "all" for the root /.search): the
     endpoint segment looked up in a fixed table, so no URL adds a label value."""
-    endpoint = (request.view_args or {}).get("endpoint")
+    endpoint = (req.view_args or {}).get("endpoint")
     if isinstance(endpoint, str):
         return _RESOURCE_TYPES.get(endpoint.lower(), "unknown")
-    if request.url_rule is not None and request.url_rule.rule.endswith("/.search"):
+    if req.url_rule is not None and req.url_rule.rule.endswith("/.search"):
         return "all"
     return ""
 
@@ -57,8 +58,9 @@ def init_app(app: Flask, service: str, extra_collectors: tuple = (),
     @app.after_request
     def _observe(response: Response) -> Response:
         started = g.get("scim_started")
-        if started is not None and not request.path.startswith(_UNOBSERVED):
-            observe_request(service, request.method, _endpoint_label(), _resource_type_label(),
+        req = current_request()
+        if started is not None and not req.path.startswith(_UNOBSERVED):
+            observe_request(service, req.method, _endpoint_label(req), _resource_type_label(req),
                             response.status_code, time.perf_counter() - started)
         return response
 

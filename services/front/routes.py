@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Request, Response, current_app, g, request
 
 from libs.bus.messages import WriteJob
 from libs.bus.queues import Bus
@@ -23,7 +23,7 @@ from libs.scim.undeclared import Policy
 from libs.scim.validate import validate_resource
 from libs.security.limits import check_json, check_members
 from libs.web.errors import render_error
-from libs.web.request import base_url, client_request_id, json_body, request_id, resolve_app
+from libs.web.request import base_url, client_request_id, current_request, json_body, request_id, resolve_app
 from libs.web.responses import scim_response
 from services.front import bulk
 
@@ -53,8 +53,11 @@ def _schema(endpoint: str) -> ResourceSchema:
 
 
 def _selection(schema: ResourceSchema) -> tuple[list, list]:
-    return (parse_attribute_list(request.args.get("attributes"), schema),
-            parse_attribute_list(request.args.get("excludedAttributes"), schema))
+    args = request.args
+    if not args:  # a write's usual URL: werkzeug raises and catches a KeyError per missing name
+        return [], []
+    return (parse_attribute_list(args.get("attributes"), schema),
+            parse_attribute_list(args.get("excludedAttributes"), schema))
 
 
 def _body(settings: Settings, *, patch: bool = False):
@@ -64,23 +67,25 @@ def _body(settings: Settings, *, patch: bool = False):
     return body
 
 
-def _audit_meta() -> dict[str, str | None]:
+def _audit_meta(req: Request) -> dict[str, str | None]:
     """Who asked, for the audit row the worker writes: never the secret itself."""
     principal = g.get("scim_principal")
-    return {"token_name": principal.name if principal else None, "client_ip": request.remote_addr,
-            "client_request_id": client_request_id()}
+    return {"token_name": principal.name if principal else None, "client_ip": req.remote_addr,
+            "client_request_id": client_request_id(req)}
 
 
 def _run(app: str | None, schema: ResourceSchema, op: str, resource_id: str, body=None,
-         meta: dict | None = None) -> Response:
-    settings = _settings()
-    attributes, excluded = _selection(schema)
+         meta: dict | None = None, selection: tuple[list, list] | None = None) -> Response:
+    extensions = current_app.extensions
+    settings: Settings = extensions["scim.settings"]
+    req = current_request()
+    attributes, excluded = selection or _selection(schema)
     job = WriteJob(
         job_id=uuid.uuid4().hex, op=op, app=resolve_app(app, settings.default_app, settings.app_names),
         resource_type=schema.name, resource_id=resource_id, body=body,
-        if_match=request.headers.get("If-Match"), request_id=request_id(), meta={**_audit_meta(), **(meta or {})},
+        if_match=req.headers.get("If-Match"), request_id=request_id(), meta={**_audit_meta(req), **(meta or {})},
     )
-    result = _bus().apply(job, settings.write_timeout)
+    result = extensions["scim.bus"].apply(job, settings.write_timeout)
     if result.status >= 400:
         return render_error(from_body(result.body or {"status": result.status}))
     headers: dict[str, str] = {}
@@ -133,7 +138,8 @@ def patch(endpoint: str, resource_id: str, app: str | None = None) -> Response:
     members = not any(k.lower() == "members" and s is None for k, s in excluded) and \
         (not attributes or any(k.lower() == "members" for k, _ in attributes))
     return _run(app, schema, "patch", resource_id, passwords.hash_in_patch(body, schema),
-                meta={"answer": answer, "members": members, "password_hashed": True})
+                meta={"answer": answer, "members": members, "password_hashed": True},
+                selection=(attributes, excluded))
 
 
 @bp.delete("/<endpoint>/<resource_id>")
@@ -153,6 +159,6 @@ def _bulk(app: str | None) -> Response:
     operations, fail_on_errors = bulk.parse_request(check_json(json_body(settings.bulk_max_payload_bytes), settings),
                                                     settings)
     app_key = resolve_app(app, settings.default_app, settings.app_names)
-    planned = bulk.plan(operations, settings, app_key, request_id(), _audit_meta())
+    planned = bulk.plan(operations, settings, app_key, request_id(), _audit_meta(current_request()))
     bulk.run(_bus(), planned, fail_on_errors, settings.write_timeout)
     return scim_response(bulk.response(planned, base_url(app)), 200)
