@@ -132,7 +132,7 @@ def _set_extensions(resource: ResourceSchema, extensions: tuple[SchemaDoc, ...])
     if resource.extensions == extensions:
         return
     object.__setattr__(resource, "extensions", extensions)
-    for cached in ("_by_urn", "_core_names", "_urns_longest_first", "_extension_names", "never_returned"):
+    for cached in ("_by_urn", "_core_names", "_urns_longest_first", "_extension_names", "never_returned", "_resolved"):
         resource.__dict__.pop(cached, None)
 
 

@@ -171,6 +171,11 @@ class SchemaDoc:
         }
 
 
+_UNRESOLVED = object()
+_RESOLVED_KEPT = 1024
+"""Names each resource type remembers resolving (``ResourceSchema.resolve``)."""
+
+
 @dataclass(frozen=True)
 class AttrRef:
     """A resolved attribute: which schema holds it, its definition, and an optional sub-attribute."""
@@ -248,8 +253,25 @@ class ResourceSchema:
                 return self._by_urn[urn].urn, text[len(urn) + 1:]
         return None, text
 
+    @cached_property
+    def _resolved(self) -> dict[str, AttrRef | None]:
+        return {}
+
     def resolve(self, text: str) -> AttrRef | None:
-        """Resolve ``name``, ``name.sub`` or a URN-qualified form; ``None`` when unknown."""
+        """Resolve ``name``, ``name.sub`` or a URN-qualified form; ``None`` when unknown.
+
+        Remembered per name: a create resolves each of its ~9 names on every request, and the
+        few names clients send come back again and again (the first ``_RESOLVED_KEPT`` names
+        seen are kept, so names a client makes up cannot grow the memory)."""
+        known = self._resolved
+        ref = known.get(text, _UNRESOLVED)
+        if ref is _UNRESOLVED:
+            ref = self._resolve(text)
+            if len(known) < _RESOLVED_KEPT:
+                known[text] = ref
+        return ref  # type: ignore[return-value]
+
+    def _resolve(self, text: str) -> AttrRef | None:
         urn, rest = self.split_urn(text)
         if not rest:
             return None

@@ -41,6 +41,17 @@ def test_installing_again_is_idempotent_and_an_empty_file_removes_it(acme):
     assert USERS.schema_urns == (USERS.core.urn, ENTERPRISE_USER)
 
 
+def test_a_name_resolved_before_an_extension_changes_is_resolved_afresh_after():
+    name = f"{ACME}:badgeNumber"
+    assert USERS.resolve(name) is None  # remembered as unknown
+    extensions.install({"schemas": [ACME_TABLE]})
+    try:
+        assert USERS.resolve(name).attribute.type == "integer"
+    finally:
+        extensions.install({})
+    assert USERS.resolve(name) is None
+
+
 def test_values_of_the_extension_are_validated_by_type(acme):
     doc = validate_resource({"userName": "a", ACME: {"badgeNumber": 7, "SITE": "north"}}, USERS)
     assert doc[ACME] == {"badgeNumber": 7, "site": "north"} and ACME in doc["schemas"]
