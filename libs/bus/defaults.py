@@ -19,9 +19,10 @@ SLOT_WAIT = 0.5
 (~15-30 s), and the writes behind it must not wait that long."""
 
 RESULT_TTL = 60
-"""Seconds a finished job's result (and its hash, with the writes) stays in Redis. The front
-is already blocked on the result stream when the result is written, so it reads it at once;
-the rest is for an operator's look. At 700 writes/s, 300 s of them held 230 MB of Redis."""
+"""Seconds a finished job's result (and its hash, with the writes) stays in Redis unless the
+front deletes it first: it does, in its next enqueue, once it has read the result
+(``libs.bus.queues``), so this bounds only what a front leaves when it goes idle or dies.
+At 700 writes/s, 300 s of them held 230 MB of Redis."""
 
 FAILURE_TTL = 3 * 24 * 3600
 """Seconds a failed job stays in the failed registry for an operator to inspect: a long
