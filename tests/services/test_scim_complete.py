@@ -185,6 +185,17 @@ def test_the_clear_text_password_never_reaches_the_queue(stack):
     assert not any(clear.encode() in data for data in jobs)
 
 
+def test_redis_keeps_an_answered_write_only_until_its_front_process_sends_the_next(stack):
+    redis = stack.redis()
+    with stack.client() as scim:
+        for _ in range(12):
+            create_user(scim)
+    answered = [key for key in redis.scan_iter("rq:job:*")
+                if redis.type(key) == b"hash" and redis.hget(key, "status") == b"finished"]
+    assert len(answered) <= 2, answered  # the last batch each of the two front processes sent
+    assert all(redis.ttl(key) > 0 for key in [*answered, *redis.scan_iter("rq:results:*")])
+
+
 # ---------------------------------------------------------------- PATCH answers
 
 def test_user_patch_answers_200_with_the_resource_honouring_attributes(scim):
