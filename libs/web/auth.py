@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import Flask, g, request
+from flask import Flask, g
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -94,10 +94,10 @@ def required_scope(method: str, path: str) -> str:
     return "write"
 
 
-def request_app(settings: Settings, view_args: dict | None = None) -> str:
-    """The app named in the URL (``/scim/<app>/…``; ``view_args``: the request's, if read),
-    else the default app."""
-    app = ((request.view_args if view_args is None else view_args) or {}).get("app")
+def request_app(settings: Settings, view_args: dict | None) -> str:
+    """The app named in the URL (``/scim/<app>/…``, in the request's ``view_args``), else the
+    default app."""
+    app = (view_args or {}).get("app")
     return app if isinstance(app, str) else settings.default_app
 
 
@@ -120,7 +120,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         if path.startswith(OPEN_PATHS):
             return
         principal = authenticator.authenticate(req.headers.get("Authorization"),
-                                               request_app(settings, req.view_args or {}))
+                                               request_app(settings, req.view_args))
         g.scim_principal = principal
         scope = required_scope(req.method, path)
         if scope not in principal.scopes:
