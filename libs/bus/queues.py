@@ -83,7 +83,10 @@ class Bus:
         self.commit_wait = float(job_timeout)
         """Seconds the front waits on past its deadline for a write a worker claimed: the job
         cannot run longer than its timeout."""
-        self._retry = Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS)
+        self._job_hash = rq_adapter.JobHash(
+            self.queue, function, timeout=job_timeout, result_ttl=defaults.RESULT_TTL,
+            failure_ttl=defaults.FAILURE_TTL, ttl=defaults.QUEUED_TTL,
+            retry=Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS))
         self._spent: collections.deque[str] = collections.deque()
         """Keys of answered jobs (hash, result stream), deleted with the next enqueue; those
         a process leaves when it goes idle lapse after ``RESULT_TTL``."""
@@ -94,21 +97,12 @@ class Bus:
         """EVAL arguments putting one job holding ``jobs`` on the queue as
         ``Queue.enqueue(..., unique=True)`` would: the same job hash, so any RQ worker runs it,
         plus its deadline: ``wait`` seconds (what is left of the front's wait) from now."""
-        job = self.queue.create_job(
-            self.function, args=({"writes": [w.to_payload() for w in jobs]},),
-            job_id=batch_id,
-            timeout=self.job_timeout,
-            result_ttl=defaults.RESULT_TTL,
-            failure_ttl=defaults.FAILURE_TTL,
-            ttl=defaults.QUEUED_TTL,
-            retry=self._retry,
-            description=f"{len(jobs)} writes",
-        )
-        fields = rq_adapter.job_hash(job)
+        fields = self._job_hash.fields(({"writes": [w.to_payload() for w in jobs]},), f"{len(jobs)} writes")
         fields += deadlines.stamp_fields(wait)  # last: the script turns it into the deadline
         # The script answers 0 for an id already queued (a resent command): the wait then
         # reads that job's result.
-        return [_ENQUEUE, 3, job.key, self.queue.key, self.queue.redis_queues_keys, job.id, "R", job.ttl, *fields]
+        return [_ENQUEUE, 3, self._job_key(batch_id), self.queue.key, self.queue.redis_queues_keys, batch_id, "R",
+                defaults.QUEUED_TTL, *fields]
 
     def submit_batch(self, batch_id: str, jobs: list[WriteJob], wait: float = defaults.QUEUED_TTL) -> None:
         """Enqueue without waiting (``await_batch`` waits): ``wait`` is the job's deadline from now."""

@@ -4,9 +4,10 @@ fails loudly when an upgrade changes what it relies on).
 
 scimbus drives RQ past its public API in four places, each a section below:
 
-- **the enqueue** (``UNIQUE_ENQUEUE_SCRIPT``, ``job_hash``, ``result_outcome``): the front
-  puts a write batch on the queue with RQ's own Lua script and reads RQ's result stream
-  without building ``Result`` objects (``libs.bus.queues``);
+- **the enqueue** (``UNIQUE_ENQUEUE_SCRIPT``, ``JobHash``, ``result_outcome``): the front
+  puts a write batch on the queue with RQ's own Lua script, writing the job's hash as RQ
+  would without building a ``Job``, and reads RQ's result stream without building
+  ``Result`` objects (``libs.bus.queues``);
 - **the allow-list** (``AllowedJob``, ``refusal``): workers run scimbus's own job functions
   and nothing else;
 - **the scheduler** (``PoolScheduler``): RQ's scheduler, run by a pool's parent;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import zlib
 from base64 import b64decode
 from uuid import uuid4
 from typing import Any
@@ -56,15 +58,40 @@ ENQUEUE_SCRIPT = UNIQUE_ENQUEUE_SCRIPT
 push its id); ``libs.bus.queues`` prefixes lines of its own."""
 
 
-def job_hash(job: Job) -> list:
-    """The fields of ``job``'s Redis hash, as ``Queue.enqueue`` would save them, flat
-    (key, value, key, value …) for the enqueue script; stamped enqueued now."""
-    job.enqueued_at = now()
-    fields: list = []
-    for key, value in job.to_dict().items():
-        if value is not None:
-            fields += (key, value if isinstance(value, (bytes, str)) else str(value))
-    return fields
+class JobHash:
+    """The fields of a job's Redis hash, as ``Queue.create_job`` then ``Queue.enqueue`` save
+    them, for jobs that differ only in their arguments and description.
+
+    RQ builds a ``Job`` per enqueue: a uuid, its serializer checked against a ``Protocol``
+    (~7 µs), five timestamps, twenty fields formatted. Every batch the front sends runs the
+    same function with the same options, so those fields are made once, from a job RQ
+    builds itself, and each batch fills in only what is its own: its data (RQ's encoding:
+    the serialized call, zlib-compressed), description and timestamps. In the stack that
+    took the front's enqueue from ~159 to ~85 µs of CPU a batch of six (its thread's CPU clock).
+    ``tests/libs/bus/test_queues.py`` holds it to the hash RQ's own enqueue writes, so an RQ
+    release that changes the hash fails there, not in a worker."""
+
+    VARYING = ("created_at", "enqueued_at", "data", "description")
+
+    COMPRESSION = 1
+    """zlib's fastest level, where RQ uses its default (6): a batch of six creates (4.3 KB of
+    JSON) compresses to 901 bytes in 12 µs instead of 869 in 18; RQ decompresses either."""
+
+    def __init__(self, queue: Queue, function: str, **options: Any) -> None:
+        job = queue.create_job(function, args=(), job_id="template", description="", **options)
+        self.function = function
+        self.dumps = job.serializer.dumps
+        self.fixed: list = []
+        for key, value in job.to_dict().items():
+            if value is not None and key not in self.VARYING:
+                self.fixed += (key, value if isinstance(value, (bytes, str)) else str(value))
+
+    def fields(self, args: tuple, description: str) -> list:
+        """The hash (key, value, key, value …) of a job calling the function with ``args``,
+        created and enqueued now, for the enqueue script."""
+        stamp = utcformat(now())
+        data = zlib.compress(self.dumps((self.function, None, args, {})), self.COMPRESSION)
+        return [*self.fixed, "created_at", stamp, "enqueued_at", stamp, "data", data, "description", description]
 
 
 def result_key(job_id: str) -> str:

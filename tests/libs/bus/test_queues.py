@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 
 import pytest
 from redis import Redis
@@ -218,19 +219,26 @@ def test_under_concurrent_writes_a_batch_lingers_for_the_writes_arriving_just_af
 
 def test_a_batch_is_the_job_rq_itself_would_enqueue(redis_conn):
     from rq import Queue, Retry
+    from rq.job import Job
+    from rq.utils import utcparse
 
     b = bus(redis_conn)
-    b.submit_batch("batch-5", [job()])
+    write = job()
+    b.submit_batch("batch-5", [write])
     mine = redis_conn.hgetall("rq:job:batch-5")
     Queue("test-writes", connection=redis_conn, serializer=OrjsonSerializer).enqueue(
-        b.function, {"writes": []}, job_id="batch-6", job_timeout=5, result_ttl=defaults.RESULT_TTL,
-        failure_ttl=defaults.FAILURE_TTL, ttl=defaults.QUEUED_TTL, unique=True,
+        b.function, {"writes": [write.to_payload()]}, job_id="batch-6", job_timeout=5, result_ttl=defaults.RESULT_TTL,
+        failure_ttl=defaults.FAILURE_TTL, ttl=defaults.QUEUED_TTL, unique=True, description="1 writes",
         retry=Retry(max=defaults.RETRIES, interval=defaults.RETRY_INTERVALS))
     theirs = redis_conn.hgetall("rq:job:batch-6")
     assert int(mine.pop(b"scim_deadline")) > 0  # scimbus's own field: the write's deadline
-    assert set(mine) == set(theirs)
-    assert {k: v for k, v in mine.items() if k not in (b"data", b"created_at", b"enqueued_at", b"description")} \
-        == {k: v for k, v in theirs.items() if k not in (b"data", b"created_at", b"enqueued_at", b"description")}
+    assert zlib.decompress(mine.pop(b"data")) == zlib.decompress(theirs.pop(b"data"))  # the call, as RQ encodes it
+    stamps = (b"created_at", b"enqueued_at")
+    assert {k: v for k, v in mine.items() if k not in stamps} == {k: v for k, v in theirs.items() if k not in stamps}
+    for stamp in stamps:
+        assert abs(utcparse(mine[stamp].decode()) - utcparse(theirs[stamp].decode())).total_seconds() < 5
+    fetched = Job.fetch("batch-5", connection=redis_conn, serializer=OrjsonSerializer)
+    assert (fetched.func_name, fetched.args) == (b.function, [{"writes": [write.to_payload()]}])
     assert 0 < redis_conn.ttl("rq:job:batch-5") <= defaults.QUEUED_TTL
     assert b"rq:queue:test-writes" in redis_conn.smembers("rq:queues")
     assert redis_conn.lrange("rq:queue:test-writes", 0, -1) == [b"batch-5", b"batch-6"]
