@@ -934,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
 
             _log("bench: starting a private PostgreSQL for the run ...")
             try:
-                pg = PostgresServer()
+                pg = PostgresServer(durable=True)  # the targets: durable settings as shipped
                 resources.callback(pg.close)
                 pg.start()
                 args.database_url, args.postgres_pid = pg.url, pg.proc.pid

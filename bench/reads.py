@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from tests.support.servers import PostgresServer
 
-        server = PostgresServer()
+        server = PostgresServer(durable=True)
         server.start()
         resources.callback(server.close)
         measure(args, server.url, server.proc.pid if server.proc else None)

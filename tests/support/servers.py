@@ -154,9 +154,14 @@ def _as_postgres_user() -> tuple[dict, int | None]:
 
 
 class PostgresServer:
-    """A private PostgreSQL cluster in a temporary folder that a test can stop and restart."""
+    """A private PostgreSQL cluster in a temporary folder that a test can stop and restart.
 
-    def __init__(self) -> None:
+    ``durable``: flush as shipped (PostgreSQL's defaults, which compose.yaml and the
+    Kubernetes manifests keep): every commit waits for its WAL to reach the disk. The
+    benchmarks measure that; the tests, which never crash the machine, skip the flushes."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="scimbus-pg-"))
         self.folder.chmod(0o755)
@@ -177,11 +182,12 @@ class PostgresServer:
         log = open(self.folder / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.folder),
-             # fsync off: the tests never crash the machine, only the server. Commits stay
-             # synchronous: a commit PostgreSQL acknowledged survives its process's death,
-             # which the restart tests rely on (asynchronous commits lost acknowledged writes).
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=on",
-             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+             # Without ``durable``, fsync off: the tests never crash the machine, only the
+             # server. Commits stay synchronous: a commit PostgreSQL acknowledged survives its
+             # process's death, which the restart tests rely on (asynchronous commits lost
+             # acknowledged writes).
+             "-c", "listen_addresses=127.0.0.1", "-c", "synchronous_commit=on", "-c", "max_connections=200",
+             *(() if self.durable else ("-c", "fsync=off", "-c", "full_page_writes=off"))],
             stdout=subprocess.DEVNULL, stderr=log, **self.ids,
         )
         log.close()
