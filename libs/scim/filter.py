@@ -113,6 +113,11 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What a JSON escape in a quoted value (``\\u0000``, ``\\ud800``) can decode to and no stored
+string holds: PostgreSQL refuses NUL in text and the drivers cannot encode a lone surrogate,
+so such a value would fail in the database (a 500 in the reader, a failed batch in the worker)
+instead of being refused here."""
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NAME = r"\$?[A-Za-z][A-Za-z0-9_\-]*"
 _ATTR = re.compile(rf"(?:(?P<uri>urn:[A-Za-z0-9.:_\-]+):)?(?P<name>{_NAME})(?:\.(?P<sub>{_NAME}))?", re.I)
@@ -261,9 +266,13 @@ class _Parser:
         kind, word = self.next()
         if kind == "string":
             try:
-                return json.loads(word)
+                value = json.loads(word)
             except ValueError as exc:
                 raise self.error(f"Invalid string literal {word[:100]!r}.") from exc
+            if _UNSTORABLE.search(value):
+                raise self.error("A string in a filter cannot hold U+0000 or a lone surrogate (U+D800-U+DFFF): "
+                                 "no stored value holds one, and the database refuses them.")
+            return value
         if kind != "word":
             raise self.error(f"Expected a value but found {word[:100]!r}.")
         lowered = word.lower()

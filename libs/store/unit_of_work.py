@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, RootTransaction
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from libs.scim.schemas import USERS, ResourceSchema
 from libs.store.diff import Updates
@@ -48,9 +48,10 @@ class UnitOfWork:
         """One write in a savepoint: kept when the block ends, rolled back when it raises.
 
         A uniqueness violation (a concurrent writer took the name between the check and
-        the insert) is rolled back and raised as ``LostRace``; any other database error
-        leaves the transaction unusable and is raised as ``TransactionLost`` (the batch is
-        retried whole); anything else is rolled back and raised as it is.
+        the insert) is rolled back and raised as ``LostRace``; a value the database refuses
+        (``DataError``) is rolled back and raised as it is, as anything else is; any other
+        database error leaves the transaction unusable and is raised as ``TransactionLost``
+        (the batch is retried whole).
 
         The first write of a transaction that holds nothing yet (only reads, such as the
         idempotency check) takes no savepoint: rolling the whole transaction back and
@@ -84,7 +85,7 @@ class UnitOfWork:
     def _or_replay(self) -> Iterator[None]:
         try:
             yield
-        except IntegrityError as exc:
+        except (IntegrityError, DataError) as exc:
             raise Replay(str(exc.orig)) from exc
         except DBAPIError as exc:
             raise TransactionLost(str(exc.orig)) from exc
@@ -101,12 +102,20 @@ class UnitOfWork:
     def _undone_by(undo) -> Iterator[None]:
         """A write that fails is undone by ``undo`` (its savepoint's rollback, or the whole
         transaction's when it is the first), its lost uniqueness race raised as ``LostRace``;
-        a database failure leaves the transaction to RQ's retry (``TransactionLost``)."""
+        a database failure leaves the transaction to RQ's retry (``TransactionLost``).
+
+        A value the database refuses (``DataError``: SQLSTATE class 22, or the driver's own
+        refusal of a NUL in text) is the write's own fault and fails the same way every time:
+        undone and raised as it is, it fails that write alone (500) instead of the whole batch
+        retried until RQ gives up (~10 s, then 503 for every write of it)."""
         try:
             yield
         except IntegrityError as exc:
             undo()
             raise LostRace(str(exc.orig)) from exc
+        except DataError:
+            undo()
+            raise
         except DBAPIError as exc:
             raise TransactionLost(str(exc.orig)) from exc
         except Exception:

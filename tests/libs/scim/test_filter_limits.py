@@ -85,3 +85,24 @@ def test_value_paths_count_toward_the_nesting_limit():
         parse_filter("emails[" + "not (" * MAX_DEPTH + 'type eq "work"' + ")" * MAX_DEPTH + "]")
     with pytest.raises(InvalidFilter, match="nested"):
         _compiles(parse_filter('emails[type[value eq "x"]]'))
+
+
+# --- values no stored string holds (the hostile sweep of 2026-12-05) -----------------------
+
+@pytest.mark.parametrize("escape", ["\\u0000", "a\\u0000", "\\ud800", "\\udfff", "x\\udc00y"])
+def test_a_quoted_value_that_decodes_to_nul_or_a_lone_surrogate_is_an_invalid_filter(escape):
+    # Before: the reader sent it to PostgreSQL and answered 500 (psycopg cannot encode a lone
+    # surrogate; PostgreSQL refuses NUL in text).
+    with pytest.raises(InvalidFilter, match="U\\+0000 or a lone surrogate"):
+        parse_filter(f'userName eq "{escape}"')
+
+
+@pytest.mark.parametrize("escape", ["\\u0000", "\\ud800"])
+def test_a_patch_path_whose_value_filter_decodes_to_nul_or_a_lone_surrogate_is_an_invalid_path(escape):
+    # Before: the worker stored it, PostgreSQL refused the batch, and RQ retried it for ~10 s.
+    with pytest.raises(InvalidPath, match="U\\+0000 or a lone surrogate"):
+        parse_patch_path(f'emails[type eq "{escape}"].value')
+
+
+def test_a_surrogate_pair_escape_is_the_character_it_encodes():
+    assert parse_filter('displayName eq "\\ud83d\\ude00"').value == "\U0001F600"

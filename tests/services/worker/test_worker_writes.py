@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from libs.bus.messages import WriteJob
 from libs.config import load_settings
-from libs.scim.schemas import GROUP
+from libs.scim.schemas import GROUP, USERS
 from libs.store.directory import DirectoryStore
 from libs.store.session import create_engine_from_url
 from services.worker import context
@@ -653,3 +653,18 @@ def test_a_name_display_name_or_external_id_longer_than_its_column_is_invalid_by
         (result,) = apply_batch([job.__class__(**{**job.__dict__, "job_id": uuid.uuid4().hex})])
         assert (result.status, result.body.get("scimType")) == (400, "invalidValue"), (job.op, result.body)
     assert [r.status for r in apply_batch(attempts)] == [400] * len(attempts)
+
+
+def test_a_write_whose_value_the_database_refuses_fails_alone_and_its_batch_is_not_retried(worker_store):
+    # A job planted past the front's checks: PostgreSQL refuses NUL in text. Before, the
+    # DataError was taken for a lost transaction and the whole batch went back to RQ, its
+    # neighbours answered 503 after every retry (~10 s).
+    if worker_store.dialect.name != "postgresql":
+        pytest.skip("SQLite stores NUL in text")
+    good, bad, also_good = (write("create", "User", str(uuid.uuid4()), {"userName": name})
+                            for name in ("ok-1@contoso.com", "bad\x00@contoso.com", "ok-2@contoso.com"))
+    assert [r.status for r in apply_batch([good, bad, also_good])] == [201, 500, 201]
+    with worker_store.connect() as conn:
+        stored = DirectoryStore(worker_store).load_many(
+            conn, "default", USERS, [good.resource_id, bad.resource_id, also_good.resource_id], lock=False)
+    assert set(stored) == {good.resource_id, also_good.resource_id}
