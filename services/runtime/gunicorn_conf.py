@@ -43,6 +43,9 @@ preload_app = True
 # Issue 5: a filter up to SCIM_MAX_FILTER_LENGTH must reach the app (400 above it), not
 # gunicorn's HTML 414; the gateway caps the request line (large_client_header_buffers 64k).
 limit_request_line = 0
+# Likewise a header field the gateway passes (up to its 64k buffer: a long bearer token) must
+# reach the app, which answers it; gunicorn's own limit (8,190 bytes) answered 431.
+limit_request_field_size = 65536
 
 
 def pre_fork(server, worker):

@@ -58,9 +58,12 @@ import socket
 import threading
 import time
 
+import orjson
 from gunicorn.sock import UnixSocket
 from gunicorn.workers import base
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
+
+from libs.scim.errors import ERROR_SCHEMA
 
 WRITTEN_FOR = {"gunicorn": "27.0"}
 """The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
@@ -125,6 +128,39 @@ class _OneSend:
         return getattr(self.sock, name)
 
 
+class _ScimErrorPage:
+    """The socket gunicorn writes its own refusal to (a request it cannot parse, a request
+    line or header field over its limits, before the app sees anything): the same status,
+    with a SCIM error body instead of gunicorn's HTML page, which Entra would read as an
+    unexpected answer. gunicorn keeps deciding what is refused and with which status."""
+
+    __slots__ = ("sock",)
+
+    _DETAILS = {
+        400: "The request is not valid HTTP/1.1.",
+        403: "The request is forbidden.",
+        414: "The request line is longer than the server accepts.",
+        417: "The server cannot meet the request's Expect header.",
+        431: "The header fields of the request are larger than the server accepts.",
+        501: "The request's transfer coding is not supported.",
+    }
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def sendall(self, data: bytes) -> None:
+        head = data.split(b"\r\n", 1)[0].split(b" ", 2)  # HTTP/1.1 400 Bad Request
+        status = int(head[1]) if len(head) > 1 and head[1].isdigit() else 500
+        reason = head[2] if len(head) > 2 else b"Error"
+        body = orjson.dumps({"schemas": [ERROR_SCHEMA], "status": str(status),
+                             "detail": self._DETAILS.get(status, "The server failed to process the request.")})
+        self.sock.sendall(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/scim+json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (status, reason, len(body), body))
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
 class EpollWorker(ThreadWorker):
     """gthread's request handling with threads that poll for themselves (see the module)."""
 
@@ -145,6 +181,9 @@ class EpollWorker(ThreadWorker):
 
     def handle_quit(self, sig, frame) -> None:
         base.Worker.handle_quit(self, sig, frame)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        super().handle_error(req, _ScimErrorPage(client), addr, exc)
 
     def handle_request(self, req, conn):
         sock = conn.sock
