@@ -213,6 +213,20 @@ _DELETE_SOME_VALUES = delete(resource_values).where(resource_values.c.resource_p
 _DELETE_MEMBERSHIPS = delete(members).where(or_(members.c.group_pk == bindparam("pk_"),
                                                 members.c.member_pk == bindparam("pk_")))
 _DELETE_RESOURCE = delete(resources).where(R.pk == bindparam("pk_"))
+# A resource deleted leaves the groups it belonged to: each is a new version (RFC 7644 §3.14),
+# or a client holding its ETag would keep the member list from before (304). A group a
+# concurrent writer holds is skipped rather than waited for: that writer may be adding this
+# very member and waiting for the delete to end (its foreign key), and the groups would
+# deadlock with it; it writes the group's next version itself.
+_GROUPS_OF_MEMBER = select(members.c.group_pk).where(members.c.member_pk == bindparam("pk_"))
+_TOUCH_GROUPS_OF_MEMBER = {
+    "postgresql": update(resources).where(R.pk.in_(
+        select(R.pk).join(members, members.c.group_pk == R.pk).where(members.c.member_pk == bindparam("pk_"))
+        .with_for_update(key_share=True, skip_locked=True, of=resources))).values(
+            version=R.version + 1, last_modified=bindparam("last_modified")),
+    "sqlite": update(resources).where(R.pk.in_(_GROUPS_OF_MEMBER)).values(
+        version=R.version + 1, last_modified=bindparam("last_modified")),
+}
 
 # The read side's statements, also built once. ``related`` (see ``_related``) says whether
 # a row has any member (a group) or group (a user), so most reads skip that second query.
@@ -446,6 +460,7 @@ class DirectoryStore:
         # Values and memberships (as group or as member) go with it: ON DELETE CASCADE,
         # spelled out as well so a database without enforced foreign keys stays clean.
         conn.execute(_DELETE_VALUES, {"pk_": current.pk})
+        conn.execute(_TOUCH_GROUPS_OF_MEMBER[conn.dialect.name], {"pk_": current.pk, "last_modified": utcnow()})
         conn.execute(_DELETE_MEMBERSHIPS, {"pk_": current.pk})
         conn.execute(_DELETE_RESOURCE, {"pk_": current.pk})
 

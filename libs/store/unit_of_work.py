@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, RootTransaction
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from libs.scim.schemas import USERS, ResourceSchema
+from libs.scim.schemas import GROUPS, USERS, ResourceSchema
 from libs.store.diff import Updates
 from libs.store.directory import DirectoryStore, StoredResource
 from libs.store.errors import LostRace, Replay, TransactionLost
@@ -209,6 +209,8 @@ class UnitOfWork:
     def delete_resource(self, current: StoredResource) -> None:
         self.store.delete_resource(self._now, current)
         self._locked.pop(self._ahead_keys.pop(current.pk, ("", "", "")), None)
+        # The groups it belonged to have a new version: read them again when loaded.
+        self._locked = {key: row for key, row in self._locked.items() if key[1] != GROUPS.name}
 
     # ------------------------------------------------------------------ members
     # Memberships go by ids and pks, which no update changes: they need not wait for the

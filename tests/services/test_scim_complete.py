@@ -190,8 +190,9 @@ def test_redis_keeps_an_answered_write_only_until_its_front_process_sends_the_ne
     with stack.client() as scim:
         for _ in range(12):
             create_user(scim)
-    answered = [key for key in redis.scan_iter("rq:job:*")
-                if redis.type(key) == b"hash" and redis.hget(key, "status") == b"finished"]
+    answered = {key: redis.hmget(key, "origin", "description", "ended_at") for key in redis.scan_iter("rq:job:*")
+                if redis.type(key) == b"hash" and redis.hget(key, "status") == b"finished"
+                and redis.hget(key, "origin") == b"scim-writes"}  # not the deliverer's jobs
     assert len(answered) <= 2, answered  # the last batch each of the two front processes sent
     assert all(redis.ttl(key) > 0 for key in [*answered, *redis.scan_iter("rq:results:*")])
 
@@ -295,3 +296,18 @@ def test_if_none_match_with_the_current_version_is_304(scim):
     user = create_user(scim)
     response = scim.get(f"/Users/{user['id']}", headers={"If-None-Match": user["meta"]["version"]})
     assert response.status_code == 304 and not response.content
+
+
+def test_a_group_whose_member_is_deleted_is_a_new_version_and_its_old_etag_no_longer_matches(scim):
+    # Before: the member list shrank under the same ETag and lastModified, and a client
+    # revalidating with If-None-Match kept the list from before (304).
+    kept, deleted, group = create_user(scim), create_user(scim), create_group(scim)
+    assert patch(scim, f"/Groups/{group['id']}", {"op": "add", "path": "members", "value": [
+        {"value": kept["id"]}, {"value": deleted["id"]}]}).status_code == 204
+    before = scim.get(f"/Groups/{group['id']}")
+    assert scim.delete(f"/Users/{deleted['id']}").status_code == 204
+    after = scim.get(f"/Groups/{group['id']}", headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status_code == 200
+    assert [m["value"] for m in after.json()["members"]] == [kept["id"]]
+    assert after.headers["ETag"] != before.headers["ETag"]
+    assert after.json()["meta"]["lastModified"] >= before.json()["meta"]["lastModified"]
