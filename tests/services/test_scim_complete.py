@@ -311,3 +311,12 @@ def test_a_group_whose_member_is_deleted_is_a_new_version_and_its_old_etag_no_lo
     assert [m["value"] for m in after.json()["members"]] == [kept["id"]]
     assert after.headers["ETag"] != before.headers["ETag"]
     assert after.json()["meta"]["lastModified"] >= before.json()["meta"]["lastModified"]
+
+
+# ---------------------------------------------------------------- what the sweep found lenient
+
+def test_an_answer_without_a_body_names_no_media_type(scim):
+    # Before: werkzeug's default, Content-Type: text/html, on every 204.
+    response = scim.delete(f"/Users/{create_user(scim)['id']}")
+    assert response.status_code == 204 and not response.content
+    assert "content-type" not in response.headers
