@@ -7,6 +7,7 @@ loads a member.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -54,14 +55,28 @@ def _schema(endpoint: str) -> ResourceSchema:
     return schema
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,100}")
+"""An integer as RFC 7644 writes one: ASCII digits. Python's ``int`` also reads ``1_0`` (10),
+``٣`` (3), surrounding spaces, and from a /.search body ``true`` (1) and ``1.5`` (1)."""
+
+
+def _integer(raw: Any) -> int | None:
+    """``raw`` (a query string's text, or a /.search body's JSON value) as an integer, else None."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and _INTEGER.fullmatch(raw):
+        return int(raw)
+    return None
+
+
 def _int_param(params: dict[str, Any], name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise InvalidValue(f"{name} must be an integer, not {str(raw)[:50]!r}.") from None
+    value = _integer(raw)
+    if value is None:
+        raise InvalidValue(f"{name} must be an integer, not {str(raw)[:50]!r}.")
+    return value
 
 
 def _wants(name: str, attributes: list, excluded: list) -> bool:
@@ -118,11 +133,9 @@ def _cursor_page(app_key: str, schema: ResourceSchema, node, params: dict[str, A
     cursor = params.get("cursor")
     if cursor is not None and not isinstance(cursor, str):
         raise InvalidCursor()
-    try:
-        count = int(params.get("count") or settings.max_results)
-    except (TypeError, ValueError):
-        raise InvalidCount(f"count must be an integer from 1 to {settings.max_results}.") from None
-    if count < 1:
+    raw = params.get("count")
+    count = settings.max_results if raw is None or raw == "" else _integer(raw)
+    if count is None or count < 1:
         raise InvalidCount(f"count must be an integer from 1 to {settings.max_results}.")
     count = min(count, settings.max_results)
     codec: CursorCodec = current_app.extensions["scim.cursors"]

@@ -315,6 +315,18 @@ def test_a_group_whose_member_is_deleted_is_a_new_version_and_its_old_etag_no_lo
 
 # ---------------------------------------------------------------- what the sweep found lenient
 
+@pytest.mark.parametrize("count", ["1_0", "\u0663", " 5", "5.0", "0x10"])
+def test_a_count_that_is_not_ascii_digits_is_400_not_read_as_python_reads_it(scim, count):
+    # Before: int() read "1_0" as 10 and the Arabic-Indic digit three as 3.
+    assert_scim_error(scim.get("/Users", params={"count": count}), 400, "invalidValue")
+
+
+@pytest.mark.parametrize("count", [True, 1.5, "1_0"])
+def test_a_search_count_that_is_not_an_integer_is_400(scim, count):
+    response = scim.post("/Users/.search", json={"schemas": [SEARCH], "count": count})
+    assert_scim_error(response, 400, "invalidValue")
+
+
 def test_an_answer_without_a_body_names_no_media_type(scim):
     # Before: werkzeug's default, Content-Type: text/html, on every 204.
     response = scim.delete(f"/Users/{create_user(scim)['id']}")
