@@ -33,6 +33,7 @@ class ReplicaServer(PostgresServer):
         with open(self.data / "postgresql.auto.conf", "a") as conf:
             conf.write(f"recovery_min_apply_delay = '{int(apply_delay_ms)}ms'\nhot_standby = on\n")
         self.proc = None
+        self.durable = primary.durable
 
     def replayed(self) -> int:
         done = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d",
