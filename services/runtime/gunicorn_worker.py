@@ -63,7 +63,7 @@ from gunicorn.sock import UnixSocket
 from gunicorn.workers import base
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from libs.scim.errors import ERROR_SCHEMA
+from libs.scim.errors import ScimError
 
 WRITTEN_FOR = {"gunicorn": "27.0"}
 """The library minor versions whose internals this module drives (tests/services/runtime/test_library_contracts.py)."""
@@ -152,8 +152,9 @@ class _ScimErrorPage:
         head = data.split(b"\r\n", 1)[0].split(b" ", 2)  # HTTP/1.1 400 Bad Request
         status = int(head[1]) if len(head) > 1 and head[1].isdigit() else 500
         reason = head[2] if len(head) > 2 else b"Error"
-        body = orjson.dumps({"schemas": [ERROR_SCHEMA], "status": str(status),
-                             "detail": self._DETAILS.get(status, "The server failed to process the request.")})
+        error = ScimError(self._DETAILS.get(status, "The server failed to process the request."))
+        error.status = status  # type: ignore[misc]  # gunicorn's status, as libs.web.errors does werkzeug's
+        body = orjson.dumps(error.to_body())
         self.sock.sendall(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/scim+json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (status, reason, len(body), body))
 
